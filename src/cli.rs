@@ -1,0 +1,217 @@
+//! The command line. The names here are a contract used by scripts: keep them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::scenario::{parse_nameserver, parse_timeout, Expectation};
+use crate::worker::WorkerArgs;
+
+/// Proves, end to end, what this host's egress firewall lets each local user reach:
+/// real TCP connects, as the real users, over IPv4 and IPv6.
+#[derive(Debug, Parser)]
+#[command(
+    name = "egress-check",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Exit codes: 0 every check passed; 1 at least one failed; 3 none failed but at \
+                  least one was inconclusive; 2 usage, scenario or privilege error.\n\n\
+                  Ad hoc: egress-check --as www-data [--mx gmail.com] [--port 25] [--expect deny]"
+)]
+pub struct Cli {
+    /// What to do; without a subcommand, the ad hoc check of `--as USER`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The ad hoc check.
+    #[command(flatten)]
+    pub ad_hoc: AdHocArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one or more scenario files.
+    Run(RunArgs),
+    /// Print what would be probed for mail domains (MX, A, AAAA); connects nowhere, needs no root.
+    Resolve(ResolveArgs),
+    /// Internal: the per-user probe worker.
+    #[command(name = "__probe-as", hide = true)]
+    ProbeAs(WorkerArgs),
+}
+
+/// Options shared by `run` and the ad hoc form.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// DNS server to use instead of the scenario's and /etc/resolv.conf's (IP or IP:PORT).
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver)]
+    pub nameserver: Option<SocketAddr>,
+    /// Per connect attempt, e.g. `500ms`, `2s` [default: the scenario's, else 3s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// Bound on the whole run; probes still pending then are inconclusive.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub deadline: Option<Duration>,
+    /// Enter this network namespace (/run/netns/NAME) before resolving and probing.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+}
+
+/// `egress-check run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario files (TOML).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Only run the checks of this user.
+    #[arg(long = "as", value_name = "USER")]
+    pub user: Option<String>,
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The ad hoc form: `egress-check --as USER [targets]`.
+#[derive(Debug, Args)]
+pub struct AdHocArgs {
+    /// Probe as this user (login name).
+    #[arg(long = "as", value_name = "USER")]
+    pub user: Option<String>,
+    /// A mail domain whose MX hosts to probe (repeatable).
+    #[arg(long, value_name = "DOMAIN")]
+    pub mx: Vec<String>,
+    /// A host name to probe (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub host: Vec<String>,
+    /// An address to probe (repeatable).
+    #[arg(long = "addr", value_name = "IP")]
+    pub addr: Vec<IpAddr>,
+    /// A port to probe (repeatable) [default: 25].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Vec<u16>,
+    /// What should happen.
+    #[arg(long, value_enum, default_value_t = ExpectArg::Deny)]
+    pub expect: ExpectArg,
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `egress-check resolve`.
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// Mail domains.
+    #[arg(required = true, value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+    /// DNS server to use instead of /etc/resolv.conf (IP or IP:PORT).
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver)]
+    pub nameserver: Option<SocketAddr>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Enter this network namespace (/run/netns/NAME) first.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people; colour on a terminal unless NO_COLOR is set.
+    Human,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// `--expect` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExpectArg {
+    /// Connections must get through.
+    Allow,
+    /// Connections must be blocked.
+    Deny,
+}
+
+impl From<ExpectArg> for Expectation {
+    fn from(value: ExpectArg) -> Self {
+        match value {
+            ExpectArg::Allow => Expectation::Allow,
+            ExpectArg::Deny => Expectation::Deny,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("egress-check").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn contract_names_parse() {
+        let cli = parse(&[
+            "run",
+            "a.toml",
+            "b.toml",
+            "--as",
+            "www-data",
+            "--format",
+            "json",
+            "--nameserver",
+            "192.0.2.53:5353",
+            "--timeout",
+            "500ms",
+        ])
+        .unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.files.len(), 2);
+        assert_eq!(run.user.as_deref(), Some("www-data"));
+        assert_eq!(run.common.timeout, Some(Duration::from_millis(500)));
+
+        let cli = parse(&[
+            "--as",
+            "www-data",
+            "--mx",
+            "gmail.com",
+            "--port",
+            "25",
+            "--port",
+            "587",
+            "--expect",
+            "allow",
+            "--addr",
+            "2001:db8::1",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.ad_hoc.port, vec![25, 587]);
+        assert_eq!(cli.ad_hoc.expect, ExpectArg::Allow);
+
+        let cli = parse(&["resolve", "gmail.com", "outlook.com"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Resolve(_))));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["--as", "x", "--port", "0"][..],
+            &["--as", "x", "--port", "65536"],
+            &["--as", "x", "--timeout", "soon"],
+            &["--as", "x", "--expect", "maybe"],
+            &["--as", "x", "--addr", "1.2.3"],
+            &["run"],
+            &["run", "x.toml", "--nameserver", "dns.example"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! egress-check: proves, end to end, what a Linux host's egress firewall lets each local
+//! user reach, over IPv4 and IPv6.
+//!
+//! The data flows through small modules: [`scenario`] -> [`plan`] -> [`resolve`] ->
+//! [`probe`] (in per-user [`worker`] processes) -> [`verdict`] -> [`report`].
+
+mod cli;
+mod identity;
+mod netns;
+mod plan;
+mod probe;
+mod report;
+mod resolve;
+mod runner;
+mod scenario;
+mod verdict;
+mod worker;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use cli::{Cli, Command, CommonArgs, Format};
+use runner::RunSettings;
+use scenario::{AdHocTargets, Scenario};
+
+/// Exit code for usage, scenario and privilege errors (nothing was probed).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The worker must start before any runtime or thread exists: it changes identity.
+    if let Some(Command::ProbeAs(args)) = cli.command {
+        return ExitCode::from(worker::worker_main(args) as u8);
+    }
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("egress-check: {err:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Runs a command; `Err` is a usage, scenario or privilege error (exit 2).
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Some(Command::Run(args)) => {
+            let scenarios = args
+                .files
+                .iter()
+                .map(|f| scenario::load(f))
+                .collect::<Result<Vec<_>, _>>()?;
+            run(scenarios, args.user.as_deref(), &args.common)
+        }
+        Some(Command::Resolve(args)) => {
+            let resolv_conf = match &args.netns {
+                Some(name) => netns::enter(name)?,
+                None => None,
+            };
+            let domains = args
+                .domains
+                .iter()
+                .map(|d| scenario::normalize_domain(d).map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let source = match (args.nameserver, resolv_conf) {
+                (Some(addr), _) => resolve::NameserverSource::Server(addr),
+                (None, Some(text)) => resolve::NameserverSource::ResolvConf(text),
+                (None, None) => resolve::NameserverSource::System,
+            };
+            runtime()?.block_on(show_resolution(&domains, &source, args.format))
+        }
+        Some(Command::ProbeAs(_)) => unreachable!("handled in main"),
+        None => {
+            let ad_hoc = cli.ad_hoc;
+            let Some(user) = ad_hoc.user.clone() else {
+                anyhow::bail!(
+                    "nothing to do: give a subcommand (`run FILE`, `resolve DOMAIN`) or \
+                     `--as USER` for an ad hoc check; see `egress-check --help`"
+                );
+            };
+            let targets = AdHocTargets {
+                mx: ad_hoc.mx,
+                hosts: ad_hoc.host,
+                addresses: ad_hoc.addr,
+                ports: ad_hoc.port,
+            };
+            let scenario = if targets.is_empty() {
+                scenario::default_scenario_for(&user)?
+            } else {
+                targets
+                    .into_scenario(&user, ad_hoc.expect.into())
+                    .map_err(anyhow::Error::msg)?
+            };
+            run(vec![scenario], None, &ad_hoc.common)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread: the parent only waits on DNS and workers, and a single thread keeps the
+    // network namespace entered at start valid for everything it does.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(
+    scenarios: Vec<Scenario>,
+    only_user: Option<&str>,
+    common: &CommonArgs,
+) -> anyhow::Result<u8> {
+    let assignments = plan::assignments(&scenarios, only_user, common.timeout)?;
+    plan::ensure_privileges(&assignments)?;
+    let netns_resolv_conf = match &common.netns {
+        Some(name) => netns::enter(name)?,
+        None => None,
+    };
+    let settings = RunSettings {
+        nameserver: common.nameserver,
+        netns_resolv_conf,
+        deadline: common.deadline,
+    };
+    let result = runtime()?.block_on(runner::execute(&scenarios, &assignments, &settings));
+    let report = result.report;
+    if let Some(code) = result.interruption.and_then(|i| i.exit_code()) {
+        // Interrupted: stdout may be a pipe being torn down; what finished goes to stderr.
+        eprint!("{}", report.to_human(use_color(&std::io::stderr())));
+        return Ok(code as u8);
+    }
+    match common.format {
+        Format::Human => print!("{}", report.to_human(use_color(&std::io::stdout()))),
+        Format::Json => println!("{}", report.to_json()),
+    }
+    Ok(report.exit_code() as u8)
+}
+
+fn use_color(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+async fn show_resolution(
+    domains: &[String],
+    source: &resolve::NameserverSource,
+    format: Format,
+) -> anyhow::Result<u8> {
+    use resolve::{Addresses, Resolution};
+    use scenario::TargetKind;
+
+    let resolver = resolve::Resolver::new(source).map_err(anyhow::Error::msg)?;
+    let kinds: Vec<TargetKind> = domains.iter().cloned().map(TargetKind::Mx).collect();
+    let resolutions = resolver.resolve_all(&kinds).await;
+    let mut complete = true;
+    let mut json = Vec::new();
+    let mut text = String::new();
+    let addresses_json = |a: &Addresses| match a {
+        Addresses::Found(list) => serde_json::json!({ "addresses": list }),
+        Addresses::None => serde_json::json!({ "addresses": [] }),
+        Addresses::Failed(f) => serde_json::json!({ "addresses": [], "error": f.to_string() }),
+    };
+    for (domain, kind) in domains.iter().zip(&kinds) {
+        text.push_str(&format!("{domain}\n"));
+        match &resolutions[kind] {
+            Resolution::Failed(failure) => {
+                complete = false;
+                text.push_str(&format!("  error: {failure}\n"));
+                json.push(serde_json::json!({ "domain": domain, "status": "failed", "error": failure.to_string() }));
+            }
+            Resolution::NullMx => {
+                text.push_str("  null MX (RFC 7505): accepts no mail\n");
+                json.push(serde_json::json!({ "domain": domain, "status": "null-mx" }));
+            }
+            Resolution::Exchanges {
+                implicit_mx,
+                exchanges,
+            } => {
+                let mut list = Vec::new();
+                for ex in exchanges {
+                    let name = ex.name.clone().unwrap_or_default();
+                    match (implicit_mx, ex.preference) {
+                        (true, _) => {
+                            text.push_str(&format!("  no MX; implicit MX (RFC 5321 5.1): {name}\n"))
+                        }
+                        (false, Some(pref)) => text.push_str(&format!("  MX {pref} {name}\n")),
+                        (false, None) => text.push_str(&format!("  {name}\n")),
+                    }
+                    for family in scenario::Family::ALL {
+                        let label = family.record_type();
+                        match ex.addresses(family) {
+                            Addresses::Found(addrs) => {
+                                for a in addrs {
+                                    text.push_str(&format!("    {label:<4} {a}\n"));
+                                }
+                            }
+                            Addresses::None => text.push_str(&format!(
+                                "    {label:<4} (none: {family} would be inconclusive)\n"
+                            )),
+                            Addresses::Failed(f) => {
+                                complete = false;
+                                text.push_str(&format!("    {label:<4} error: {f}\n"));
+                            }
+                        }
+                    }
+                    list.push(serde_json::json!({
+                        "exchange": name,
+                        "preference": ex.preference,
+                        "ipv4": addresses_json(&ex.ipv4),
+                        "ipv6": addresses_json(&ex.ipv6),
+                    }));
+                }
+                json.push(serde_json::json!({
+                    "domain": domain,
+                    "status": "ok",
+                    "implicit_mx": implicit_mx,
+                    "exchanges": list,
+                }));
+            }
+        }
+    }
+    match format {
+        Format::Human => print!("{text}"),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json)?),
+    }
+    Ok(if complete { 0 } else { 3 })
+}

@@ -1,0 +1,432 @@
+//! DNS: from targets to the exchanges and addresses that will be probed.
+//!
+//! Every distinct name is looked up once per run, and all lookups of a phase run
+//! concurrently: first the MX records of all mail domains, then the A and AAAA records of
+//! every exchange and host name at once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures::future::join_all;
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::TokioResolver;
+use serde::Serialize;
+
+use crate::scenario::{Family, TargetKind};
+
+/// How long one DNS query may take before it is retried or given up.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Tries per query.
+const QUERY_ATTEMPTS: usize = 2;
+
+/// Why a name could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The name does not exist.
+    Nxdomain,
+    /// The server failed (SERVFAIL).
+    Servfail,
+    /// The server refused to answer.
+    Refused,
+    /// No answer in time (server unreachable or too slow).
+    Timeout,
+    /// Anything else.
+    Other(String),
+}
+
+/// A failed lookup: which name, which record type, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsFailure {
+    /// The name looked up.
+    pub name: String,
+    /// The record type asked for (`MX`, `A`, `AAAA`).
+    pub record: &'static str,
+    /// Why it failed.
+    pub kind: FailureKind,
+}
+
+impl fmt::Display for DnsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = match &self.kind {
+            FailureKind::Nxdomain => "NXDOMAIN (no such domain)".to_string(),
+            FailureKind::Servfail => "SERVFAIL".to_string(),
+            FailureKind::Refused => "REFUSED".to_string(),
+            FailureKind::Timeout => "timed out (nameserver unreachable or too slow)".to_string(),
+            FailureKind::Other(text) => text.clone(),
+        };
+        write!(f, "DNS {} lookup of {}: {}", self.record, self.name, reason)
+    }
+}
+
+/// The addresses of one name in one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addresses {
+    /// The records found (possibly after following CNAMEs); never empty.
+    Found(Vec<IpAddr>),
+    /// The name exists but has no record of this type.
+    None,
+    /// The lookup failed.
+    Failed(DnsFailure),
+}
+
+/// A host that will be connected to: an MX exchange, a host target, or literal addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// Its name (`None` for literal addresses).
+    pub name: Option<String>,
+    /// MX preference, for MX exchanges.
+    pub preference: Option<u16>,
+    /// IPv4 addresses.
+    pub ipv4: Addresses,
+    /// IPv6 addresses.
+    pub ipv6: Addresses,
+}
+
+impl Exchange {
+    /// The addresses of one family.
+    pub fn addresses(&self, family: Family) -> &Addresses {
+        match family {
+            Family::Ipv4 => &self.ipv4,
+            Family::Ipv6 => &self.ipv6,
+        }
+    }
+}
+
+/// Everything known about where a target lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Hosts to probe, MX exchanges by preference.
+    Exchanges {
+        /// True when a mail domain had no MX and its own addresses stand in (RFC 5321 5.1).
+        implicit_mx: bool,
+        /// The hosts.
+        exchanges: Vec<Exchange>,
+    },
+    /// The domain publishes a null MX (RFC 7505): it accepts no mail.
+    NullMx,
+    /// The target's own lookup failed (e.g. the MX query of its domain).
+    Failed(DnsFailure),
+}
+
+/// Where the resolver's nameservers come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NameserverSource {
+    /// `/etc/resolv.conf`.
+    System,
+    /// The contents of another resolv.conf (e.g. `/etc/netns/NAME/resolv.conf`).
+    ResolvConf(String),
+    /// One explicit server.
+    Server(SocketAddr),
+}
+
+/// A resolver with the settings egress-check needs.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: TokioResolver,
+}
+
+impl Resolver {
+    /// A resolver that asks the servers of `source`.
+    pub fn new(source: &NameserverSource) -> Result<Resolver, String> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = match source {
+            NameserverSource::Server(addr) => {
+                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                for connection in &mut server.connections {
+                    connection.port = addr.port();
+                }
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![server]),
+                    provider,
+                )
+            }
+            NameserverSource::System => TokioResolver::builder(provider)
+                .map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?,
+            NameserverSource::ResolvConf(text) => {
+                let (config, _) = hickory_resolver::system_conf::parse_resolv_conf(text)
+                    .map_err(|e| format!("cannot parse the namespace's resolv.conf: {e}"))?;
+                TokioResolver::builder_with_config(config, provider)
+            }
+        };
+        let options: &mut ResolverOpts = builder.options_mut();
+        options.timeout = QUERY_TIMEOUT;
+        options.attempts = QUERY_ATTEMPTS;
+        // Names are looked up fully qualified, as an MTA does; /etc/hosts is not DNS.
+        options.ndots = 0;
+        options.use_hosts_file = ResolveHosts::Never;
+        options.preserve_intermediates = true;
+        let inner = builder
+            .build()
+            .map_err(|e| format!("cannot set up the resolver: {e}"))?;
+        Ok(Resolver { inner })
+    }
+
+    async fn mx(&self, domain: &str) -> MxAnswer {
+        match self.inner.mx_lookup(fqdn(domain)).await {
+            Ok(lookup) => {
+                let mut records: Vec<(u16, String)> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
+                        _ => None,
+                    })
+                    .collect();
+                if records.is_empty() {
+                    return MxAnswer::NoRecords;
+                }
+                if records.len() == 1 && records[0].1.trim_end_matches('.').is_empty() {
+                    return MxAnswer::NullMx;
+                }
+                records.sort();
+                records.dedup();
+                MxAnswer::Exchanges(
+                    records
+                        .into_iter()
+                        .filter(|(_, name)| !name.trim_end_matches('.').is_empty())
+                        .map(|(pref, name)| (pref, name.trim_end_matches('.').to_lowercase()))
+                        .collect(),
+                )
+            }
+            Err(err) => match classify(&err) {
+                Classified::NoRecords => MxAnswer::NoRecords,
+                Classified::Failure(kind) => MxAnswer::Failed(DnsFailure {
+                    name: domain.to_string(),
+                    record: "MX",
+                    kind,
+                }),
+            },
+        }
+    }
+
+    async fn addresses(&self, name: &str, family: Family) -> Addresses {
+        let result = match family {
+            Family::Ipv4 => self.inner.lookup(fqdn(name), RecordType::A).await,
+            Family::Ipv6 => self.inner.lookup(fqdn(name), RecordType::AAAA).await,
+        };
+        match result {
+            Ok(lookup) => {
+                let mut found: Vec<IpAddr> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match (&r.data, family) {
+                        (RData::A(a), Family::Ipv4) => Some(IpAddr::V4(a.0)),
+                        (RData::AAAA(a), Family::Ipv6) => Some(IpAddr::V6(a.0)),
+                        _ => None,
+                    })
+                    .collect();
+                found.sort();
+                found.dedup();
+                if found.is_empty() {
+                    Addresses::None
+                } else {
+                    Addresses::Found(found)
+                }
+            }
+            Err(err) => match classify(&err) {
+                Classified::NoRecords => Addresses::None,
+                Classified::Failure(kind) => Addresses::Failed(DnsFailure {
+                    name: name.to_string(),
+                    record: family.record_type(),
+                    kind,
+                }),
+            },
+        }
+    }
+
+    /// Resolves a set of targets: each distinct name once, concurrently.
+    pub async fn resolve_all<'a>(
+        &self,
+        kinds: impl IntoIterator<Item = &'a TargetKind>,
+    ) -> HashMap<TargetKind, Resolution> {
+        let kinds: Vec<&TargetKind> = kinds.into_iter().collect();
+        let domains: BTreeSet<&str> = kinds
+            .iter()
+            .filter_map(|k| match k {
+                TargetKind::Mx(d) => Some(d.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mx_answers: HashMap<&str, MxAnswer> = domains
+            .iter()
+            .copied()
+            .zip(join_all(domains.iter().map(|d| self.mx(d))).await)
+            .collect();
+
+        let mut hosts: BTreeSet<String> = BTreeSet::new();
+        for kind in &kinds {
+            match kind {
+                TargetKind::Host(host) => {
+                    hosts.insert(host.clone());
+                }
+                TargetKind::Mx(domain) => match &mx_answers[domain.as_str()] {
+                    MxAnswer::Exchanges(list) => hosts.extend(list.iter().map(|(_, n)| n.clone())),
+                    MxAnswer::NoRecords => {
+                        hosts.insert(domain.clone());
+                    }
+                    MxAnswer::NullMx | MxAnswer::Failed(_) => {}
+                },
+                TargetKind::Addresses(_) => {}
+            }
+        }
+        let lookups = hosts.iter().flat_map(|h| {
+            Family::ALL
+                .into_iter()
+                .map(move |f| async move { ((h.clone(), f), self.addresses(h, f).await) })
+        });
+        let addresses: HashMap<(String, Family), Addresses> =
+            join_all(lookups).await.into_iter().collect();
+        let exchange = |name: &str, preference: Option<u16>| Exchange {
+            name: Some(name.to_string()),
+            preference,
+            ipv4: addresses[&(name.to_string(), Family::Ipv4)].clone(),
+            ipv6: addresses[&(name.to_string(), Family::Ipv6)].clone(),
+        };
+
+        kinds
+            .into_iter()
+            .map(|kind| {
+                let resolution = match kind {
+                    TargetKind::Mx(domain) => match &mx_answers[domain.as_str()] {
+                        MxAnswer::Exchanges(list) => Resolution::Exchanges {
+                            implicit_mx: false,
+                            exchanges: list.iter().map(|(p, n)| exchange(n, Some(*p))).collect(),
+                        },
+                        MxAnswer::NoRecords => Resolution::Exchanges {
+                            implicit_mx: true,
+                            exchanges: vec![exchange(domain, None)],
+                        },
+                        MxAnswer::NullMx => Resolution::NullMx,
+                        MxAnswer::Failed(failure) => Resolution::Failed(failure.clone()),
+                    },
+                    TargetKind::Host(host) => Resolution::Exchanges {
+                        implicit_mx: false,
+                        exchanges: vec![exchange(host, None)],
+                    },
+                    TargetKind::Addresses(list) => Resolution::Exchanges {
+                        implicit_mx: false,
+                        exchanges: vec![literal_exchange(list)],
+                    },
+                };
+                (kind.clone(), resolution)
+            })
+            .collect()
+    }
+}
+
+/// The pseudo-exchange of a target given as literal addresses.
+pub fn literal_exchange(addrs: &[IpAddr]) -> Exchange {
+    let of = |family| {
+        let found: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| Family::of(a) == family)
+            .collect();
+        if found.is_empty() {
+            Addresses::None
+        } else {
+            Addresses::Found(found)
+        }
+    };
+    Exchange {
+        name: None,
+        preference: None,
+        ipv4: of(Family::Ipv4),
+        ipv6: of(Family::Ipv6),
+    }
+}
+
+enum MxAnswer {
+    Exchanges(Vec<(u16, String)>),
+    NoRecords,
+    NullMx,
+    Failed(DnsFailure),
+}
+
+enum Classified {
+    NoRecords,
+    Failure(FailureKind),
+}
+
+fn classify(err: &NetError) -> Classified {
+    match err {
+        NetError::Dns(DnsError::NoRecordsFound(no_records)) => match no_records.response_code {
+            ResponseCode::NXDomain => Classified::Failure(FailureKind::Nxdomain),
+            ResponseCode::NoError => Classified::NoRecords,
+            code => Classified::Failure(rcode_failure(code)),
+        },
+        NetError::Dns(DnsError::ResponseCode(code)) => Classified::Failure(rcode_failure(*code)),
+        NetError::Timeout => Classified::Failure(FailureKind::Timeout),
+        other => {
+            let text = other.to_string();
+            if text.contains("timed out") {
+                Classified::Failure(FailureKind::Timeout)
+            } else {
+                Classified::Failure(FailureKind::Other(text))
+            }
+        }
+    }
+}
+
+fn rcode_failure(code: ResponseCode) -> FailureKind {
+    match code {
+        ResponseCode::NXDomain => FailureKind::Nxdomain,
+        ResponseCode::ServFail => FailureKind::Servfail,
+        ResponseCode::Refused => FailureKind::Refused,
+        other => FailureKind::Other(format!("response code {other}")),
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_addresses_split_by_family() {
+        let ex = literal_exchange(&["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()]);
+        assert_eq!(
+            ex.ipv4,
+            Addresses::Found(vec!["192.0.2.1".parse().unwrap()])
+        );
+        assert_eq!(
+            ex.ipv6,
+            Addresses::Found(vec!["2001:db8::1".parse().unwrap()])
+        );
+        let v4only = literal_exchange(&["192.0.2.1".parse().unwrap()]);
+        assert_eq!(v4only.ipv6, Addresses::None);
+    }
+
+    #[test]
+    fn failures_read_well() {
+        let f = DnsFailure {
+            name: "nx.test".into(),
+            record: "MX",
+            kind: FailureKind::Nxdomain,
+        };
+        assert_eq!(
+            f.to_string(),
+            "DNS MX lookup of nx.test: NXDOMAIN (no such domain)"
+        );
+    }
+
+    #[test]
+    fn rcodes_map_to_failures() {
+        assert_eq!(rcode_failure(ResponseCode::ServFail), FailureKind::Servfail);
+        assert_eq!(rcode_failure(ResponseCode::Refused), FailureKind::Refused);
+        assert!(matches!(
+            classify(&NetError::Timeout),
+            Classified::Failure(FailureKind::Timeout)
+        ));
+    }
+}

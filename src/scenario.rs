@@ -1,0 +1,843 @@
+//! Scenario files: the TOML format in which an admin writes down who may reach what.
+//!
+//! Parsing is strict (unknown keys are errors) and every error carries the file, line and
+//! column of the offending value, so that a broken scenario is fixed in one look.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_spanned::Spanned;
+
+/// Largest scenario file accepted; anything bigger is a mistake, not a policy.
+pub const MAX_SCENARIO_BYTES: usize = 4 * 1024 * 1024;
+/// Longest connect timeout accepted.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Port probed when a target names none.
+pub const DEFAULT_PORT: u16 = 25;
+
+/// The built-in scenario used by `egress-check --as USER` without targets.
+pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
+/// The name under which the built-in scenario is reported.
+pub const DEFAULT_SCENARIO_NAME: &str = "<built-in default scenario>";
+
+/// An address family a probe runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4 (A records, `iptables`).
+    Ipv4,
+    /// IPv6 (AAAA records, `ip6tables`).
+    Ipv6,
+}
+
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// The family of an address.
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// The DNS record type that holds this family's addresses.
+    pub fn record_type(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "A",
+            Family::Ipv6 => "AAAA",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        })
+    }
+}
+
+/// What the admin believes the firewall does for a user and target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expectation {
+    /// Connections must get through.
+    Allow,
+    /// Connections must be blocked.
+    Deny,
+}
+
+impl fmt::Display for Expectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expectation::Allow => "allow",
+            Expectation::Deny => "deny",
+        })
+    }
+}
+
+/// A place in a scenario file, printed as `file:line:column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file as the user named it.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, counted in characters.
+    pub column: usize,
+}
+
+impl Location {
+    fn at(file: &str, text: &str, offset: usize) -> Location {
+        let offset = offset.min(text.len());
+        let before = text.get(..offset).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Location {
+            file: file.to_string(),
+            line,
+            column,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// Why a scenario could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("{file}: cannot read scenario: {error}")]
+    Read {
+        /// The file as named.
+        file: String,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The file is larger than [`MAX_SCENARIO_BYTES`].
+    #[error("{file}: scenario is {size} bytes; the limit is {MAX_SCENARIO_BYTES} bytes")]
+    TooLarge {
+        /// The file as named.
+        file: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The file is not valid UTF-8 (TOML must be).
+    #[error("{location}: scenario is not valid UTF-8 (TOML files must be UTF-8)")]
+    NotUtf8 {
+        /// Where the first invalid byte is.
+        location: Location,
+    },
+    /// A syntax or semantic error at a known place.
+    #[error("{location}: {message}")]
+    Invalid {
+        /// Where the problem is.
+        location: Location,
+        /// What is wrong, in one line.
+        message: String,
+    },
+}
+
+/// A user a check runs as, with where the scenario named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    /// Login name (or numeric uid as text).
+    pub name: String,
+    /// Where the name was written, if it came from a file.
+    pub location: Option<Location>,
+}
+
+/// How a target's addresses are found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    /// The mail exchanges of a domain (MX, or the domain itself when it has none).
+    Mx(String),
+    /// A host name's A and AAAA records.
+    Host(String),
+    /// Literal addresses.
+    Addresses(Vec<IpAddr>),
+}
+
+/// Something to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Name that checks refer to.
+    pub name: String,
+    /// How its addresses are found.
+    pub kind: TargetKind,
+    /// Ports to probe, in the order given.
+    pub ports: Vec<u16>,
+    /// Families to probe.
+    pub families: Vec<Family>,
+}
+
+/// One expectation: these users, these targets, allowed or denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Users to probe as.
+    pub users: Vec<UserRef>,
+    /// Indices into [`Scenario::targets`].
+    pub targets: Vec<usize>,
+    /// The expected outcome.
+    pub expect: Expectation,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    /// The file it came from, as named (or a descriptive placeholder).
+    pub source: String,
+    /// Per connect attempt, if set.
+    pub timeout: Option<Duration>,
+    /// DNS server to use instead of the system resolver, if set.
+    pub nameserver: Option<SocketAddr>,
+    /// Targets, in file order.
+    pub targets: Vec<Target>,
+    /// Checks, in file order.
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    timeout: Option<Spanned<String>>,
+    nameserver: Option<Spanned<String>>,
+    #[serde(default, rename = "target")]
+    targets: Vec<Spanned<RawTarget>>,
+    #[serde(default, rename = "check")]
+    checks: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Spanned<String>,
+    mx: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    address: Option<Spanned<Vec<Spanned<String>>>>,
+    ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    families: Option<Spanned<Vec<Spanned<Family>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    #[serde(rename = "as")]
+    users: Spanned<Vec<Spanned<String>>>,
+    to: Option<Spanned<Vec<Spanned<String>>>>,
+    expect: Spanned<Expectation>,
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    let read_error = |error| ScenarioError::Read {
+        file: file.clone(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if meta.len() > MAX_SCENARIO_BYTES as u64 {
+        return Err(ScenarioError::TooLarge {
+            file,
+            size: meta.len(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_error)?;
+    if bytes.len() > MAX_SCENARIO_BYTES {
+        return Err(ScenarioError::TooLarge {
+            file,
+            size: bytes.len() as u64,
+        });
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let valid = err.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&err.as_bytes()[..valid]).into_owned();
+            return Err(ScenarioError::NotUtf8 {
+                location: Location::at(&file, &prefix, valid),
+            });
+        }
+    };
+    parse(&file, &text)
+}
+
+/// Parses and validates scenario text; `file` is used in error locations.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let raw: RawScenario = toml::from_str(text).map_err(|err| ScenarioError::Invalid {
+        location: Location::at(file, text, err.span().map_or(0, |s| s.start)),
+        message: err.message().trim().to_string(),
+    })?;
+    Validator { file, text }.scenario(raw)
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            location: Location::at(self.file, self.text, span.start),
+            message: message.into(),
+        }
+    }
+
+    fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+        let timeout = raw
+            .timeout
+            .map(|t| parse_timeout(t.get_ref()).map_err(|m| self.error(t.span(), m)))
+            .transpose()?;
+        let nameserver = raw
+            .nameserver
+            .map(|n| parse_nameserver(n.get_ref()).map_err(|m| self.error(n.span(), m)))
+            .transpose()?;
+        if raw.targets.is_empty() {
+            return Err(self.error(0..0, "scenario has no [[target]]"));
+        }
+        if raw.checks.is_empty() {
+            return Err(self.error(0..0, "scenario has no [[check]]"));
+        }
+
+        let mut targets = Vec::with_capacity(raw.targets.len());
+        let mut index_by_name: HashMap<String, usize> = HashMap::new();
+        for raw_target in raw.targets {
+            let span = raw_target.span();
+            let target = self.target(raw_target.into_inner(), span.clone())?;
+            if index_by_name.contains_key(&target.name) {
+                return Err(
+                    self.error(span, format!("target name `{}` is used twice", target.name))
+                );
+            }
+            index_by_name.insert(target.name.clone(), targets.len());
+            targets.push(target);
+        }
+
+        let checks = raw
+            .checks
+            .into_iter()
+            .map(|c| self.check(c.into_inner(), &index_by_name, targets.len()))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Scenario {
+            source: self.file.to_string(),
+            timeout,
+            nameserver,
+            targets,
+            checks,
+        })
+    }
+
+    fn target(&self, raw: RawTarget, span: Range<usize>) -> Result<Target, ScenarioError> {
+        let name = raw.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(self.error(raw.name.span(), "target name is empty"));
+        }
+        let kind = match (raw.mx, raw.host, raw.address) {
+            (Some(mx), None, None) => TargetKind::Mx(
+                normalize_domain(mx.get_ref()).map_err(|m| self.error(mx.span(), m))?,
+            ),
+            (None, Some(host), None) => TargetKind::Host(
+                normalize_domain(host.get_ref()).map_err(|m| self.error(host.span(), m))?,
+            ),
+            (None, None, Some(list)) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.error(list.span(), "`address` list is empty"));
+                }
+                let mut addrs = Vec::new();
+                for a in list.into_inner() {
+                    let addr: IpAddr = a.get_ref().trim().parse().map_err(|_| {
+                        self.error(a.span(), format!("`{}` is not an IP address", a.get_ref()))
+                    })?;
+                    if !addrs.contains(&addr) {
+                        addrs.push(addr);
+                    }
+                }
+                TargetKind::Addresses(addrs)
+            }
+            _ => {
+                return Err(self.error(
+                    span,
+                    format!("target `{name}` needs exactly one of `mx`, `host` or `address`"),
+                ))
+            }
+        };
+        let ports = match raw.ports {
+            None => vec![DEFAULT_PORT],
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.error(list.span(), "`ports` list is empty"));
+                }
+                let mut ports = Vec::new();
+                for p in list.into_inner() {
+                    let port = u16::try_from(*p.get_ref())
+                        .ok()
+                        .filter(|&p| p != 0)
+                        .ok_or_else(|| {
+                            self.error(
+                                p.span(),
+                                format!("port {} is out of range (1-65535)", p.get_ref()),
+                            )
+                        })?;
+                    if ports.contains(&port) {
+                        return Err(self.error(p.span(), format!("port {port} is listed twice")));
+                    }
+                    ports.push(port);
+                }
+                ports
+            }
+        };
+        let families = match raw.families {
+            None => default_families(&kind),
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.error(list.span(), "`families` list is empty"));
+                }
+                let mut families = Vec::new();
+                for f in list.into_inner() {
+                    if families.contains(f.get_ref()) {
+                        return Err(
+                            self.error(f.span(), format!("family {} is listed twice", f.get_ref()))
+                        );
+                    }
+                    families.push(*f.get_ref());
+                }
+                families
+            }
+        };
+        Ok(Target {
+            name,
+            kind,
+            ports,
+            families,
+        })
+    }
+
+    fn check(
+        &self,
+        raw: RawCheck,
+        index_by_name: &HashMap<String, usize>,
+        target_count: usize,
+    ) -> Result<Check, ScenarioError> {
+        if raw.users.get_ref().is_empty() {
+            return Err(self.error(raw.users.span(), "`as` list is empty"));
+        }
+        let mut users: Vec<UserRef> = Vec::new();
+        for u in raw.users.into_inner() {
+            let name = u.get_ref().trim().to_string();
+            if name.is_empty() {
+                return Err(self.error(u.span(), "user name is empty"));
+            }
+            if users.iter().any(|seen| seen.name == name) {
+                return Err(self.error(u.span(), format!("user `{name}` is listed twice")));
+            }
+            users.push(UserRef {
+                name,
+                location: Some(Location::at(self.file, self.text, u.span().start)),
+            });
+        }
+        let targets = match raw.to {
+            None => (0..target_count).collect(),
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    return Err(self.error(list.span(), "`to` list is empty"));
+                }
+                let mut targets = Vec::new();
+                for t in list.into_inner() {
+                    let index = *index_by_name.get(t.get_ref().trim()).ok_or_else(|| {
+                        self.error(t.span(), format!("no target is named `{}`", t.get_ref()))
+                    })?;
+                    if targets.contains(&index) {
+                        return Err(self.error(
+                            t.span(),
+                            format!("target `{}` is listed twice", t.get_ref()),
+                        ));
+                    }
+                    targets.push(index);
+                }
+                targets
+            }
+        };
+        Ok(Check {
+            users,
+            targets,
+            expect: *raw.expect.get_ref(),
+        })
+    }
+}
+
+/// Families probed when a target does not list them: both for names (an untested family
+/// must show up), only those present for literal addresses (nothing to resolve there).
+fn default_families(kind: &TargetKind) -> Vec<Family> {
+    match kind {
+        TargetKind::Addresses(addrs) => Family::ALL
+            .into_iter()
+            .filter(|f| addrs.iter().any(|a| Family::of(a) == *f))
+            .collect(),
+        _ => Family::ALL.to_vec(),
+    }
+}
+
+/// Parses a human duration such as `500ms` or `2s` for a connect timeout.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration (try `500ms` or `2s`): {e}"))?;
+    if duration.is_zero() {
+        return Err("timeout must be greater than zero".to_string());
+    }
+    if duration > MAX_TIMEOUT {
+        return Err(format!(
+            "timeout `{text}` is longer than the limit of {}",
+            humantime::format_duration(MAX_TIMEOUT)
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses `IP`, `IP:PORT` or `[IPv6]:PORT`; the port defaults to 53.
+pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("`{text}` is not a nameserver address (IP, IP:PORT or [IPv6]:PORT)"))
+}
+
+/// Lower-cases a domain name, drops one trailing dot and checks it is plausible.
+pub fn normalize_domain(text: &str) -> Result<String, String> {
+    let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("domain name is empty".to_string());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "domain name `{text}` is longer than 253 characters"
+        ));
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !name.split('.').all(valid_label) {
+        return Err(format!("`{text}` is not a valid domain name"));
+    }
+    Ok(name)
+}
+
+/// What the ad hoc command line (`egress-check --as USER --mx ...`) asks for.
+#[derive(Debug, Clone, Default)]
+pub struct AdHocTargets {
+    /// `--mx` domains.
+    pub mx: Vec<String>,
+    /// `--host` names.
+    pub hosts: Vec<String>,
+    /// `--addr` addresses.
+    pub addresses: Vec<IpAddr>,
+    /// `--port` values (empty means the default).
+    pub ports: Vec<u16>,
+}
+
+impl AdHocTargets {
+    /// True when no target option was given (the built-in scenario applies).
+    pub fn is_empty(&self) -> bool {
+        self.mx.is_empty() && self.hosts.is_empty() && self.addresses.is_empty()
+    }
+
+    /// Builds a one-check scenario for `user` from the command line targets.
+    pub fn into_scenario(self, user: &str, expect: Expectation) -> Result<Scenario, String> {
+        let ports: Vec<u16> = if self.ports.is_empty() {
+            vec![DEFAULT_PORT]
+        } else {
+            let unique: BTreeSet<u16> = self.ports.iter().copied().collect();
+            if unique.contains(&0) {
+                return Err("--port 0 is out of range (1-65535)".to_string());
+            }
+            unique.into_iter().collect()
+        };
+        let mut targets = Vec::new();
+        let mut push = |name: String, kind: TargetKind| {
+            if !targets.iter().any(|t: &Target| t.name == name) {
+                targets.push(Target {
+                    name,
+                    kind,
+                    ports: ports.clone(),
+                    families: Family::ALL.to_vec(),
+                });
+            }
+        };
+        for mx in self.mx {
+            let domain = normalize_domain(&mx).map_err(|m| format!("--mx: {m}"))?;
+            push(domain.clone(), TargetKind::Mx(domain));
+        }
+        for host in self.hosts {
+            let host = normalize_domain(&host).map_err(|m| format!("--host: {m}"))?;
+            push(host.clone(), TargetKind::Host(host));
+        }
+        for addr in self.addresses {
+            push(addr.to_string(), TargetKind::Addresses(vec![addr]));
+        }
+        for target in &mut targets {
+            target.families = default_families(&target.kind);
+        }
+        let check = Check {
+            users: vec![UserRef {
+                name: user.to_string(),
+                location: None,
+            }],
+            targets: (0..targets.len()).collect(),
+            expect,
+        };
+        Ok(Scenario {
+            source: "<command line>".to_string(),
+            timeout: None,
+            nameserver: None,
+            targets,
+            checks: vec![check],
+        })
+    }
+}
+
+/// The built-in default scenario with its checks re-pointed at `user`.
+pub fn default_scenario_for(user: &str) -> Result<Scenario, ScenarioError> {
+    let mut scenario = parse(DEFAULT_SCENARIO_NAME, DEFAULT_SCENARIO)?;
+    for check in &mut scenario.checks {
+        check.users = vec![UserRef {
+            name: user.to_string(),
+            location: None,
+        }];
+    }
+    Ok(scenario)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        parse("s.toml", text).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = r#"
+[[target]]
+name = "gmail"
+mx = "Gmail.COM."
+
+[[check]]
+as = ["www-data"]
+expect = "deny"
+"#;
+
+    #[test]
+    fn minimal_scenario_gets_defaults() {
+        let s = parse("s.toml", MINIMAL).unwrap();
+        assert_eq!(s.targets[0].kind, TargetKind::Mx("gmail.com".into()));
+        assert_eq!(s.targets[0].ports, vec![25]);
+        assert_eq!(s.targets[0].families, vec![Family::Ipv4, Family::Ipv6]);
+        assert_eq!(s.checks[0].targets, vec![0]);
+        assert_eq!(s.checks[0].expect, Expectation::Deny);
+        let user = &s.checks[0].users[0];
+        assert_eq!(user.name, "www-data");
+        assert_eq!(user.location.as_ref().unwrap().to_string(), "s.toml:7:7");
+        assert_eq!(s.timeout, None);
+    }
+
+    #[test]
+    fn full_scenario_parses() {
+        let s = parse(
+            "s.toml",
+            r#"
+timeout = "500ms"
+nameserver = "[2001:db8::53]:5353"
+[[target]]
+name = "a"
+address = ["192.0.2.1", "2001:db8::1"]
+ports = [25, 587]
+families = ["ipv6"]
+[[target]]
+name = "h"
+host = "smtp.example.test"
+[[check]]
+as = ["postfix", "root"]
+to = ["h", "a"]
+expect = "allow"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(s.nameserver, Some("[2001:db8::53]:5353".parse().unwrap()));
+        assert_eq!(s.targets[0].ports, vec![25, 587]);
+        assert_eq!(s.targets[0].families, vec![Family::Ipv6]);
+        assert_eq!(s.checks[0].targets, vec![1, 0]);
+        assert_eq!(s.checks[0].users.len(), 2);
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let err = error_of("[[target]]\nname = \"x\"\nmx = gmail.com\n");
+        assert!(err.starts_with("s.toml:3:6:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_location() {
+        let err = error_of(&MINIMAL.replace("expect =", "expekt = \"deny\"\nexpect ="));
+        assert!(err.starts_with("s.toml:8:1:"), "{err}");
+        assert!(err.contains("expekt"), "{err}");
+    }
+
+    #[test]
+    fn dangling_target_reference_is_located() {
+        let err = error_of(&MINIMAL.replace("expect =", "to = [\"gmial\"]\nexpect ="));
+        assert!(err.starts_with("s.toml:8:7:"), "{err}");
+        assert!(err.contains("no target is named `gmial`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for (needle, replacement, expected) in [
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a..b\"",
+                "not a valid domain name",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nhost = \"c\"",
+                "exactly one of",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "address = []",
+                "`address` list is empty",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "address = [\"1.2.3\"]",
+                "not an IP address",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nports = [0]",
+                "port 0 is out of range",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nports = [65536]",
+                "port 65536 is out",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nports = [25, 25]",
+                "listed twice",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nports = []",
+                "`ports` list is empty",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nfamilies = [\"ipv5\"]",
+                "ipv5",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nfamilies = []",
+                "list is empty",
+            ),
+            ("as = [\"www-data\"]", "as = []", "`as` list is empty"),
+            ("as = [\"www-data\"]", "as = [\"a\", \"a\"]", "listed twice"),
+            ("expect = \"deny\"", "expect = \"maybe\"", "maybe"),
+            (
+                "expect = \"deny\"",
+                "expect = \"deny\"\nto = []",
+                "`to` list is empty",
+            ),
+        ] {
+            let text = MINIMAL.replace(needle, replacement);
+            assert_ne!(text, MINIMAL, "{needle}");
+            let err = error_of(&text);
+            assert!(err.contains(expected), "{replacement}: {err}");
+            assert!(err.starts_with("s.toml:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_target_names_are_rejected() {
+        let text = format!("{MINIMAL}\n[[target]]\nname = \"gmail\"\nmx = \"x.y\"\n");
+        assert!(error_of(&text).contains("target name `gmail` is used twice"));
+    }
+
+    #[test]
+    fn empty_scenario_is_rejected() {
+        assert!(error_of("").contains("no [[target]]"));
+    }
+
+    #[test]
+    fn timeout_and_nameserver_validation() {
+        assert_eq!(parse_timeout("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("2 parsecs").is_err());
+        assert!(parse_timeout("2h").is_err());
+        assert_eq!(
+            parse_nameserver("192.0.2.53"),
+            Ok("192.0.2.53:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_nameserver("192.0.2.53:5353"),
+            Ok("192.0.2.53:5353".parse().unwrap())
+        );
+        assert_eq!(
+            parse_nameserver("2001:db8::1"),
+            Ok("[2001:db8::1]:53".parse().unwrap())
+        );
+        assert!(parse_nameserver("dns.example").is_err());
+    }
+
+    #[test]
+    fn location_counts_characters_not_bytes() {
+        let err = error_of("# é\n[[target]]\nname = \"é\"\nmx = 1\n");
+        assert!(err.starts_with("s.toml:4:6:"), "{err}");
+    }
+
+    #[test]
+    fn default_scenario_is_valid_and_retargetable() {
+        let s = default_scenario_for("www-data").unwrap();
+        assert!(s.targets.len() >= 3);
+        assert!(s
+            .checks
+            .iter()
+            .all(|c| c.users.len() == 1 && c.users[0].name == "www-data"));
+        assert!(s.checks.iter().all(|c| c.expect == Expectation::Deny));
+    }
+
+    #[test]
+    fn ad_hoc_targets_become_a_scenario() {
+        let targets = AdHocTargets {
+            mx: vec!["Example.TEST".into()],
+            hosts: vec![],
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+            ports: vec![587, 25, 587],
+        };
+        let s = targets.into_scenario("ec-web", Expectation::Allow).unwrap();
+        assert_eq!(s.targets.len(), 2);
+        assert_eq!(s.targets[0].ports, vec![25, 587]);
+        assert_eq!(s.checks[0].targets, vec![0, 1]);
+    }
+}

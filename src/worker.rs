@@ -1,0 +1,245 @@
+//! The per-user probe worker.
+//!
+//! Each user's probes run in a re-exec of this binary (`egress-check __probe-as USER`). The
+//! worker starts single-threaded with no runtime, cleans up what it inherited, becomes the
+//! user for good, and only then builds a tokio runtime and connects. The parent sends the
+//! probe list as JSON on stdin; the worker answers one JSON line per finished probe on
+//! stdout, so whatever finished is known even if the run is interrupted.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::identity;
+use crate::probe::{self, Attempt};
+
+/// The hidden subcommand that starts a worker.
+pub const WORKER_SUBCOMMAND: &str = "__probe-as";
+
+/// Largest number of connection attempts a worker keeps in flight.
+const MAX_IN_FLIGHT: u64 = 8192;
+/// Descriptors a worker keeps free for stdio and the runtime.
+const RESERVED_FDS: u64 = 32;
+/// Largest request a worker accepts on stdin.
+const MAX_REQUEST_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Arguments of the hidden worker subcommand.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// The user to become (login name, or a uid that has a passwd entry).
+    pub user: String,
+    /// Pid of the parent; the worker refuses to run once that parent is gone.
+    #[arg(long)]
+    pub parent: Option<i32>,
+    /// Print the identity the worker ended up with (JSON) instead of probing.
+    #[arg(long)]
+    pub diagnose: bool,
+}
+
+/// One connection attempt asked of a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerProbe {
+    /// Identifies the result; chosen by the parent.
+    pub id: usize,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Per-attempt timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// What a worker reports for one probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerResult {
+    /// The probe's id.
+    pub id: usize,
+    /// What happened.
+    pub attempt: Attempt,
+}
+
+/// Entry point of the worker process; returns its exit code.
+pub fn worker_main(args: WorkerArgs) -> i32 {
+    match run(args) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("egress-check worker: {err:#}");
+            2
+        }
+    }
+}
+
+fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    sanitize_inherited_state()?;
+    let account = identity::lookup(&args.user)?;
+    // Raised while still privileged: only root may lift the hard limit.
+    let fd_limit = raise_fd_limit();
+    identity::become_user(&account)?;
+    // Set after the drop: the kernel clears the parent-death signal on credential changes.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .context("prctl(PR_SET_PDEATHSIG)")?;
+    if let Some(parent) = args.parent {
+        if nix::unistd::getppid().as_raw() != parent {
+            bail!("parent process {parent} is gone");
+        }
+    }
+    if args.diagnose {
+        let snapshot = identity::snapshot();
+        println!("{}", serde_json::to_string(&snapshot)?);
+        return Ok(());
+    }
+
+    let mut input = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_REQUEST_BYTES)
+        .read_to_end(&mut input)
+        .context("reading the probe list")?;
+    let probes: Vec<WorkerProbe> =
+        serde_json::from_slice(&input).context("decoding the probe list")?;
+    drop(input);
+
+    let in_flight = fd_limit
+        .saturating_sub(RESERVED_FDS)
+        .clamp(1, MAX_IN_FLIGHT) as usize;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(probe_all(probes, in_flight))
+}
+
+/// Closes every inherited descriptor above stderr, and resets cwd, umask and environment,
+/// so the user's process holds nothing of root's.
+fn sanitize_inherited_state() -> anyhow::Result<()> {
+    // SAFETY: close_range only closes descriptors; nothing in this single-threaded process
+    // holds one above 2 yet.
+    let rc = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        // Kernels before 5.9 lack close_range: close one by one.
+        let max = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+        for fd in 3..max.min(65536) as i32 {
+            // SAFETY: as above; closing a descriptor that is not open is harmless.
+            unsafe { nix::libc::close(fd) };
+        }
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    std::env::set_current_dir("/").context("chdir /")?;
+    for (key, _) in std::env::vars_os() {
+        // The process is single-threaded here, so changing the environment is sound.
+        std::env::remove_var(key);
+    }
+    Ok(())
+}
+
+/// Raises the soft descriptor limit as far as allowed; returns the resulting soft limit.
+fn raise_fd_limit() -> u64 {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    let wanted = hard.max(MAX_IN_FLIGHT + RESERVED_FDS);
+    if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok() {
+        return wanted;
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+async fn probe_all(probes: Vec<WorkerProbe>, in_flight: usize) -> anyhow::Result<()> {
+    let mut results = futures::stream::iter(probes)
+        .map(|p| async move {
+            let attempt = probe::connect(p.addr, Duration::from_millis(p.timeout_ms)).await;
+            WorkerResult { id: p.id, attempt }
+        })
+        .buffer_unordered(in_flight);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while let Some(result) = results.next().await {
+        serde_json::to_writer(&mut out, &result)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Runs a worker as `user` for `probes`, forwarding each result to `results` as it arrives.
+///
+/// The worker is killed when the returned future is dropped (interrupt, deadline).
+pub async fn run_as(
+    user: &str,
+    probes: &[WorkerProbe],
+    results: mpsc::UnboundedSender<WorkerResult>,
+) -> Result<(), String> {
+    let mut child = tokio::process::Command::new("/proc/self/exe")
+        .arg(WORKER_SUBCOMMAND)
+        .arg(user)
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a terminal's Ctrl-C reaches only us, and we decide.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the worker for `{user}`: {e}"))?;
+
+    let request = serde_json::to_vec(probes).map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+
+    let feed = async move {
+        // A worker that died early closes its stdin; its exit status tells why.
+        let _ = stdin.write_all(&request).await;
+        let _ = stdin.shutdown().await;
+    };
+    let collect = async {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut protocol_error = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            match serde_json::from_str::<WorkerResult>(&line) {
+                Ok(result) => {
+                    let _ = results.send(result);
+                }
+                Err(e) => protocol_error = Some(format!("bad worker output `{line}`: {e}")),
+            }
+        }
+        protocol_error
+    };
+    let diagnostics = async {
+        let mut text = String::new();
+        let _ = (&mut stderr)
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .await;
+        text
+    };
+    let ((), protocol_error, diagnostics) = tokio::join!(feed, collect, diagnostics);
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("waiting for the worker of `{user}`: {e}"))?;
+    if let Some(error) = protocol_error {
+        return Err(error);
+    }
+    if !status.success() {
+        let diagnostics = diagnostics.trim();
+        return Err(if diagnostics.is_empty() {
+            format!("worker for `{user}` ended with {status}")
+        } else {
+            diagnostics.to_string()
+        });
+    }
+    Ok(())
+}
