@@ -111,8 +111,8 @@ pub struct ResolveArgs {
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver)]
     pub nameserver: Option<SocketAddr>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = ResolveFormat::Human)]
+    pub format: ResolveFormat,
     /// Enter this network namespace (/run/netns/NAME) first.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
@@ -122,6 +122,17 @@ pub struct ResolveArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// For people; colour on a terminal unless NO_COLOR is set.
+    Human,
+    /// One JSON document on stdout.
+    Json,
+    /// JUnit XML on stdout, one test case per probe (for CI test reporters).
+    Junit,
+}
+
+/// Output formats of `resolve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResolveFormat {
+    /// For people.
     Human,
     /// One JSON document on stdout.
     Json,

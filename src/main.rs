@@ -1,20 +1,4 @@
-//! egress-check: proves, end to end, what a Linux host's egress firewall lets each local
-//! user reach, over IPv4 and IPv6.
-//!
-//! The data flows through small modules: [`scenario`] -> [`plan`] -> [`resolve`] ->
-//! [`probe`] (in per-user [`worker`] processes) -> [`verdict`] -> [`report`].
-
-mod cli;
-mod identity;
-mod netns;
-mod plan;
-mod probe;
-mod report;
-mod resolve;
-mod runner;
-mod scenario;
-mod verdict;
-mod worker;
+//! The `egress-check` command: parses the command line, maps errors to exit codes.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -22,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use cli::{Cli, Command, CommonArgs, Format};
-use runner::RunSettings;
-use scenario::{AdHocTargets, Scenario};
+use egress_check::cli::{Cli, Command, CommonArgs, Format, ResolveFormat};
+use egress_check::runner::RunSettings;
+use egress_check::scenario::{self, AdHocTargets, Scenario};
+use egress_check::{netns, plan, resolve, runner, worker};
 
 /// Exit code for usage, scenario and privilege errors (nothing was probed).
 const EXIT_USAGE: u8 = 2;
@@ -134,6 +119,7 @@ fn run(
     match common.format {
         Format::Human => print!("{}", report.to_human(use_color(&std::io::stdout()))),
         Format::Json => println!("{}", report.to_json()),
+        Format::Junit => println!("{}", report.to_junit()),
     }
     Ok(report.exit_code() as u8)
 }
@@ -145,7 +131,7 @@ fn use_color(stream: &impl IsTerminal) -> bool {
 async fn show_resolution(
     domains: &[String],
     source: &resolve::NameserverSource,
-    format: Format,
+    format: ResolveFormat,
 ) -> anyhow::Result<u8> {
     use resolve::{Addresses, Resolution};
     use scenario::TargetKind;
@@ -221,8 +207,8 @@ async fn show_resolution(
         }
     }
     match format {
-        Format::Human => print!("{text}"),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&json)?),
+        ResolveFormat::Human => print!("{text}"),
+        ResolveFormat::Json => println!("{}", serde_json::to_string_pretty(&json)?),
     }
     Ok(if complete { 0 } else { 3 })
 }

@@ -162,6 +162,63 @@ impl Report {
         serde_json::to_string_pretty(self).expect("a report always serializes")
     }
 
+    /// JUnit XML: one test suite per user, one test case per probe. Failed probes are
+    /// `<failure>`, inconclusive ones `<error>` (so CI reporters keep them apart).
+    pub fn to_junit(&self) -> String {
+        use quick_junit::{
+            NonSuccessKind, Report as JunitReport, TestCase, TestCaseStatus, TestSuite,
+        };
+
+        let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
+        for p in &self.probes {
+            let status = match p.verdict {
+                Verdict::Pass => TestCaseStatus::success(),
+                Verdict::Fail => {
+                    let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    status.set_message(format!(
+                        "expected {}, observed {}",
+                        p.expect,
+                        p.observed.as_str()
+                    ));
+                    status.set_type(p.observed.as_str());
+                    status
+                }
+                Verdict::Inconclusive => {
+                    let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+                    status.set_message(format!(
+                        "inconclusive: {}",
+                        p.detail.as_deref().unwrap_or(p.observed.as_str())
+                    ));
+                    status.set_type(format!("inconclusive-{}", p.observed.as_str()));
+                    status
+                }
+            };
+            let name = format!(
+                "{} {} {} {} expect {}",
+                p.host(),
+                p.family,
+                p.endpoint(),
+                p.observed.as_str(),
+                p.expect
+            );
+            let mut case = TestCase::new(name, status);
+            case.set_classname(format!("egress-check.{}.{}", p.user, p.target));
+            case.set_time(std::time::Duration::from_millis(p.elapsed_ms));
+            if let Some(detail) = &p.detail {
+                case.set_system_out(detail.as_str());
+            }
+            suites
+                .entry(p.user.as_str())
+                .or_insert_with(|| TestSuite::new(format!("egress-check as {}", p.user)))
+                .add_test_case(case);
+        }
+        let mut report = JunitReport::new("egress-check");
+        report.add_test_suites(suites.into_values());
+        report
+            .to_string()
+            .expect("a JUnit report always serializes")
+    }
+
     /// The human report; `color` adds ANSI colours.
     pub fn to_human(&self, color: bool) -> String {
         let paint = |text: &str, code: &str| {
@@ -454,6 +511,26 @@ mod tests {
         assert_eq!(probe["observed"], "refused");
         assert_eq!(probe["verdict"], "pass");
         assert_eq!(probe["expect"], "deny");
+    }
+
+    #[test]
+    fn junit_tells_failures_from_inconclusives() {
+        let mut no_address = record("u", "2001:db8::10", Expectation::Deny, Observed::NoAddress);
+        no_address.address = None;
+        let report = Report::build(
+            vec![
+                record("u", "203.0.113.10", Expectation::Deny, Observed::Connected),
+                record("u", "203.0.113.11", Expectation::Deny, Observed::Timeout),
+                no_address,
+            ],
+            None,
+        );
+        let xml = report.to_junit();
+        assert!(xml.contains("tests=\"3\""), "{xml}");
+        assert!(xml.contains("failures=\"1\""), "{xml}");
+        assert!(xml.contains("errors=\"1\""), "{xml}");
+        assert!(xml.contains("<failure"), "{xml}");
+        assert!(xml.contains("<error"), "{xml}");
     }
 
     #[test]

@@ -1,0 +1,18 @@
+//! egress-check proves, end to end, what a Linux host's egress firewall lets each local
+//! user reach, over IPv4 and IPv6.
+//!
+//! The data flows through small modules: [`scenario`] -> [`plan`] -> [`resolve`] ->
+//! [`probe`] (in per-user [`worker`] processes) -> [`verdict`] -> [`report`]; [`runner`]
+//! drives a run and [`cli`] is the command line.
+
+pub mod cli;
+pub mod identity;
+pub mod netns;
+pub mod plan;
+pub mod probe;
+pub mod report;
+pub mod resolve;
+pub mod runner;
+pub mod scenario;
+pub mod verdict;
+pub mod worker;
