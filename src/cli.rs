@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::sandbox::InternetArgs;
 use crate::scenario::{parse_nameserver, parse_timeout, Expectation};
 use crate::worker::WorkerArgs;
 
@@ -36,9 +37,15 @@ pub enum Command {
     Run(RunArgs),
     /// Print what would be probed for mail domains (MX, A, AAAA); connects nowhere, needs no root.
     Resolve(ResolveArgs),
+    /// Prove a firewall ruleset before it ships: load it into a throwaway network namespace
+    /// joined to a simulated internet that answers the scenario's names, and run the scenario.
+    Sandbox(SandboxArgs),
     /// Internal: the per-user probe worker.
     #[command(name = "__probe-as", hide = true)]
     ProbeAs(WorkerArgs),
+    /// Internal: the simulated internet of a sandbox.
+    #[command(name = "__sandbox-internet", hide = true)]
+    SandboxInternet(InternetArgs),
 }
 
 /// Options shared by `run` and the ad hoc form.
@@ -73,6 +80,44 @@ pub struct RunArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `egress-check sandbox`.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Scenario files (TOML), run unchanged: their names resolve to the simulated internet.
+    #[arg(required = true, value_name = "SCENARIO")]
+    pub files: Vec<PathBuf>,
+    /// iptables-restore file to load into the host namespace (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub iptables: Vec<PathBuf>,
+    /// ip6tables-restore file to load into the host namespace (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ip6tables: Vec<PathBuf>,
+    /// nftables ruleset to load with `nft -f` into the host namespace (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub nft: Vec<PathBuf>,
+    /// Executable run inside the host namespace, after the rule files (ferm, ufw, a shell script).
+    #[arg(long, value_name = "SCRIPT")]
+    pub setup: Vec<PathBuf>,
+    /// The simulated DNS answers no A records (every IPv4 probe becomes no-address).
+    #[arg(long)]
+    pub no_a: bool,
+    /// The simulated DNS answers no AAAA records (every IPv6 probe becomes no-address).
+    #[arg(long)]
+    pub no_aaaa: bool,
+    /// Only run the checks of this user.
+    #[arg(long = "as", value_name = "USER")]
+    pub user: Option<String>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Per connect attempt, e.g. `500ms`, `2s` [default: the scenario's, else 3s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+    /// Bound on the whole run; probes still pending then are inconclusive.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub deadline: Option<Duration>,
 }
 
 /// The ad hoc form: `egress-check --as USER [targets]`.

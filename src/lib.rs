@@ -13,6 +13,7 @@ pub mod probe;
 pub mod report;
 pub mod resolve;
 pub mod runner;
+pub mod sandbox;
 pub mod scenario;
 pub mod verdict;
 pub mod worker;

@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+use egress_check::cli::SandboxArgs;
 use egress_check::cli::{Cli, Command, CommonArgs, Format, ResolveFormat};
+use egress_check::report::Report;
+use egress_check::runner::Interruption;
 use egress_check::runner::RunSettings;
 use egress_check::scenario::{self, AdHocTargets, Scenario};
-use egress_check::{netns, plan, resolve, runner, worker};
+use egress_check::{netns, plan, resolve, runner, sandbox, worker};
 
 /// Exit code for usage, scenario and privilege errors (nothing was probed).
 const EXIT_USAGE: u8 = 2;
@@ -17,8 +20,20 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The worker must start before any runtime or thread exists: it changes identity.
-    if let Some(Command::ProbeAs(args)) = cli.command {
-        return ExitCode::from(worker::worker_main(args) as u8);
+    // Internal subcommands must start before any runtime or thread exists: the worker
+    // changes identity, the simulated internet changes network namespace.
+    match cli.command {
+        Some(Command::ProbeAs(args)) => return ExitCode::from(worker::worker_main(args) as u8),
+        Some(Command::SandboxInternet(args)) => {
+            return match sandbox::internet_main(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("egress-check: simulated internet: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {}
     }
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -57,7 +72,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             };
             runtime()?.block_on(show_resolution(&domains, &source, args.format))
         }
-        Some(Command::ProbeAs(_)) => unreachable!("handled in main"),
+        Some(Command::Sandbox(args)) => run_sandbox(args),
+        Some(Command::ProbeAs(_) | Command::SandboxInternet(_)) => unreachable!("handled in main"),
         None => {
             let ad_hoc = cli.ad_hoc;
             let Some(user) = ad_hoc.user.clone() else {
@@ -110,18 +126,104 @@ fn run(
         deadline: common.deadline,
     };
     let result = runtime()?.block_on(runner::execute(&scenarios, &assignments, &settings));
-    let report = result.report;
-    if let Some(code) = result.interruption.and_then(|i| i.exit_code()) {
+    Ok(emit(&result.report, result.interruption, common.format))
+}
+
+/// Prints the report and returns the exit code.
+fn emit(report: &Report, interruption: Option<Interruption>, format: Format) -> u8 {
+    if let Some(code) = interruption.and_then(|i| i.exit_code()) {
         // Interrupted: stdout may be a pipe being torn down; what finished goes to stderr.
         eprint!("{}", report.to_human(use_color(&std::io::stderr())));
-        return Ok(code as u8);
+        return code as u8;
     }
-    match common.format {
+    match format {
         Format::Human => print!("{}", report.to_human(use_color(&std::io::stdout()))),
         Format::Json => println!("{}", report.to_json()),
         Format::Junit => println!("{}", report.to_junit()),
     }
-    Ok(report.exit_code() as u8)
+    report.exit_code() as u8
+}
+
+/// `egress-check sandbox`: the scenario, run unchanged inside a throwaway host namespace
+/// whose simulated internet answers every name it uses.
+fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let scenarios = args
+        .files
+        .iter()
+        .map(|f| scenario::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let assignments = plan::assignments(&scenarios, args.user.as_deref(), args.timeout)?;
+    plan::ensure_privileges(&assignments)?;
+    if assignments
+        .iter()
+        .any(|a| matches!(a.target.kind, scenario::TargetKind::Addresses(_)))
+    {
+        eprintln!(
+            "egress-check: warning: the sandbox simulates names only; targets given as literal \
+             addresses are not served by it, so their denies cannot be witnessed"
+        );
+    }
+    let mut rules = Vec::new();
+    rules.extend(args.iptables.into_iter().map(sandbox::RuleSource::Iptables));
+    rules.extend(
+        args.ip6tables
+            .into_iter()
+            .map(sandbox::RuleSource::Ip6tables),
+    );
+    rules.extend(args.nft.into_iter().map(sandbox::RuleSource::Nft));
+    rules.extend(args.setup.into_iter().map(sandbox::RuleSource::Setup));
+    let options = sandbox::SandboxOptions {
+        ports: assignments
+            .iter()
+            .flat_map(|a| a.target.ports.iter().copied())
+            .collect(),
+        answer_a: !args.no_a,
+        answer_aaaa: !args.no_aaaa,
+        rules,
+    };
+
+    // From here on a SIGINT/SIGTERM must not kill us before the namespaces are gone: the
+    // flag defers it while the sandbox is being built; the runner handles it during the run.
+    let signalled = Arc::new(AtomicUsize::new(0));
+    for (signal, code) in [
+        (signal_hook::consts::SIGINT, 130),
+        (signal_hook::consts::SIGTERM, 143),
+    ] {
+        signal_hook::flag::register_usize(signal, Arc::clone(&signalled), code)
+            .context("installing signal handlers")?;
+    }
+    let home = std::fs::File::open("/proc/self/ns/net").context("opening /proc/self/ns/net")?;
+    let sandbox = sandbox::Sandbox::create(&options)?;
+    let early = signalled.load(Ordering::SeqCst);
+    let code = if early != 0 {
+        eprintln!("egress-check: interrupted while building the sandbox; nothing was probed");
+        Ok(early as u8)
+    } else {
+        netns::enter_path(sandbox.host_netns_path())
+            .with_context(|| {
+                format!(
+                    "entering the sandbox namespace {}",
+                    sandbox.host_netns_name()
+                )
+            })
+            .and_then(|()| {
+                let settings = RunSettings {
+                    nameserver: Some(sandbox.nameserver()),
+                    netns_resolv_conf: None,
+                    deadline: args.deadline,
+                };
+                let result =
+                    runtime()?.block_on(runner::execute(&scenarios, &assignments, &settings));
+                Ok(emit(&result.report, result.interruption, args.format))
+            })
+    };
+    // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
+    let _ = nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET);
+    sandbox.teardown()?;
+    code
 }
 
 fn use_color(stream: &impl IsTerminal) -> bool {
