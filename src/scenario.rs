@@ -828,6 +828,13 @@ expect = "allow"
     }
 
     #[test]
+    fn shipped_story_scenario_is_valid() {
+        let s = parse("story.toml", include_str!("../scenarios/story.toml")).unwrap();
+        assert_eq!(s.checks.len(), 2);
+        assert_eq!(s.checks[0].users[0].name, "postfix");
+    }
+
+    #[test]
     fn ad_hoc_targets_become_a_scenario() {
         let targets = AdHocTargets {
             mx: vec!["Example.TEST".into()],
