@@ -258,52 +258,6 @@ mod tests {
         }
     }
 
-    /// Creates, wires and deletes a real pair (no traffic is sent). Skipped
-    /// unless root with namespace support.
-    #[test]
-    fn pair_lifecycle_when_root() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let mut created = Vec::new();
-        let (host, internet) = match add_pair(&mut created) {
-            Ok(pair) => pair,
-            Err(e @ SandboxError::NetnsUnsupported { .. }) => {
-                eprintln!("skipped: {e}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
-        let result = std::panic::catch_unwind(|| {
-            assert_eq!(created, [host.clone(), internet.clone()]);
-            assert!(host.ends_with("-h") && internet.ends_with("-i"));
-            configure_link(&host, &internet).unwrap();
-            let routes4 = run("ip", &["-n", &host, "-4", "route"]).unwrap();
-            assert!(
-                routes4.contains("default via 192.0.2.1 dev eth0"),
-                "{routes4}"
-            );
-            let routes6 = run("ip", &["-n", &host, "-6", "route"]).unwrap();
-            assert!(
-                routes6.contains("default via 2001:db8:ec::1 dev eth0"),
-                "{routes6}"
-            );
-            let routes = run("ip", &["-n", &internet, "route"]).unwrap();
-            assert!(!routes.contains("default"), "{routes}");
-            let lo = run("ip", &["-n", &internet, "addr", "show", "dev", "lo"]).unwrap();
-            assert!(lo.contains("198.51.100.25/32") && lo.contains("2001:db8:25::25/128"));
-        });
-        for name in [&host, &internet] {
-            delete(name).unwrap();
-            assert!(!path_of(name).exists(), "{name} left behind");
-            delete(name).unwrap(); // idempotent
-        }
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
     #[test]
     fn names_fit_and_paths_are_under_run_netns() {
         // Worst case pid (2^22) and sequence number still make valid names;
