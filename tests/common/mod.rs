@@ -599,3 +599,99 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Makes sure the lab's test users (`ec-postfix`, `ec-web`, `ec-suppl`, `ec-nologin`,
+/// `www-data`) exist, without building a lab (`ci/lab users`).
+///
+/// Same prerequisites and opt-out as [`Lab::up`]: returns `false` only when the user opted
+/// out with `EGRESS_CHECK_SKIP_NETNS=1` (announced on stderr); panics when the users cannot
+/// be created.
+pub fn ensure_lab_users() -> bool {
+    if let Err(reason) = prerequisites() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED test needing the lab's users ({}): {reason}",
+            std::thread::current().name().unwrap_or("?")
+        );
+        return false;
+    }
+    static USERS: OnceLock<()> = OnceLock::new();
+    USERS.get_or_init(|| {
+        run_ok(Command::new(lab_script()).arg("users"), "ci/lab users");
+    });
+    true
+}
+
+/// Fault injection in a lab: the simulated internet's namespace, extra sink addresses, and
+/// the `ci/lab` helpers that delay packets or reset connections (used by
+/// `tests/fault_matrix.rs`).
+impl Lab {
+    /// Name of the simulated internet's namespace (`NAME-net`).
+    pub fn net_ns(&self) -> String {
+        format!("{}-net", self.name)
+    }
+
+    /// A command that runs `program` inside the simulated internet's namespace.
+    pub fn net_command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.net_ns(), program]);
+        cmd
+    }
+
+    /// Runs `program args` in the simulated internet's namespace; panics unless it succeeds.
+    pub fn exec_net(&self, program: &str, args: &[&str]) -> Output {
+        run_ok(
+            self.net_command(program).args(args),
+            &format!("[{}-net] {program} {}", self.name, args.join(" ")),
+        )
+    }
+
+    /// Runs `ci/lab SUBCOMMAND NAME ARGS..`; panics unless it succeeds.
+    pub fn lab(&self, subcommand: &str, args: &[&str]) -> Output {
+        run_ok(
+            Command::new(lab_script())
+                .args([subcommand, &self.name])
+                .args(args),
+            &format!("ci/lab {subcommand} {} {}", self.name, args.join(" ")),
+        )
+    }
+
+    /// Makes `addr` (IPv4 or IPv6) one more sink of the simulated internet: the lab's
+    /// listeners answer on it (TCP 25 and 587; 26 closed) and nothing else uses it, so rules
+    /// scoped to it affect no other test sharing the lab.
+    pub fn add_sink(&self, addr: &str) {
+        let ip: std::net::IpAddr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("add_sink: {addr:?} is not an IP address"));
+        match ip {
+            std::net::IpAddr::V4(_) => {
+                self.exec_net("ip", &["addr", "add", &format!("{addr}/32"), "dev", "lo"])
+            }
+            std::net::IpAddr::V6(_) => self.exec_net(
+                "ip",
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{addr}/128"),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ],
+            ),
+        };
+    }
+
+    /// Delays every packet sent to NFQUEUE `queue` in the simulated internet by `millis`
+    /// (`ci/lab delay`). Steer packets to it afterwards, e.g. with
+    /// `iptables -t mangle -A PREROUTING ... -j NFQUEUE --queue-num QUEUE --queue-bypass`.
+    pub fn delay(&self, queue: u16, millis: u64) {
+        self.lab("delay", &[&queue.to_string(), &millis.to_string()]);
+    }
+
+    /// Listens on TCP `port` on every address of the simulated internet and resets each
+    /// connection right after accepting it (`ci/lab reset-listener`).
+    pub fn reset_listener(&self, port: u16) {
+        self.lab("reset-listener", &[&port.to_string()]);
+    }
+}
