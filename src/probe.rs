@@ -70,11 +70,18 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Attempt {
             elapsed,
             detail: None,
         },
-        Ok(Err(err)) => Attempt {
-            observed: classify(&err),
-            elapsed,
-            detail: Some(describe(&err)),
-        },
+        Ok(Err(err)) => {
+            let observed = classify(&err);
+            let mut detail = describe(&err);
+            if err.raw_os_error() == Some(nix::libc::ECONNRESET) {
+                detail.push_str(" (the handshake completed, then the peer reset it)");
+            }
+            Attempt {
+                observed,
+                elapsed,
+                detail: Some(detail),
+            }
+        }
         Err(_elapsed) => Attempt {
             observed: Observed::Timeout,
             elapsed,
@@ -98,8 +105,11 @@ pub fn classify(err: &io::Error) -> Observed {
 pub fn classify_errno(code: i32) -> Observed {
     use nix::libc;
     match code {
-        // RST, or ICMP port unreachable which Linux reports the same way.
-        libc::ECONNREFUSED | libc::ECONNRESET => Observed::Refused,
+        // RST to the SYN, or ICMP port unreachable which Linux reports the same way.
+        libc::ECONNREFUSED => Observed::Refused,
+        // Linux only reports a reset as ECONNRESET once the handshake has completed: the
+        // firewall let the connection through, whatever the peer did next.
+        libc::ECONNRESET => Observed::Connected,
         // ICMP unreachable/prohibited, no route, or a local netfilter/LSM verdict.
         libc::EHOSTUNREACH
         | libc::ENETUNREACH
@@ -140,7 +150,7 @@ mod tests {
     fn classification_table() {
         let table = [
             (libc::ECONNREFUSED, Observed::Refused),
-            (libc::ECONNRESET, Observed::Refused),
+            (libc::ECONNRESET, Observed::Connected),
             (libc::EHOSTUNREACH, Observed::Unreachable),
             (libc::ENETUNREACH, Observed::Unreachable),
             (libc::EACCES, Observed::Unreachable),
