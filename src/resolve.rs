@@ -22,8 +22,8 @@ use crate::scenario::{Family, TargetKind};
 
 /// How long one DNS query may take before it is retried or given up.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Tries per query.
-const QUERY_ATTEMPTS: usize = 2;
+/// Retries per query after the first try.
+const QUERY_ATTEMPTS: usize = 1;
 
 /// Why a name could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
