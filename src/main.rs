@@ -116,6 +116,7 @@ fn run(
 ) -> anyhow::Result<u8> {
     let assignments = plan::assignments(&scenarios, only_user, common.timeout)?;
     plan::ensure_privileges(&assignments)?;
+    worker::raise_fd_limit();
     let netns_resolv_conf = match &common.netns {
         Some(name) => netns::enter(name)?,
         None => None,
@@ -131,17 +132,19 @@ fn run(
 
 /// Prints the report and returns the exit code.
 fn emit(report: &Report, interruption: Option<Interruption>, format: Format) -> u8 {
-    if let Some(code) = interruption.and_then(|i| i.exit_code()) {
-        // Interrupted: stdout may be a pipe being torn down; what finished goes to stderr.
+    let signal_code = interruption.and_then(|i| i.exit_code());
+    if signal_code.is_some() {
+        // Interrupted: what finished goes to stderr for the person at the terminal; a
+        // machine-readable format still gets its (partial, marked) document on stdout.
         eprint!("{}", report.to_human(use_color(&std::io::stderr())));
-        return code as u8;
     }
     match format {
+        Format::Human if signal_code.is_some() => {}
         Format::Human => print!("{}", report.to_human(use_color(&std::io::stdout()))),
         Format::Json => println!("{}", report.to_json()),
         Format::Junit => println!("{}", report.to_junit()),
     }
-    report.exit_code() as u8
+    signal_code.unwrap_or(report.exit_code()) as u8
 }
 
 /// `egress-check sandbox`: the scenario, run unchanged inside a throwaway host namespace
@@ -157,6 +160,7 @@ fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
         .collect::<Result<Vec<_>, _>>()?;
     let assignments = plan::assignments(&scenarios, args.user.as_deref(), args.timeout)?;
     plan::ensure_privileges(&assignments)?;
+    worker::raise_fd_limit();
     if assignments
         .iter()
         .any(|a| matches!(a.target.kind, scenario::TargetKind::Addresses(_)))

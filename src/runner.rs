@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -202,10 +203,16 @@ pub async fn execute(
     }
 
     let (tx, mut rx) = mpsc::unbounded_channel::<WorkerResult>();
-    let workers = join_all(work.iter().map(|(user, probes)| {
-        let tx = tx.clone();
-        async move { (user.clone(), worker::run_as(user, probes, tx).await) }
-    }));
+    let worker_futures: Vec<_> = work
+        .iter()
+        .map(|(user, probes)| {
+            let tx = tx.clone();
+            async move { (user.clone(), worker::run_as(user, probes, tx).await) }
+        })
+        .collect();
+    let workers = futures::stream::iter(worker_futures)
+        .buffer_unordered(worker::concurrent_worker_limit())
+        .collect::<Vec<_>>();
     drop(tx);
     let mut results: Vec<Option<WorkerResult>> = vec![None; fan_out.len()];
     let mut worker_errors: HashMap<String, String> = HashMap::new();

@@ -139,7 +139,7 @@ fn sanitize_inherited_state() -> anyhow::Result<()> {
 }
 
 /// Raises the soft descriptor limit as far as allowed; returns the resulting soft limit.
-fn raise_fd_limit() -> u64 {
+pub fn raise_fd_limit() -> u64 {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return 1024;
     };
@@ -168,6 +168,13 @@ async fn probe_all(probes: Vec<WorkerProbe>, in_flight: usize) -> anyhow::Result
         out.flush()?;
     }
     Ok(())
+}
+
+/// How many workers the parent may run at once: each holds three pipes (and the parent
+/// keeps a few descriptors of its own), so the descriptor limit bounds it.
+pub fn concurrent_worker_limit() -> usize {
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    (soft.saturating_sub(RESERVED_FDS) / 4).clamp(1, 4096) as usize
 }
 
 /// Runs a worker as `user` for `probes`, forwarding each result to `results` as it arrives.
