@@ -140,6 +140,8 @@ pub struct CapabilitySets {
     pub inheritable: u64,
     /// CapAmb.
     pub ambient: u64,
+    /// CapBnd.
+    pub bounding: u64,
 }
 
 /// Reads this process's capability sets; `None` when `/proc` is not readable.
@@ -156,6 +158,7 @@ pub fn capability_sets() -> Option<CapabilitySets> {
         permitted: field("CapPrm:")?,
         inheritable: field("CapInh:")?,
         ambient: field("CapAmb:")?,
+        bounding: field("CapBnd:")?,
     })
 }
 
@@ -178,6 +181,9 @@ pub fn become_user(account: &Account) -> Result<(), IdentityError> {
             user: account.name.clone(),
             problem: "name contains a NUL byte".to_string(),
         })?;
+        if !account.uid.is_root() {
+            drop_bounding_set();
+        }
         unistd::initgroups(&name, account.gid).map_err(|e| switch("initgroups", e))?;
         unistd::setresgid(account.gid, account.gid, account.gid)
             .map_err(|e| switch("setresgid", e))?;
@@ -188,6 +194,29 @@ pub fn become_user(account: &Account) -> Result<(), IdentityError> {
     // Probing as yourself keeps the groups of your session (they may be newer than the
     // database); a switched identity must match the database exactly.
     verify(account, !already_that_user)
+}
+
+/// Empties the capability bounding set, so that nothing run later could regain a capability.
+///
+/// Best effort: it needs CAP_SETPCAP, which a restricted root may lack. That loses nothing
+/// essential: with `no_new_privs` set and a non-root uid, no exec can gain capabilities.
+fn drop_bounding_set() {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(63);
+    for cap in 0..=last {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory.
+        unsafe {
+            nix::libc::prctl(
+                nix::libc::PR_CAPBSET_DROP,
+                cap as nix::libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+    }
 }
 
 /// Checks that this process is exactly `account` and cannot get back; with `check_groups`,
