@@ -187,13 +187,12 @@ impl Resolver {
                 }
                 records.sort();
                 records.dedup();
-                MxAnswer::Exchanges(
-                    records
-                        .into_iter()
-                        .filter(|(_, name)| !name.trim_end_matches('.').is_empty())
-                        .map(|(pref, name)| (pref, name.trim_end_matches('.').to_lowercase()))
-                        .collect(),
-                )
+                let exchanges = records
+                    .into_iter()
+                    .filter(|(_, name)| !name.trim_end_matches('.').is_empty())
+                    .map(|(pref, name)| (pref, name.trim_end_matches('.').to_lowercase()))
+                    .collect();
+                MxAnswer::Exchanges(exchanges, glue(lookup.additionals()))
             }
             Err(err) => match classify(&err) {
                 Classified::NoRecords => MxAnswer::NoRecords,
@@ -267,7 +266,9 @@ impl Resolver {
                     hosts.insert(host.clone());
                 }
                 TargetKind::Mx(domain) => match &mx_answers[domain.as_str()] {
-                    MxAnswer::Exchanges(list) => hosts.extend(list.iter().map(|(_, n)| n.clone())),
+                    MxAnswer::Exchanges(list, _) => {
+                        hosts.extend(list.iter().map(|(_, n)| n.clone()))
+                    }
                     MxAnswer::NoRecords => {
                         hosts.insert(domain.clone());
                     }
@@ -276,13 +277,26 @@ impl Resolver {
                 TargetKind::Addresses(_) => {}
             }
         }
-        let lookups = hosts.iter().flat_map(|h| {
-            Family::ALL
-                .into_iter()
-                .map(move |f| async move { ((h.clone(), f), self.addresses(h, f).await) })
-        });
-        let addresses: HashMap<(String, Family), Addresses> =
-            join_all(lookups).await.into_iter().collect();
+        // Addresses that came along with an MX answer need no second round trip. Only a
+        // family that is present counts: a missing AAAA in the additional section proves
+        // nothing, so that family is still asked for.
+        let mut addresses: HashMap<(String, Family), Addresses> = HashMap::new();
+        for answer in mx_answers.values() {
+            if let MxAnswer::Exchanges(_, glue) = answer {
+                for (key, list) in glue {
+                    if hosts.contains(&key.0) {
+                        addresses.insert(key.clone(), Addresses::Found(list.clone()));
+                    }
+                }
+            }
+        }
+        let lookups = hosts
+            .iter()
+            .flat_map(|h| Family::ALL.into_iter().map(move |f| (h, f)))
+            .filter(|(h, f)| !addresses.contains_key(&((*h).clone(), *f)))
+            .map(|(h, f)| async move { ((h.clone(), f), self.addresses(h, f).await) })
+            .collect::<Vec<_>>();
+        addresses.extend(join_all(lookups).await);
         let exchange = |name: &str, preference: Option<u16>| Exchange {
             name: Some(name.to_string()),
             preference,
@@ -295,7 +309,7 @@ impl Resolver {
             .map(|kind| {
                 let resolution = match kind {
                     TargetKind::Mx(domain) => match &mx_answers[domain.as_str()] {
-                        MxAnswer::Exchanges(list) => Resolution::Exchanges {
+                        MxAnswer::Exchanges(list, _) => Resolution::Exchanges {
                             implicit_mx: false,
                             exchanges: list.iter().map(|(p, n)| exchange(n, Some(*p))).collect(),
                         },
@@ -343,8 +357,32 @@ pub fn literal_exchange(addrs: &[IpAddr]) -> Exchange {
     }
 }
 
+/// Addresses of exchanges that came in an MX answer's additional section, by name and family.
+type Glue = HashMap<(String, Family), Vec<IpAddr>>;
+
+fn glue(additionals: &[hickory_resolver::proto::rr::Record]) -> Glue {
+    let mut glue = Glue::new();
+    for record in additionals {
+        let name = record.name.to_ascii().trim_end_matches('.').to_lowercase();
+        let (family, addr) = match &record.data {
+            RData::A(a) => (Family::Ipv4, IpAddr::V4(a.0)),
+            RData::AAAA(a) => (Family::Ipv6, IpAddr::V6(a.0)),
+            _ => continue,
+        };
+        let list = glue.entry((name, family)).or_default();
+        if !list.contains(&addr) {
+            list.push(addr);
+        }
+    }
+    for list in glue.values_mut() {
+        list.sort();
+    }
+    glue
+}
+
 enum MxAnswer {
-    Exchanges(Vec<(u16, String)>),
+    /// The exchanges by preference, and any of their addresses the answer carried along.
+    Exchanges(Vec<(u16, String)>, Glue),
     NoRecords,
     NullMx,
     Failed(DnsFailure),
@@ -418,6 +456,32 @@ mod tests {
             f.to_string(),
             "DNS MX lookup of nx.test: NXDOMAIN (no such domain)"
         );
+    }
+
+    #[test]
+    fn glue_collects_additional_addresses_by_name_and_family() {
+        use hickory_resolver::proto::rr::rdata::{A, AAAA};
+        use hickory_resolver::proto::rr::{Name, Record};
+        let name = Name::from_ascii("MX1.Example.TEST.").unwrap();
+        let records = [
+            Record::from_rdata(
+                name.clone(),
+                60,
+                RData::A(A("203.0.113.10".parse().unwrap())),
+            ),
+            Record::from_rdata(
+                name.clone(),
+                60,
+                RData::A(A("203.0.113.10".parse().unwrap())),
+            ),
+            Record::from_rdata(name, 60, RData::AAAA(AAAA("2001:db8::10".parse().unwrap()))),
+        ];
+        let glue = glue(&records);
+        assert_eq!(
+            glue[&("mx1.example.test".to_string(), Family::Ipv4)],
+            vec!["203.0.113.10".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(glue.len(), 2);
     }
 
     #[test]
