@@ -79,60 +79,47 @@ async fn resolve(
     assignments: &[Assignment],
     settings: &RunSettings,
 ) -> HashMap<(NameserverSource, TargetKind), Resolution> {
-    let mut kinds_by_source: BTreeMap<usize, (NameserverSource, Vec<TargetKind>)> = BTreeMap::new();
-    let mut sources: Vec<NameserverSource> = Vec::new();
+    let mut groups: Vec<(NameserverSource, Vec<TargetKind>)> = Vec::new();
     for a in assignments {
         let source = nameserver_source(&scenarios[a.scenario], settings);
-        let index = match sources.iter().position(|s| *s == source) {
-            Some(i) => i,
+        let index = match groups.iter().position(|(s, _)| *s == source) {
+            Some(index) => index,
             None => {
-                sources.push(source.clone());
-                sources.len() - 1
+                groups.push((source, Vec::new()));
+                groups.len() - 1
             }
         };
-        let entry = kinds_by_source
-            .entry(index)
-            .or_insert_with(|| (source, Vec::new()));
-        if !entry.1.contains(&a.target.kind) {
-            entry.1.push(a.target.kind.clone());
+        let kinds = &mut groups[index].1;
+        if !kinds.contains(&a.target.kind) {
+            kinds.push(a.target.kind.clone());
         }
     }
-    let lookups = kinds_by_source
-        .into_values()
-        .map(|(source, kinds)| async move {
-            let needs_dns = kinds.iter().any(|k| !matches!(k, TargetKind::Addresses(_)));
-            let resolutions: HashMap<TargetKind, Resolution> = if needs_dns {
-                match Resolver::new(&source) {
-                    Ok(resolver) => resolver.resolve_all(&kinds).await,
-                    Err(message) => kinds
-                        .iter()
-                        .map(|k| (k.clone(), resolver_unavailable(k, &message)))
-                        .collect(),
-                }
-            } else {
-                kinds
-                    .iter()
-                    .map(|k| match k {
-                        TargetKind::Addresses(list) => (
-                            k.clone(),
-                            Resolution::Exchanges {
-                                implicit_mx: false,
-                                exchanges: vec![crate::resolve::literal_exchange(list)],
-                            },
-                        ),
-                        _ => unreachable!("only literal addresses need no DNS"),
-                    })
-                    .collect()
-            };
-            resolutions
-                .into_iter()
-                .map(|(k, r)| ((source.clone(), k), r))
-                .collect::<Vec<_>>()
-        });
+    let lookups = groups.into_iter().map(|(source, kinds)| async move {
+        let needs_dns = kinds.iter().any(|k| !matches!(k, TargetKind::Addresses(_)));
+        // Literal addresses need no resolver, so a host without resolv.conf can still probe them.
+        let resolver = needs_dns.then(|| Resolver::new(&source));
+        let resolutions: HashMap<TargetKind, Resolution> = match resolver {
+            Some(Ok(resolver)) => resolver.resolve_all(&kinds).await,
+            Some(Err(message)) => kinds
+                .iter()
+                .map(|k| (k.clone(), without_resolver(k, &message)))
+                .collect(),
+            None => kinds
+                .iter()
+                .map(|k| (k.clone(), without_resolver(k, "no resolver")))
+                .collect(),
+        };
+        resolutions
+            .into_iter()
+            .map(|(k, r)| ((source.clone(), k), r))
+            .collect::<Vec<_>>()
+    });
     join_all(lookups).await.into_iter().flatten().collect()
 }
 
-fn resolver_unavailable(kind: &TargetKind, message: &str) -> Resolution {
+/// The resolution of a target when no resolver is used: literal addresses as they are, names
+/// failed with `message`.
+fn without_resolver(kind: &TargetKind, message: &str) -> Resolution {
     match kind {
         TargetKind::Addresses(list) => Resolution::Exchanges {
             implicit_mx: false,
