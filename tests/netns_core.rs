@@ -865,3 +865,43 @@ fn resolve_follows_cname_and_lists_many_exchanges() {
         describe(&out)
     );
 }
+
+/// The built-in scenario of `egress-check --as USER` names real mail domains; where DNS cannot
+/// answer them (the lab's server refuses names outside `.test`), every probe is inconclusive
+/// and the exit code is 3: an unanswered lookup is never a pass.
+#[test]
+fn built_in_scenario_without_dns_answers_is_inconclusive() {
+    let Some(lab) = Lab::up() else { return };
+    let out = lab.run(&[
+        "--as",
+        "www-data",
+        "--nameserver",
+        common::LAB_DNS_V4,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(common::code(&out), 3, "{}", common::describe(&out));
+    let report = common::Report::parse(&out);
+    let domains: std::collections::BTreeSet<String> = report
+        .probes
+        .iter()
+        .filter_map(|p| p.domain.clone())
+        .collect();
+    assert_eq!(
+        domains,
+        ["gmail.com", "outlook.com", "yahoo.com"]
+            .map(String::from)
+            .into()
+    );
+    for p in &report.probes {
+        assert_eq!(
+            (p.observed.as_str(), p.verdict.as_str()),
+            ("no-address", "inconclusive")
+        );
+        assert_eq!(p.expect, "deny");
+        assert!(
+            p.detail.as_deref().unwrap_or("").contains("REFUSED"),
+            "{p:?}"
+        );
+    }
+}

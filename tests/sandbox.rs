@@ -445,3 +445,41 @@ fn netns_option_matches_ip_netns_exec() {
     assert_eq!(code(&missing), 2);
     assert!(stderr(&missing).contains("`ec-no-such-namespace` not found"));
 }
+
+#[test]
+fn sandbox_without_root_is_exit_2_saying_so() {
+    let Some(f) = Fixture::new() else { return };
+    let own = f.write(
+        "own.toml",
+        "[[target]]\nname = \"t\"\nmx = \"gmail.com\"\n[[check]]\nas = [\"www-data\"]\nexpect = \"deny\"\n",
+    );
+    // The fixture's temp dir is root's; let www-data read the scenario.
+    for path in [
+        f.dir.path().display().to_string(),
+        own.clone(),
+        f.path("story.toml"),
+    ] {
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let as_www_data = |scenario: &str| {
+        Command::new("runuser")
+            .args(["-u", "www-data", "--", BIN, "sandbox", scenario])
+            .stdin(Stdio::null())
+            .output()
+            .expect("runuser")
+    };
+    // Probing as yourself needs no root, but the sandbox does.
+    let out = as_www_data(&own);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("must run as root"),
+        "{}",
+        describe(&out)
+    );
+    // Another user's checks are refused before anything is built.
+    let out = as_www_data(&f.path("story.toml"));
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(stderr(&out).contains("needs root"), "{}", describe(&out));
+    assert!(common::stdout(&out).is_empty());
+}
