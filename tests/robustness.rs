@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{code, describe, ensure_lab_users, scenario, stderr, stdout, uid_of, Lab, BIN};
+use common::{
+    code, describe, ensure_lab_users, scenario, stderr, stdout, uid_of, Lab, ScenarioFile, BIN,
+};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -1310,11 +1312,12 @@ fn report_line<'a>(text: &'a str, endpoint: &str) -> &'a str {
 
 /// Starts a hanging run, sends `signal` to the parent once its worker runs, and checks the
 /// exit code, the partial report on stderr and that no worker survives.
-fn interrupt_run(signal: nix::sys::signal::Signal, reason: &str) {
-    let Some(lab) = Lab::up() else { return };
-    hang_and_reset(&lab);
+/// Starts `egress-check run HANGING --format json` in the lab's host namespace and waits until
+/// its workers exist; returns the run, its pid, its workers with their start times, and the
+/// scenario file (kept alive for as long as the run may need it).
+fn start_hanging_run(lab: &Lab) -> (Running, u32, Vec<(u32, u64)>, ScenarioFile) {
+    hang_and_reset(lab);
     let file = scenario(HANGING);
-
     // No wrapper: `ip netns exec` execs the binary, so this pid is egress-check's.
     let running = Running::spawn(
         Command::new("ip")
@@ -1339,6 +1342,30 @@ fn interrupt_run(signal: nix::sys::signal::Signal, reason: &str) {
         .into_iter()
         .filter_map(|w| Some((w, start_time(w)?)))
         .collect();
+    (running, pid, workers, file)
+}
+
+/// Asserts that none of `workers` runs any more and the lab's host namespace is empty.
+fn assert_workers_gone(lab: &Lab, workers: &[(u32, u64)], after: &str) {
+    for &(w, started) in workers {
+        assert!(
+            wait_for(Duration::from_secs(3), || !running_since(w, started)),
+            "worker {w} still runs after {after}: {:?}",
+            std::fs::read_to_string(format!("/proc/{w}/stat"))
+        );
+    }
+    assert!(
+        wait_for(Duration::from_secs(3), || netns_pids(&lab.host_ns())
+            .is_empty()),
+        "processes left in {} after {after} (workers were {workers:?}): {:?}",
+        lab.host_ns(),
+        netns_pids(&lab.host_ns())
+    );
+}
+
+fn interrupt_run(signal: nix::sys::signal::Signal, reason: &str) {
+    let Some(lab) = Lab::up() else { return };
+    let (running, pid, workers, _scenario) = start_hanging_run(&lab);
     // Give the fast probes time to finish; the hanging ones have 19 s left.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -1392,20 +1419,7 @@ fn interrupt_run(signal: nix::sys::signal::Signal, reason: &str) {
         "workers of {pid} survived the {signal}: {:?}",
         workers_of(pid)
     );
-    for (w, started) in workers {
-        assert!(
-            wait_for(Duration::from_secs(3), || !running_since(w, started)),
-            "worker {w} still runs after the {signal}: {:?}",
-            std::fs::read_to_string(format!("/proc/{w}/stat"))
-        );
-    }
-    assert!(
-        wait_for(Duration::from_secs(2), || netns_pids(&lab.host_ns())
-            .is_empty()),
-        "processes left in {}: {:?}",
-        lab.host_ns(),
-        netns_pids(&lab.host_ns())
-    );
+    assert_workers_gone(&lab, &workers, &format!("the {signal}"));
 }
 
 /// Test 6a: SIGINT mid-run: exit 130 within seconds, the partial report on stderr with the
@@ -1426,24 +1440,12 @@ fn sigterm_reports_what_finished_and_leaves_no_worker() {
 #[test]
 fn sigkill_of_the_parent_takes_its_workers_along() {
     let Some(lab) = Lab::up() else { return };
-    hang_and_reset(&lab);
-    let file = scenario(HANGING);
-    let running = Running::spawn(
-        Command::new("ip")
-            .args(["netns", "exec", &lab.host_ns(), BIN])
-            .args(["run", file.path()]),
-    );
-    let pid = running.pid();
-    assert!(
-        wait_for(Duration::from_secs(30), || !workers_of(pid).is_empty()),
-        "no worker of {pid} appeared"
-    );
+    let (running, pid, workers, _scenario) = start_hanging_run(&lab);
     std::thread::sleep(Duration::from_millis(500));
-    let workers: Vec<(u32, u64)> = workers_of(pid)
-        .into_iter()
-        .filter_map(|w| Some((w, start_time(w)?)))
-        .collect();
-    assert!(!workers.is_empty(), "the worker of {pid} went away early");
+    assert!(
+        workers.iter().all(|&(w, t)| running_since(w, t)),
+        "the worker of {pid} went away early"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -1453,20 +1455,7 @@ fn sigkill_of_the_parent_takes_its_workers_along() {
         .wait(Duration::from_secs(10))
         .unwrap_or_else(|out| panic!("no exit after SIGKILL\n{}", describe(&out)));
     assert_eq!(out.status.code(), None, "{}", describe(&out));
-    for &(w, started) in &workers {
-        assert!(
-            wait_for(Duration::from_secs(3), || !running_since(w, started)),
-            "worker {w} outlived its SIGKILLed parent {pid}: {:?}",
-            std::fs::read_to_string(format!("/proc/{w}/stat"))
-        );
-    }
-    assert!(
-        wait_for(Duration::from_secs(3), || netns_pids(&lab.host_ns())
-            .is_empty()),
-        "processes left in {} (workers were {workers:?}): {:?}",
-        lab.host_ns(),
-        netns_pids(&lab.host_ns())
-    );
+    assert_workers_gone(&lab, &workers, &format!("SIGKILL of the parent {pid}"));
 }
 
 /// Test 7: `--deadline 2s` with probes that would hang for 20 s: the run ends after about
