@@ -6,20 +6,21 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::exit_codes;
 use crate::sandbox::InternetArgs;
-use crate::scenario::{parse_nameserver, parse_timeout, Expectation};
+use crate::vocab::{parse_nameserver, parse_timeout, Expectation};
 use crate::worker::WorkerArgs;
 
 /// Proves, end to end, what this host's egress firewall lets each local user reach:
 /// real TCP connects, as the real users, over IPv4 and IPv6.
+///
+/// Ad hoc: egress-check --as www-data [--mx gmail.com] [--port 25] [--expect deny]
 #[derive(Debug, Parser)]
 #[command(
     name = "egress-check",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Exit codes: 0 every check passed; 1 at least one failed; 3 none failed but at \
-                  least one was inconclusive; 2 usage, scenario or privilege error.\n\n\
-                  Ad hoc: egress-check --as www-data [--mx gmail.com] [--port 25] [--expect deny]"
+    after_help = exit_codes::HELP
 )]
 pub struct Cli {
     /// What to do; without a subcommand, the ad hoc check of `--as USER`.
@@ -40,32 +41,48 @@ pub enum Command {
     /// Prove a firewall ruleset before it ships: load it into a throwaway network namespace
     /// joined to a simulated internet that answers the scenario's names, and run the scenario.
     Sandbox(SandboxArgs),
-    /// Internal: the per-user probe worker.
-    #[command(name = "__probe-as", hide = true)]
+    /// Internal: the per-user probe worker (see [`crate::worker`]).
+    #[command(name = crate::worker::WORKER_SUBCOMMAND, hide = true)]
     ProbeAs(WorkerArgs),
     /// Internal: the simulated internet of a sandbox.
-    #[command(name = "__sandbox-internet", hide = true)]
+    #[command(name = crate::sandbox::INTERNET_SUBCOMMAND, hide = true)]
     SandboxInternet(InternetArgs),
 }
 
-/// Options shared by `run` and the ad hoc form.
+/// How probes are made and reported: options of every mode that probes.
 #[derive(Debug, Args, Clone)]
-pub struct CommonArgs {
+pub struct ProbeOptions {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
-    /// DNS server to use instead of the scenario's and /etc/resolv.conf's (IP or IP:PORT).
-    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver)]
-    pub nameserver: Option<SocketAddr>,
     /// Per connect attempt, e.g. `500ms`, `2s` [default: the scenario's, else 3s].
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Bound on the whole run; probes still pending then are inconclusive.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub deadline: Option<Duration>,
+}
+
+/// Where names are resolved and probes start from: this host, or one of its namespaces.
+#[derive(Debug, Args, Clone)]
+pub struct HostOptions {
+    /// DNS server to use instead of the scenario's and /etc/resolv.conf's (IP or IP:PORT).
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver)]
+    pub nameserver: Option<SocketAddr>,
     /// Enter this network namespace (/run/netns/NAME) before resolving and probing.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+}
+
+/// Options shared by `run` and the ad hoc form.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// How probes are made and reported.
+    #[command(flatten)]
+    pub probe: ProbeOptions,
+    /// Where they start from.
+    #[command(flatten)]
+    pub host: HostOptions,
 }
 
 /// `egress-check run`.
@@ -109,15 +126,9 @@ pub struct SandboxArgs {
     /// Only run the checks of this user.
     #[arg(long = "as", value_name = "USER")]
     pub user: Option<String>,
-    /// Report format.
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
-    /// Per connect attempt, e.g. `500ms`, `2s` [default: the scenario's, else 3s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
-    pub timeout: Option<Duration>,
-    /// Bound on the whole run; probes still pending then are inconclusive.
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
-    pub deadline: Option<Duration>,
+    /// How probes are made and reported.
+    #[command(flatten)]
+    pub probe: ProbeOptions,
 }
 
 /// The ad hoc form: `egress-check --as USER [targets]`.
@@ -139,8 +150,8 @@ pub struct AdHocArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Vec<u16>,
     /// What should happen.
-    #[arg(long, value_enum, default_value_t = ExpectArg::Deny)]
-    pub expect: ExpectArg,
+    #[arg(long, value_enum, default_value_t = Expectation::Deny)]
+    pub expect: Expectation,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -181,93 +192,4 @@ pub enum ResolveFormat {
     Human,
     /// One JSON document on stdout.
     Json,
-}
-
-/// `--expect` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExpectArg {
-    /// Connections must get through.
-    Allow,
-    /// Connections must be blocked.
-    Deny,
-}
-
-impl From<ExpectArg> for Expectation {
-    fn from(value: ExpectArg) -> Self {
-        match value {
-            ExpectArg::Allow => Expectation::Allow,
-            ExpectArg::Deny => Expectation::Deny,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("egress-check").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn contract_names_parse() {
-        let cli = parse(&[
-            "run",
-            "a.toml",
-            "b.toml",
-            "--as",
-            "www-data",
-            "--format",
-            "json",
-            "--nameserver",
-            "192.0.2.53:5353",
-            "--timeout",
-            "500ms",
-        ])
-        .unwrap();
-        let Some(Command::Run(run)) = cli.command else {
-            panic!()
-        };
-        assert_eq!(run.files.len(), 2);
-        assert_eq!(run.user.as_deref(), Some("www-data"));
-        assert_eq!(run.common.timeout, Some(Duration::from_millis(500)));
-
-        let cli = parse(&[
-            "--as",
-            "www-data",
-            "--mx",
-            "gmail.com",
-            "--port",
-            "25",
-            "--port",
-            "587",
-            "--expect",
-            "allow",
-            "--addr",
-            "2001:db8::1",
-        ])
-        .unwrap();
-        assert!(cli.command.is_none());
-        assert_eq!(cli.ad_hoc.port, vec![25, 587]);
-        assert_eq!(cli.ad_hoc.expect, ExpectArg::Allow);
-
-        let cli = parse(&["resolve", "gmail.com", "outlook.com"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Resolve(_))));
-    }
-
-    #[test]
-    fn bad_values_are_usage_errors() {
-        for args in [
-            &["--as", "x", "--port", "0"][..],
-            &["--as", "x", "--port", "65536"],
-            &["--as", "x", "--timeout", "soon"],
-            &["--as", "x", "--expect", "maybe"],
-            &["--as", "x", "--addr", "1.2.3"],
-            &["run"],
-            &["run", "x.toml", "--nameserver", "dns.example"],
-        ] {
-            let err = parse(args).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{args:?}");
-        }
-    }
 }

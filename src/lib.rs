@@ -1,11 +1,47 @@
 //! egress-check proves, end to end, what a Linux host's egress firewall lets each local
 //! user reach, over IPv4 and IPv6.
 //!
-//! The data flows through small modules: [`scenario`] -> [`plan`] -> [`resolve`] ->
-//! [`probe`] (in per-user [`worker`] processes) -> [`verdict`] -> [`report`]; [`runner`]
-//! drives a run and [`cli`] is the command line.
+//! # The map
+//!
+//! Data flows one way; each stage imports only the stages before it:
+//!
+//! | stage | module | in | out |
+//! |---|---|---|---|
+//! | 1 | [`scenario`] | TOML file (or the command line) | [`scenario::Scenario`] |
+//! | 2 | [`plan`] | scenarios | [`plan::Assignment`]s (users looked up), lookups by nameserver |
+//! | 3 | [`resolve`] | the plan's names | [`resolve::Resolution`]s, then the exact [`plan::PlannedProbe`]s ([`resolve::expand`]) |
+//! | 4 | [`runner`] with [`worker`] and [`probe`] | planned probes | one [`probe::Attempt`] per probe |
+//! | 5 | [`verdict`] | probes + attempts | [`verdict::Judgement`] |
+//! | 6 | [`report`] | judgement | human, JSON, JUnit text |
+//!
+//! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
+//! [`vocab::Expectation`], value parsers), [`identity`] (accounts and the privilege drop),
+//! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line), and
+//! [`sandbox`] (throwaway namespaces with a simulated internet for `egress-check sandbox`).
+//! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes.
+//!
+//! # Glossary of the types that cross stages
+//!
+//! - **Target** ([`scenario::Target`]): something to connect to, by MX domain, host name
+//!   or literal addresses ([`scenario::TargetKind`]), with ports and families.
+//! - **Assignment** ([`plan::Assignment`]): one user, one target, one expectation, with the
+//!   timeout and the scenario's nameserver. Made before DNS.
+//! - **Exchange** ([`resolve::Exchange`]): a host that will be connected to, with its A and
+//!   AAAA answers: an MX exchange, but also a `host` target or the pseudo-exchange of literal
+//!   addresses (then without a name).
+//! - **PlannedProbe** ([`plan::PlannedProbe`]): one exact connection attempt to make (user,
+//!   address or the reason there is none, port, family, expectation). Made after DNS.
+//! - **WorkerProbe** ([`worker::WorkerProbe`]): one distinct attempt sent to a user's worker;
+//!   several planned probes can share it ([`runner::Dispatch`]).
+//! - **Attempt** ([`probe::Attempt`]): what one connect observed ([`probe::Observed`]), how
+//!   long it took, and the OS error.
+//! - **ProbeRecord** ([`verdict::ProbeRecord`]): a planned probe with its attempt and verdict:
+//!   one entry of the report.
+//! - **Judgement** ([`verdict::Judgement`]): the run judged: records, counts, family splits,
+//!   witnesses; what every report format renders.
 
 pub mod cli;
+pub mod exit_codes;
 pub mod identity;
 pub mod netns;
 pub mod plan;
@@ -16,4 +52,5 @@ pub mod runner;
 pub mod sandbox;
 pub mod scenario;
 pub mod verdict;
+pub mod vocab;
 pub mod worker;

@@ -1,4 +1,6 @@
-//! The `egress-check` command: parses the command line, maps errors to exit codes.
+//! The `egress-check` command: parse the command line, dispatch to one function per mode,
+//! map errors to exit codes ([`egress_check::exit_codes`]). Everything else lives in the
+//! library; see its map in `lib.rs`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -6,20 +8,19 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use egress_check::cli::SandboxArgs;
-use egress_check::cli::{Cli, Command, CommonArgs, Format, ResolveFormat};
-use egress_check::report::Report;
-use egress_check::runner::Interruption;
-use egress_check::runner::RunSettings;
-use egress_check::scenario::{self, AdHocTargets, Scenario};
-use egress_check::{netns, plan, resolve, runner, sandbox, worker};
-
-/// Exit code for usage, scenario and privilege errors (nothing was probed).
-const EXIT_USAGE: u8 = 2;
+use egress_check::cli::{
+    AdHocArgs, Cli, Command, CommonArgs, Format, ProbeOptions, ResolveArgs, ResolveFormat, RunArgs,
+    SandboxArgs,
+};
+use egress_check::plan::{self, Assignment, NameserverChoice};
+use egress_check::report::{self, ResolveReport};
+use egress_check::resolve::Resolver;
+use egress_check::runner::{self, RunSettings};
+use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
+use egress_check::{exit_codes, netns, sandbox, verdict, vocab, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The worker must start before any runtime or thread exists: it changes identity.
     // Internal subcommands must start before any runtime or thread exists: the worker
     // changes identity, the simulated internet changes network namespace.
     match cli.command {
@@ -35,135 +36,71 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    // The one place errors become exit codes: anything that stops a mode before it has a
+    // report is a usage, scenario or privilege error, and nothing was probed.
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("egress-check: {err:#}");
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(exit_codes::USAGE)
         }
     }
 }
 
-/// Runs a command; `Err` is a usage, scenario or privilege error (exit 2).
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Some(Command::Run(args)) => {
-            let scenarios = args
-                .files
-                .iter()
-                .map(|f| scenario::load(f))
-                .collect::<Result<Vec<_>, _>>()?;
-            run(scenarios, args.user.as_deref(), &args.common)
-        }
-        Some(Command::Resolve(args)) => {
-            let resolv_conf = match &args.netns {
-                Some(name) => netns::enter(name)?,
-                None => None,
-            };
-            let domains = args
-                .domains
-                .iter()
-                .map(|d| scenario::normalize_domain(d).map_err(anyhow::Error::msg))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let source = match (args.nameserver, resolv_conf) {
-                (Some(addr), _) => resolve::NameserverSource::Server(addr),
-                (None, Some(text)) => resolve::NameserverSource::ResolvConf(text),
-                (None, None) => resolve::NameserverSource::System,
-            };
-            runtime()?.block_on(show_resolution(&domains, &source, args.format))
-        }
-        Some(Command::Sandbox(args)) => run_sandbox(args),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Resolve(args)) => resolve_names(args),
+        Some(Command::Sandbox(args)) => sandbox(args),
+        None => ad_hoc(cli.ad_hoc),
         Some(Command::ProbeAs(_) | Command::SandboxInternet(_)) => unreachable!("handled in main"),
-        None => {
-            let ad_hoc = cli.ad_hoc;
-            let Some(user) = ad_hoc.user.clone() else {
-                anyhow::bail!(
-                    "nothing to do: give a subcommand (`run FILE`, `resolve DOMAIN`) or \
-                     `--as USER` for an ad hoc check; see `egress-check --help`"
-                );
-            };
-            let targets = AdHocTargets {
-                mx: ad_hoc.mx,
-                hosts: ad_hoc.host,
-                addresses: ad_hoc.addr,
-                ports: ad_hoc.port,
-            };
-            let scenario = if targets.is_empty() {
-                scenario::default_scenario_for(&user)?
-            } else {
-                targets
-                    .into_scenario(&user, ad_hoc.expect.into())
-                    .map_err(anyhow::Error::msg)?
-            };
-            run(vec![scenario], None, &ad_hoc.common)
-        }
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // One thread: the parent only waits on DNS and workers, and a single thread keeps the
-    // network namespace entered at start valid for everything it does.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+/// `egress-check run FILE...`: the scenarios' checks, from this host (or `--netns`).
+fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let scenarios = load_all(&args.files)?;
+    let assignments = prepare(&scenarios, args.user.as_deref(), &args.common.probe)?;
+    let nameservers = enter_host(&args.common)?;
+    probe_and_report(&assignments, nameservers, &args.common.probe)
 }
 
-fn run(
-    scenarios: Vec<Scenario>,
-    only_user: Option<&str>,
-    common: &CommonArgs,
-) -> anyhow::Result<u8> {
-    let assignments = plan::assignments(&scenarios, only_user, common.timeout)?;
-    plan::ensure_privileges(&assignments)?;
-    worker::raise_fd_limit();
-    let netns_resolv_conf = match &common.netns {
-        Some(name) => netns::enter(name)?,
-        None => None,
+/// `egress-check --as USER [targets]`: one user, the command line's targets (or the
+/// built-in scenario), from this host.
+fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
+    let Some(user) = args.user else {
+        anyhow::bail!(
+            "nothing to do: give a subcommand (`run FILE`, `resolve DOMAIN`) or \
+             `--as USER` for an ad hoc check; see `egress-check --help`"
+        );
     };
-    let settings = RunSettings {
-        nameserver: common.nameserver,
-        netns_resolv_conf,
-        deadline: common.deadline,
+    let targets = AdHocTargets {
+        mx: args.mx,
+        hosts: args.host,
+        addresses: args.addr,
+        ports: args.port,
     };
-    let result = runtime()?.block_on(runner::execute(&scenarios, &assignments, &settings));
-    Ok(emit(&result.report, result.interruption, common.format))
+    let scenario = if targets.is_empty() {
+        scenario::default_scenario_for(&user)?
+    } else {
+        targets.into_scenario(&user, args.expect)?
+    };
+    let assignments = prepare(std::slice::from_ref(&scenario), None, &args.common.probe)?;
+    let nameservers = enter_host(&args.common)?;
+    probe_and_report(&assignments, nameservers, &args.common.probe)
 }
 
-/// Prints the report and returns the exit code.
-fn emit(report: &Report, interruption: Option<Interruption>, format: Format) -> u8 {
-    let signal_code = interruption.and_then(|i| i.exit_code());
-    if signal_code.is_some() {
-        // Interrupted: what finished goes to stderr for the person at the terminal; a
-        // machine-readable format still gets its (partial, marked) document on stdout.
-        eprint!("{}", report.to_human(use_color(&std::io::stderr())));
-    }
-    match format {
-        Format::Human if signal_code.is_some() => {}
-        Format::Human => print!("{}", report.to_human(use_color(&std::io::stdout()))),
-        Format::Json => println!("{}", report.to_json()),
-        Format::Junit => println!("{}", report.to_junit()),
-    }
-    signal_code.unwrap_or(report.exit_code()) as u8
-}
-
-/// `egress-check sandbox`: the scenario, run unchanged inside a throwaway host namespace
-/// whose simulated internet answers every name it uses.
-fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+/// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host
+/// namespace, behind the given rules, whose simulated internet answers every name.
+fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    let scenarios = args
-        .files
-        .iter()
-        .map(|f| scenario::load(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let assignments = plan::assignments(&scenarios, args.user.as_deref(), args.timeout)?;
-    plan::ensure_privileges(&assignments)?;
-    worker::raise_fd_limit();
+    let scenarios = load_all(&args.files)?;
+    let assignments = prepare(&scenarios, args.user.as_deref(), &args.probe)?;
     if assignments
         .iter()
-        .any(|a| matches!(a.target.kind, scenario::TargetKind::Addresses(_)))
+        .any(|a| matches!(a.target.kind, TargetKind::Addresses(_)))
     {
         eprintln!(
             "egress-check: warning: the sandbox simulates names only; targets given as literal \
@@ -193,10 +130,10 @@ fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     // flag defers it while the sandbox is being built; the runner handles it during the run.
     let signalled = Arc::new(AtomicUsize::new(0));
     for (signal, code) in [
-        (signal_hook::consts::SIGINT, 130),
-        (signal_hook::consts::SIGTERM, 143),
+        (signal_hook::consts::SIGINT, exit_codes::SIGINT),
+        (signal_hook::consts::SIGTERM, exit_codes::SIGTERM),
     ] {
-        signal_hook::flag::register_usize(signal, Arc::clone(&signalled), code)
+        signal_hook::flag::register_usize(signal, Arc::clone(&signalled), code.into())
             .context("installing signal handlers")?;
     }
     let home = std::fs::File::open("/proc/self/ns/net").context("opening /proc/self/ns/net")?;
@@ -204,7 +141,7 @@ fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     let early = signalled.load(Ordering::SeqCst);
     let code = if early != 0 {
         eprintln!("egress-check: interrupted while building the sandbox; nothing was probed");
-        Ok(early as u8)
+        Ok(u8::try_from(early).unwrap_or(exit_codes::SIGINT))
     } else {
         netns::enter_path(sandbox.host_netns_path())
             .with_context(|| {
@@ -214,14 +151,11 @@ fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
                 )
             })
             .and_then(|()| {
-                let settings = RunSettings {
-                    nameserver: Some(sandbox.nameserver()),
+                let nameservers = NameserverChoice {
+                    server: Some(sandbox.nameserver()),
                     netns_resolv_conf: None,
-                    deadline: args.deadline,
                 };
-                let result =
-                    runtime()?.block_on(runner::execute(&scenarios, &assignments, &settings));
-                Ok(emit(&result.report, result.interruption, args.format))
+                probe_and_report(&assignments, nameservers, &args.probe)
             })
     };
     // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
@@ -230,91 +164,122 @@ fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     code
 }
 
-fn use_color(stream: &impl IsTerminal) -> bool {
-    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+/// `egress-check resolve DOMAIN...`: what would be probed; connects nowhere, needs no root.
+fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
+    let resolv_conf = match &args.netns {
+        Some(name) => netns::enter(name)?,
+        None => None,
+    };
+    let domains = args
+        .domains
+        .iter()
+        .map(|d| vocab::normalize_domain(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let source = match (args.nameserver, resolv_conf) {
+        (Some(addr), _) => plan::NameserverSource::Server(addr),
+        (None, Some(text)) => plan::NameserverSource::ResolvConf(text),
+        (None, None) => plan::NameserverSource::System,
+    };
+    let resolver = Resolver::new(&source)?;
+    let kinds: Vec<TargetKind> = domains.iter().cloned().map(TargetKind::Mx).collect();
+    let resolutions = runtime()?.block_on(resolver.resolve_all(&kinds));
+    let report = ResolveReport::new(
+        domains
+            .iter()
+            .zip(&kinds)
+            .map(|(domain, kind)| (domain.as_str(), &resolutions[kind])),
+    );
+    match args.format {
+        ResolveFormat::Human => print!("{}", report.to_human()),
+        ResolveFormat::Json => println!("{}", report.to_json()),
+    }
+    Ok(if report.complete() {
+        exit_codes::PASSED
+    } else {
+        exit_codes::INCONCLUSIVE
+    })
 }
 
-async fn show_resolution(
-    domains: &[String],
-    source: &resolve::NameserverSource,
-    format: ResolveFormat,
-) -> anyhow::Result<u8> {
-    use resolve::{Addresses, Resolution};
-    use scenario::TargetKind;
+/// Reads every scenario file; the first error stops the run (exit 2, `file:line:col`).
+fn load_all(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<Scenario>> {
+    Ok(files
+        .iter()
+        .map(|f| scenario::load(f))
+        .collect::<Result<Vec<_>, _>>()?)
+}
 
-    let resolver = resolve::Resolver::new(source).map_err(anyhow::Error::msg)?;
-    let kinds: Vec<TargetKind> = domains.iter().cloned().map(TargetKind::Mx).collect();
-    let resolutions = resolver.resolve_all(&kinds).await;
-    let mut complete = true;
-    let mut json = Vec::new();
-    let mut text = String::new();
-    let addresses_json = |a: &Addresses| match a {
-        Addresses::Found(list) => serde_json::json!({ "addresses": list }),
-        Addresses::None => serde_json::json!({ "addresses": [] }),
-        Addresses::Failed(f) => serde_json::json!({ "addresses": [], "error": f.to_string() }),
+/// Before anything is sent: the plan (every user looked up), the privileges to become
+/// them, and descriptors for the workers.
+fn prepare(
+    scenarios: &[Scenario],
+    only_user: Option<&str>,
+    options: &ProbeOptions,
+) -> anyhow::Result<Vec<Assignment>> {
+    let assignments = plan::assignments(scenarios, only_user, options.timeout)?;
+    plan::ensure_privileges(&assignments)?;
+    worker::raise_fd_limit();
+    Ok(assignments)
+}
+
+/// Enters `--netns` if given; returns how nameservers are chosen there.
+fn enter_host(common: &CommonArgs) -> anyhow::Result<NameserverChoice> {
+    let netns_resolv_conf = match &common.host.netns {
+        Some(name) => netns::enter(name)?,
+        None => None,
     };
-    for (domain, kind) in domains.iter().zip(&kinds) {
-        text.push_str(&format!("{domain}\n"));
-        match &resolutions[kind] {
-            Resolution::Failed(failure) => {
-                complete = false;
-                text.push_str(&format!("  error: {failure}\n"));
-                json.push(serde_json::json!({ "domain": domain, "status": "failed", "error": failure.to_string() }));
-            }
-            Resolution::NullMx => {
-                text.push_str("  null MX (RFC 7505): accepts no mail\n");
-                json.push(serde_json::json!({ "domain": domain, "status": "null-mx" }));
-            }
-            Resolution::Exchanges {
-                implicit_mx,
-                exchanges,
-            } => {
-                let mut list = Vec::new();
-                for ex in exchanges {
-                    let name = ex.name.clone().unwrap_or_default();
-                    match (implicit_mx, ex.preference) {
-                        (true, _) => {
-                            text.push_str(&format!("  no MX; implicit MX (RFC 5321 5.1): {name}\n"))
-                        }
-                        (false, Some(pref)) => text.push_str(&format!("  MX {pref} {name}\n")),
-                        (false, None) => text.push_str(&format!("  {name}\n")),
-                    }
-                    for family in scenario::Family::ALL {
-                        let label = family.record_type();
-                        match ex.addresses(family) {
-                            Addresses::Found(addrs) => {
-                                for a in addrs {
-                                    text.push_str(&format!("    {label:<4} {a}\n"));
-                                }
-                            }
-                            Addresses::None => text.push_str(&format!(
-                                "    {label:<4} (none: {family} would be inconclusive)\n"
-                            )),
-                            Addresses::Failed(f) => {
-                                complete = false;
-                                text.push_str(&format!("    {label:<4} error: {f}\n"));
-                            }
-                        }
-                    }
-                    list.push(serde_json::json!({
-                        "exchange": name,
-                        "preference": ex.preference,
-                        "ipv4": addresses_json(&ex.ipv4),
-                        "ipv6": addresses_json(&ex.ipv6),
-                    }));
-                }
-                json.push(serde_json::json!({
-                    "domain": domain,
-                    "status": "ok",
-                    "implicit_mx": implicit_mx,
-                    "exchanges": list,
-                }));
-            }
-        }
+    Ok(NameserverChoice {
+        server: common.host.nameserver,
+        netns_resolv_conf,
+    })
+}
+
+/// The path every probing mode shares from a plan to an exit code: resolve and probe
+/// ([`runner`]), judge ([`verdict`]), print ([`report`]).
+fn probe_and_report(
+    assignments: &[Assignment],
+    nameservers: NameserverChoice,
+    options: &ProbeOptions,
+) -> anyhow::Result<u8> {
+    let settings = RunSettings {
+        nameservers,
+        deadline: options.deadline,
+    };
+    let executed = runtime()?.block_on(runner::execute(assignments, &settings));
+    let judgement = verdict::judge_run(
+        executed.probes,
+        executed.attempts,
+        executed.interruption.map(|i| i.describe()),
+    );
+    let signal_code = executed.interruption.and_then(|i| i.exit_code());
+    if signal_code.is_some() {
+        // Interrupted: what finished goes to stderr for the person at the terminal; a
+        // machine-readable format still gets its (partial, marked) document on stdout.
+        eprint!(
+            "{}",
+            report::to_human(&judgement, use_color(&std::io::stderr()))
+        );
     }
-    match format {
-        ResolveFormat::Human => print!("{text}"),
-        ResolveFormat::Json => println!("{}", serde_json::to_string_pretty(&json)?),
+    match options.format {
+        Format::Human if signal_code.is_some() => {}
+        Format::Human => print!(
+            "{}",
+            report::to_human(&judgement, use_color(&std::io::stdout()))
+        ),
+        Format::Json => println!("{}", report::to_json(&judgement)),
+        Format::Junit => println!("{}", report::to_junit(&judgement)),
     }
-    Ok(if complete { 0 } else { 3 })
+    Ok(signal_code.unwrap_or(judgement.exit_code()))
+}
+
+/// One thread: the parent only waits on DNS and workers, and a single thread keeps the
+/// network namespace entered at start valid for everything it does.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn use_color(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

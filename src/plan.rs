@@ -1,20 +1,19 @@
-//! Planning: from scenarios to the exact list of probes, before and after DNS.
+//! Planning: who checks what, decided before anything is sent.
 //!
-//! First every check is expanded into (user, target, expectation) assignments and the
-//! users are looked up, so a typo in a user name stops the run before anything is sent.
-//! After resolution each assignment becomes one probe per address, port and family, plus
-//! one `no-address` probe for every family that has nothing to connect to: an untested
-//! family must show up in the report.
+//! Every check is expanded into (user, target, expectation) [`Assignment`]s and the users
+//! are looked up, so a typo in a user name stops the run before a packet leaves. The plan
+//! also says which names to look up with which nameservers ([`lookups`]), each once.
+//!
+//! The exact probes depend on DNS answers, so they are made after resolution
+//! ([`crate::resolve::expand`]) but are of this stage's type, [`PlannedProbe`]: what will
+//! be tried, before anything was tried.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::identity::{self, Account, IdentityError};
-use crate::probe::Observed;
-use crate::report::ProbeRecord;
-use crate::resolve::{Addresses, Exchange, Resolution};
-use crate::scenario::{Expectation, Family, Location, Scenario, Target, TargetKind};
-use crate::verdict::Verdict;
+use crate::scenario::{Location, Scenario, Target, TargetKind};
+use crate::vocab::{Expectation, Family};
 
 /// Default per-connect timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -53,8 +52,8 @@ pub struct Assignment {
     pub expect: Expectation,
     /// Per-attempt timeout.
     pub timeout: Duration,
-    /// Index of the scenario in the run (selects its resolver).
-    pub scenario: usize,
+    /// The scenario's `nameserver`, if it names one.
+    pub nameserver: Option<SocketAddr>,
 }
 
 /// Expands the checks of `scenarios` into assignments, looking every user up.
@@ -75,7 +74,7 @@ pub fn assignments(
         .transpose()?;
     let mut out = Vec::new();
     let mut seen_users: Vec<String> = Vec::new();
-    for (index, scenario) in scenarios.iter().enumerate() {
+    for scenario in scenarios {
         let timeout = timeout.or(scenario.timeout).unwrap_or(DEFAULT_TIMEOUT);
         for check in &scenario.checks {
             for user in &check.users {
@@ -98,7 +97,7 @@ pub fn assignments(
                         target: scenario.targets[t].clone(),
                         expect: check.expect,
                         timeout,
-                        scenario: index,
+                        nameserver: scenario.nameserver,
                     });
                 }
             }
@@ -126,292 +125,128 @@ pub fn ensure_privileges(assignments: &[Assignment]) -> Result<(), IdentityError
     Ok(())
 }
 
-/// A probe of the final plan: its report record, and where to connect if anywhere.
-#[derive(Debug, Clone)]
+/// Where a resolver finds its nameservers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NameserverSource {
+    /// `/etc/resolv.conf`.
+    System,
+    /// The contents of another resolv.conf (e.g. `/etc/netns/NAME/resolv.conf`).
+    ResolvConf(String),
+    /// One explicit server.
+    Server(SocketAddr),
+}
+
+/// How the run's environment chooses nameservers, from strongest to weakest: an explicit
+/// server (`--nameserver`, or the sandbox's), the scenario's `nameserver`, the entered
+/// namespace's resolv.conf, the system's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameserverChoice {
+    /// `--nameserver` (or the sandbox's DNS server): overrides everything else.
+    pub server: Option<SocketAddr>,
+    /// resolv.conf of the entered namespace, used instead of /etc/resolv.conf.
+    pub netns_resolv_conf: Option<String>,
+}
+
+impl NameserverChoice {
+    /// The nameservers that resolve `assignment`'s target.
+    pub fn source_for(&self, assignment: &Assignment) -> NameserverSource {
+        if let Some(addr) = self.server.or(assignment.nameserver) {
+            NameserverSource::Server(addr)
+        } else if let Some(text) = &self.netns_resolv_conf {
+            NameserverSource::ResolvConf(text.clone())
+        } else {
+            NameserverSource::System
+        }
+    }
+}
+
+/// The names to resolve, grouped by the nameservers that must answer them; every target
+/// once per group, in order of first appearance.
+pub fn lookups(
+    assignments: &[Assignment],
+    choice: &NameserverChoice,
+) -> Vec<(NameserverSource, Vec<TargetKind>)> {
+    let mut groups: Vec<(NameserverSource, Vec<TargetKind>)> = Vec::new();
+    for a in assignments {
+        let source = choice.source_for(a);
+        let index = match groups.iter().position(|(s, _)| *s == source) {
+            Some(index) => index,
+            None => {
+                groups.push((source, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        let kinds = &mut groups[index].1;
+        if !kinds.contains(&a.target.kind) {
+            kinds.push(a.target.kind.clone());
+        }
+    }
+    groups
+}
+
+/// One connection attempt to make (or, without a destination, one that cannot be made),
+/// with everything the report will say about it. Made after DNS by
+/// [`crate::resolve::expand`]; judged by [`crate::verdict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedProbe {
-    /// The record, complete except for the outcome of the attempt.
-    pub record: ProbeRecord,
-    /// The address and port to connect to; `None` for probes decided without connecting.
-    pub connect_to: Option<SocketAddr>,
+    /// Login name probed as.
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// The target's name in the scenario.
+    pub target: String,
+    /// The mail domain, for MX targets.
+    pub domain: Option<String>,
+    /// The exchange or host name (`"."` for a null MX; `None` for literal addresses).
+    pub exchange: Option<String>,
+    /// MX preference of the exchange.
+    pub preference: Option<u16>,
+    /// Address family.
+    pub family: Family,
+    /// TCP port.
+    pub port: u16,
+    /// What should happen.
+    pub expect: Expectation,
     /// Per-attempt timeout.
     pub timeout: Duration,
+    /// Where to connect, or why there is nowhere to connect.
+    pub destination: Destination,
+    /// Something the report should say about the probe whatever its outcome (e.g. that the
+    /// domain had no MX record and its own address stands in).
+    pub note: Option<String>,
 }
 
-/// Turns assignments and their targets' resolutions into the probes of the run.
-pub fn expand(
-    assignments: &[Assignment],
-    resolution_of: impl Fn(&Assignment) -> Resolution,
-) -> Vec<PlannedProbe> {
-    let mut probes = Vec::new();
-    for a in assignments {
-        let domain = match &a.target.kind {
-            TargetKind::Mx(d) => Some(d.clone()),
-            _ => None,
-        };
-        let base = |exchange: Option<String>, family: Family, port: u16| ProbeRecord {
-            user: a.account.name.clone(),
-            uid: a.account.uid.as_raw(),
-            target: a.target.name.clone(),
-            domain: domain.clone(),
-            exchange,
-            preference: None,
-            address: None,
-            family,
-            port,
-            expect: a.expect,
-            observed: Observed::NoAddress,
-            verdict: Verdict::Inconclusive,
-            witnessed: None,
-            elapsed_ms: 0,
-            detail: None,
-        };
-        let undecided = |record: ProbeRecord, detail: String| PlannedProbe {
-            record: ProbeRecord {
-                detail: Some(detail),
-                ..record
-            },
-            connect_to: None,
-            timeout: a.timeout,
-        };
-        match resolution_of(a) {
-            Resolution::Failed(failure) => {
-                for family in &a.target.families {
-                    for &port in &a.target.ports {
-                        probes.push(undecided(base(None, *family, port), failure.to_string()));
-                    }
-                }
-            }
-            Resolution::NullMx => {
-                let detail = format!(
-                    "{} publishes a null MX (RFC 7505): it accepts no mail, so there is nothing to probe",
-                    domain.as_deref().unwrap_or("the domain")
-                );
-                for family in &a.target.families {
-                    for &port in &a.target.ports {
-                        probes.push(undecided(
-                            base(Some(".".into()), *family, port),
-                            detail.clone(),
-                        ));
-                    }
-                }
-            }
-            Resolution::Exchanges {
-                implicit_mx,
-                exchanges,
-            } => {
-                for exchange in &exchanges {
-                    for &family in &a.target.families {
-                        for &port in &a.target.ports {
-                            let record = ProbeRecord {
-                                preference: exchange.preference,
-                                ..base(exchange.name.clone(), family, port)
-                            };
-                            expand_family(
-                                &mut probes,
-                                record,
-                                exchange,
-                                implicit_mx,
-                                a.timeout,
-                                &undecided,
-                            );
-                        }
-                    }
-                }
-            }
+impl PlannedProbe {
+    /// The socket address to connect to, if there is one.
+    pub fn connect_to(&self) -> Option<SocketAddr> {
+        match &self.destination {
+            Destination::Address(addr) => Some(SocketAddr::new(*addr, self.port)),
+            Destination::None(_) => None,
         }
     }
-    probes
+
+    /// The address, if there is one.
+    pub fn address(&self) -> Option<IpAddr> {
+        match &self.destination {
+            Destination::Address(addr) => Some(*addr),
+            Destination::None(_) => None,
+        }
+    }
 }
 
-fn expand_family(
-    probes: &mut Vec<PlannedProbe>,
-    record: ProbeRecord,
-    exchange: &Exchange,
-    implicit_mx: bool,
-    timeout: Duration,
-    undecided: &impl Fn(ProbeRecord, String) -> PlannedProbe,
-) {
-    let family = record.family;
-    let implicit = if implicit_mx {
-        " (no MX record: the domain's own address is used, RFC 5321 5.1)"
-    } else {
-        ""
-    };
-    match exchange.addresses(family) {
-        Addresses::Found(list) => {
-            for &address in list {
-                probes.push(PlannedProbe {
-                    record: ProbeRecord {
-                        address: Some(address),
-                        detail: (!implicit.is_empty()).then(|| implicit.trim().to_string()),
-                        ..record.clone()
-                    },
-                    connect_to: Some(SocketAddr::new(address, record.port)),
-                    timeout,
-                });
-            }
-        }
-        Addresses::None => {
-            let name = exchange.name.as_deref().unwrap_or("the target");
-            let detail = format!(
-                "{name} has no {} record, so {family} was not tested{implicit}",
-                family.record_type()
-            );
-            probes.push(undecided(record, detail));
-        }
-        Addresses::Failed(failure) => {
-            probes.push(undecided(
-                record,
-                format!("{failure}; {family} was not tested"),
-            ));
-        }
-    }
+/// Where a probe connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// This address (at the probe's port).
+    Address(IpAddr),
+    /// Nothing to connect to; why (no record in this family, a DNS failure, a null MX).
+    /// Such a probe is `no-address`, inconclusive: the untested family stays visible.
+    None(String),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resolve::{DnsFailure, FailureKind};
-    use nix::unistd::{Gid, Uid};
-    use std::net::IpAddr;
-
-    fn assignment(kind: TargetKind, families: Vec<Family>, ports: Vec<u16>) -> Assignment {
-        Assignment {
-            account: Account {
-                name: "ec-web".into(),
-                uid: Uid::from_raw(1234),
-                gid: Gid::from_raw(1234),
-            },
-            target: Target {
-                name: "t".into(),
-                kind,
-                ports,
-                families,
-            },
-            expect: Expectation::Deny,
-            timeout: Duration::from_secs(1),
-            scenario: 0,
-        }
-    }
-
-    fn exchange(name: &str, ipv4: Addresses, ipv6: Addresses) -> Exchange {
-        Exchange {
-            name: Some(name.into()),
-            preference: Some(10),
-            ipv4,
-            ipv6,
-        }
-    }
-
-    #[test]
-    fn every_address_port_and_family_is_probed() {
-        let a = assignment(
-            TargetKind::Mx("d.test".into()),
-            Family::ALL.to_vec(),
-            vec![25, 587],
-        );
-        let v4: IpAddr = "203.0.113.10".parse().unwrap();
-        let v6: IpAddr = "2001:db8::10".parse().unwrap();
-        let resolution = Resolution::Exchanges {
-            implicit_mx: false,
-            exchanges: vec![
-                exchange(
-                    "mx1.d.test",
-                    Addresses::Found(vec![v4]),
-                    Addresses::Found(vec![v6]),
-                ),
-                exchange(
-                    "mx2.d.test",
-                    Addresses::Found(vec![v4]),
-                    Addresses::Found(vec![v6]),
-                ),
-            ],
-        };
-        let probes = expand(&[a], |_| resolution.clone());
-        assert_eq!(probes.len(), 2 * 2 * 2);
-        assert!(probes.iter().all(|p| p.connect_to.is_some()));
-        assert!(probes
-            .iter()
-            .any(|p| p.connect_to == Some(SocketAddr::new(v6, 587))));
-    }
-
-    #[test]
-    fn a_family_without_addresses_is_one_inconclusive_probe() {
-        let a = assignment(
-            TargetKind::Mx("d.test".into()),
-            Family::ALL.to_vec(),
-            vec![25],
-        );
-        let v4: IpAddr = "203.0.113.10".parse().unwrap();
-        let resolution = Resolution::Exchanges {
-            implicit_mx: false,
-            exchanges: vec![exchange(
-                "mx.d.test",
-                Addresses::Found(vec![v4]),
-                Addresses::None,
-            )],
-        };
-        let probes = expand(&[a], |_| resolution.clone());
-        assert_eq!(probes.len(), 2);
-        let v6 = probes
-            .iter()
-            .find(|p| p.record.family == Family::Ipv6)
-            .unwrap();
-        assert_eq!(v6.connect_to, None);
-        assert_eq!(v6.record.observed, Observed::NoAddress);
-        assert_eq!(v6.record.verdict, Verdict::Inconclusive);
-        assert!(v6
-            .record
-            .detail
-            .as_ref()
-            .unwrap()
-            .contains("no AAAA record"));
-    }
-
-    #[test]
-    fn families_not_asked_for_are_not_probed() {
-        let a = assignment(
-            TargetKind::Mx("d.test".into()),
-            vec![Family::Ipv4],
-            vec![25],
-        );
-        let resolution = Resolution::Exchanges {
-            implicit_mx: false,
-            exchanges: vec![exchange("mx.d.test", Addresses::None, Addresses::None)],
-        };
-        let probes = expand(&[a], |_| resolution.clone());
-        assert_eq!(probes.len(), 1);
-        assert_eq!(probes[0].record.family, Family::Ipv4);
-    }
-
-    #[test]
-    fn dns_failures_and_null_mx_are_inconclusive_per_family_and_port() {
-        let a = assignment(
-            TargetKind::Mx("nx.test".into()),
-            Family::ALL.to_vec(),
-            vec![25, 26],
-        );
-        let failure = Resolution::Failed(DnsFailure {
-            name: "nx.test".into(),
-            record: "MX",
-            kind: FailureKind::Nxdomain,
-        });
-        let probes = expand(std::slice::from_ref(&a), |_| failure.clone());
-        assert_eq!(probes.len(), 4);
-        assert!(probes
-            .iter()
-            .all(|p| p.record.verdict == Verdict::Inconclusive
-                && p.record.detail.as_ref().unwrap().contains("NXDOMAIN")));
-
-        let probes = expand(&[a], |_| Resolution::NullMx);
-        assert_eq!(probes.len(), 4);
-        assert!(probes[0]
-            .record
-            .detail
-            .as_ref()
-            .unwrap()
-            .contains("null MX"));
-    }
 
     #[test]
     fn unknown_users_are_located() {
@@ -426,6 +261,38 @@ mod tests {
         assert!(
             err.starts_with("s.toml:5:7: no such user `no-such-user-ec`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn lookups_are_grouped_by_nameserver_once_per_target() {
+        let scenario = crate::scenario::parse(
+            "s.toml",
+            "[[target]]\nname = \"t\"\nmx = \"d.test\"\n[[target]]\nname = \"u\"\nhost = \"h.test\"\n\
+             [[check]]\nas = [\"root\"]\nexpect = \"allow\"\n[[check]]\nas = [\"root\"]\nto = [\"t\"]\nexpect = \"deny\"\n",
+        )
+        .unwrap();
+        let assignments = assignments(&[scenario], None, None).unwrap();
+        assert_eq!(assignments.len(), 3);
+        let system = lookups(&assignments, &NameserverChoice::default());
+        assert_eq!(
+            system,
+            vec![(
+                NameserverSource::System,
+                vec![
+                    TargetKind::Mx("d.test".into()),
+                    TargetKind::Host("h.test".into())
+                ]
+            )]
+        );
+        let server: SocketAddr = "192.0.2.53:53".parse().unwrap();
+        let choice = NameserverChoice {
+            server: Some(server),
+            netns_resolv_conf: Some("nameserver 192.0.2.1\n".into()),
+        };
+        assert_eq!(
+            lookups(&assignments, &choice)[0].0,
+            NameserverSource::Server(server)
         );
     }
 

@@ -1,4 +1,5 @@
-//! DNS: from targets to the exchanges and addresses that will be probed.
+//! DNS: from the plan's targets to the exchanges and addresses that will be probed, and
+//! from those to the exact probes ([`expand`]).
 //!
 //! Every distinct name is looked up once per run, and all lookups of a phase run
 //! concurrently: first the MX records of all mail domains, then the A and AAAA records of
@@ -6,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -18,7 +19,9 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use serde::Serialize;
 
-use crate::scenario::{Family, TargetKind};
+use crate::plan::{Assignment, Destination, NameserverSource, PlannedProbe};
+use crate::scenario::TargetKind;
+use crate::vocab::Family;
 
 /// How long one DNS query may take before it is retried or given up.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,15 +118,18 @@ pub enum Resolution {
     Failed(DnsFailure),
 }
 
-/// Where the resolver's nameservers come from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum NameserverSource {
-    /// `/etc/resolv.conf`.
-    System,
-    /// The contents of another resolv.conf (e.g. `/etc/netns/NAME/resolv.conf`).
-    ResolvConf(String),
-    /// One explicit server.
-    Server(SocketAddr),
+/// Why a resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    /// `/etc/resolv.conf` is missing or unusable.
+    #[error("cannot read /etc/resolv.conf: {0}")]
+    SystemConfig(#[source] NetError),
+    /// The entered namespace's resolv.conf does not parse.
+    #[error("cannot parse the namespace's resolv.conf: {0}")]
+    NetnsConfig(#[source] NetError),
+    /// The resolver could not be built from a valid configuration.
+    #[error("cannot set up the resolver: {0}")]
+    Build(#[source] NetError),
 }
 
 /// A resolver with the settings egress-check needs.
@@ -134,7 +140,7 @@ pub struct Resolver {
 
 impl Resolver {
     /// A resolver that asks the servers of `source`.
-    pub fn new(source: &NameserverSource) -> Result<Resolver, String> {
+    pub fn new(source: &NameserverSource) -> Result<Resolver, ResolverError> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = match source {
             NameserverSource::Server(addr) => {
@@ -147,11 +153,12 @@ impl Resolver {
                     provider,
                 )
             }
-            NameserverSource::System => TokioResolver::builder(provider)
-                .map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?,
+            NameserverSource::System => {
+                TokioResolver::builder(provider).map_err(ResolverError::SystemConfig)?
+            }
             NameserverSource::ResolvConf(text) => {
                 let (config, _) = hickory_resolver::system_conf::parse_resolv_conf(text)
-                    .map_err(|e| format!("cannot parse the namespace's resolv.conf: {e}"))?;
+                    .map_err(ResolverError::NetnsConfig)?;
                 TokioResolver::builder_with_config(config, provider)
             }
         };
@@ -162,9 +169,7 @@ impl Resolver {
         options.ndots = 0;
         options.use_hosts_file = ResolveHosts::Never;
         options.preserve_intermediates = true;
-        let inner = builder
-            .build()
-            .map_err(|e| format!("cannot set up the resolver: {e}"))?;
+        let inner = builder.build().map_err(ResolverError::Build)?;
         Ok(Resolver { inner })
     }
 
@@ -335,6 +340,56 @@ impl Resolver {
     }
 }
 
+/// The resolutions of a run: per nameserver source and target.
+pub type Resolutions = HashMap<(NameserverSource, TargetKind), Resolution>;
+
+/// Resolves every group of [`crate::plan::lookups`], all groups concurrently.
+///
+/// Literal addresses need no resolver, so a host without resolv.conf can still probe them;
+/// a resolver that cannot be set up fails the names of its group, not the run.
+pub async fn resolve_groups(groups: Vec<(NameserverSource, Vec<TargetKind>)>) -> Resolutions {
+    let lookups = groups.into_iter().map(|(source, kinds)| async move {
+        let needs_dns = kinds.iter().any(|k| !matches!(k, TargetKind::Addresses(_)));
+        let resolutions: HashMap<TargetKind, Resolution> =
+            match needs_dns.then(|| Resolver::new(&source)) {
+                Some(Ok(resolver)) => resolver.resolve_all(&kinds).await,
+                Some(Err(error)) => kinds
+                    .iter()
+                    .map(|k| (k.clone(), without_resolver(k, &error.to_string())))
+                    .collect(),
+                None => kinds
+                    .iter()
+                    .map(|k| (k.clone(), without_resolver(k, "no resolver")))
+                    .collect(),
+            };
+        resolutions
+            .into_iter()
+            .map(|(k, r)| ((source.clone(), k), r))
+            .collect::<Vec<_>>()
+    });
+    join_all(lookups).await.into_iter().flatten().collect()
+}
+
+/// The resolution of a target when no resolver is used: literal addresses as they are, names
+/// failed with `message`.
+pub fn without_resolver(kind: &TargetKind, message: &str) -> Resolution {
+    match kind {
+        TargetKind::Addresses(list) => Resolution::Exchanges {
+            implicit_mx: false,
+            exchanges: vec![literal_exchange(list)],
+        },
+        TargetKind::Mx(name) | TargetKind::Host(name) => Resolution::Failed(DnsFailure {
+            name: name.clone(),
+            record: if matches!(kind, TargetKind::Mx(_)) {
+                "MX"
+            } else {
+                "A/AAAA"
+            },
+            kind: FailureKind::Other(message.to_string()),
+        }),
+    }
+}
+
 /// The pseudo-exchange of a target given as literal addresses.
 pub fn literal_exchange(addrs: &[IpAddr]) -> Exchange {
     let of = |family| {
@@ -355,6 +410,112 @@ pub fn literal_exchange(addrs: &[IpAddr]) -> Exchange {
         ipv4: of(Family::Ipv4),
         ipv6: of(Family::Ipv6),
     }
+}
+
+/// Turns assignments and their targets' resolutions into the exact probes of the run: one
+/// per address, port and family, plus one without a destination for every family that has
+/// nothing to connect to (an untested family must show up in the report).
+pub fn expand(
+    assignments: &[Assignment],
+    resolution_of: impl Fn(&Assignment) -> Resolution,
+) -> Vec<PlannedProbe> {
+    let mut probes = Vec::new();
+    for a in assignments {
+        let domain = match &a.target.kind {
+            TargetKind::Mx(d) => Some(d.clone()),
+            _ => None,
+        };
+        let probe = |exchange: Option<String>,
+                     preference: Option<u16>,
+                     family: Family,
+                     port: u16,
+                     destination: Destination| PlannedProbe {
+            user: a.account.name.clone(),
+            uid: a.account.uid.as_raw(),
+            target: a.target.name.clone(),
+            domain: domain.clone(),
+            exchange,
+            preference,
+            family,
+            port,
+            expect: a.expect,
+            timeout: a.timeout,
+            destination,
+            note: None,
+        };
+        let every_family_and_port =
+            |probes: &mut Vec<PlannedProbe>, exchange: Option<String>, why: String| {
+                for &family in &a.target.families {
+                    for &port in &a.target.ports {
+                        probes.push(probe(
+                            exchange.clone(),
+                            None,
+                            family,
+                            port,
+                            Destination::None(why.clone()),
+                        ));
+                    }
+                }
+            };
+        match resolution_of(a) {
+            Resolution::Failed(failure) => {
+                every_family_and_port(&mut probes, None, failure.to_string());
+            }
+            Resolution::NullMx => {
+                let why = format!(
+                    "{} publishes a null MX (RFC 7505): it accepts no mail, so there is nothing to probe",
+                    domain.as_deref().unwrap_or("the domain")
+                );
+                every_family_and_port(&mut probes, Some(".".into()), why);
+            }
+            Resolution::Exchanges {
+                implicit_mx,
+                exchanges,
+            } => {
+                let implicit = implicit_mx
+                    .then_some("no MX record: the domain's own address is used, RFC 5321 5.1");
+                for exchange in &exchanges {
+                    for &family in &a.target.families {
+                        for &port in &a.target.ports {
+                            let probe = |destination| PlannedProbe {
+                                note: implicit.map(|i| format!("({i})")),
+                                ..probe(
+                                    exchange.name.clone(),
+                                    exchange.preference,
+                                    family,
+                                    port,
+                                    destination,
+                                )
+                            };
+                            let suffix = implicit.map(|i| format!(" ({i})")).unwrap_or_default();
+                            match exchange.addresses(family) {
+                                Addresses::Found(list) => probes.extend(
+                                    list.iter().map(|&addr| probe(Destination::Address(addr))),
+                                ),
+                                Addresses::None => {
+                                    let name = exchange.name.as_deref().unwrap_or("the target");
+                                    probes.push(PlannedProbe {
+                                        note: None,
+                                        ..probe(Destination::None(format!(
+                                            "{name} has no {} record, so {family} was not tested{suffix}",
+                                            family.record_type()
+                                        )))
+                                    });
+                                }
+                                Addresses::Failed(failure) => probes.push(PlannedProbe {
+                                    note: None,
+                                    ..probe(Destination::None(format!(
+                                        "{failure}; {family} was not tested"
+                                    )))
+                                }),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    probes
 }
 
 /// Addresses of exchanges that came in an MX answer's additional section, by name and family.
@@ -402,14 +563,11 @@ fn classify(err: &NetError) -> Classified {
         },
         NetError::Dns(DnsError::ResponseCode(code)) => Classified::Failure(rcode_failure(*code)),
         NetError::Timeout => Classified::Failure(FailureKind::Timeout),
-        other => {
-            let text = other.to_string();
-            if text.contains("timed out") {
-                Classified::Failure(FailureKind::Timeout)
-            } else {
-                Classified::Failure(FailureKind::Other(text))
-            }
+        // hickory's TCP connect gives up with an io::Error of kind TimedOut.
+        NetError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            Classified::Failure(FailureKind::Timeout)
         }
+        other => Classified::Failure(FailureKind::Other(other.to_string())),
     }
 }
 
@@ -429,6 +587,139 @@ fn fqdn(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Account;
+    use crate::scenario::Target;
+    use crate::vocab::Expectation;
+    use nix::unistd::{Gid, Uid};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    fn assignment(kind: TargetKind, families: Vec<Family>, ports: Vec<u16>) -> Assignment {
+        Assignment {
+            account: Account {
+                name: "ec-web".into(),
+                uid: Uid::from_raw(1234),
+                gid: Gid::from_raw(1234),
+            },
+            target: Target {
+                name: "t".into(),
+                kind,
+                ports,
+                families,
+            },
+            expect: Expectation::Deny,
+            timeout: Duration::from_secs(1),
+            nameserver: None,
+        }
+    }
+
+    fn exchange(name: &str, ipv4: Addresses, ipv6: Addresses) -> Exchange {
+        Exchange {
+            name: Some(name.into()),
+            preference: Some(10),
+            ipv4,
+            ipv6,
+        }
+    }
+
+    #[test]
+    fn every_address_port_and_family_is_probed() {
+        let a = assignment(
+            TargetKind::Mx("d.test".into()),
+            Family::ALL.to_vec(),
+            vec![25, 587],
+        );
+        let v4: IpAddr = "203.0.113.10".parse().unwrap();
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        let resolution = Resolution::Exchanges {
+            implicit_mx: false,
+            exchanges: vec![
+                exchange(
+                    "mx1.d.test",
+                    Addresses::Found(vec![v4]),
+                    Addresses::Found(vec![v6]),
+                ),
+                exchange(
+                    "mx2.d.test",
+                    Addresses::Found(vec![v4]),
+                    Addresses::Found(vec![v6]),
+                ),
+            ],
+        };
+        let probes = expand(&[a], |_| resolution.clone());
+        assert_eq!(probes.len(), 2 * 2 * 2);
+        assert!(probes.iter().all(|p| p.connect_to().is_some()));
+        assert!(probes
+            .iter()
+            .any(|p| p.connect_to() == Some(SocketAddr::new(v6, 587))));
+    }
+
+    #[test]
+    fn a_family_without_addresses_is_one_inconclusive_probe() {
+        let a = assignment(
+            TargetKind::Mx("d.test".into()),
+            Family::ALL.to_vec(),
+            vec![25],
+        );
+        let v4: IpAddr = "203.0.113.10".parse().unwrap();
+        let resolution = Resolution::Exchanges {
+            implicit_mx: false,
+            exchanges: vec![exchange(
+                "mx.d.test",
+                Addresses::Found(vec![v4]),
+                Addresses::None,
+            )],
+        };
+        let probes = expand(&[a], |_| resolution.clone());
+        assert_eq!(probes.len(), 2);
+        let v6 = probes.iter().find(|p| p.family == Family::Ipv6).unwrap();
+        assert_eq!(v6.connect_to(), None);
+        assert!(
+            matches!(&v6.destination, Destination::None(why) if why.contains("no AAAA record")),
+            "{v6:?}"
+        );
+    }
+
+    #[test]
+    fn families_not_asked_for_are_not_probed() {
+        let a = assignment(
+            TargetKind::Mx("d.test".into()),
+            vec![Family::Ipv4],
+            vec![25],
+        );
+        let resolution = Resolution::Exchanges {
+            implicit_mx: false,
+            exchanges: vec![exchange("mx.d.test", Addresses::None, Addresses::None)],
+        };
+        let probes = expand(&[a], |_| resolution.clone());
+        assert_eq!(probes.len(), 1);
+        assert_eq!(probes[0].family, Family::Ipv4);
+    }
+
+    #[test]
+    fn dns_failures_and_null_mx_are_inconclusive_per_family_and_port() {
+        let a = assignment(
+            TargetKind::Mx("nx.test".into()),
+            Family::ALL.to_vec(),
+            vec![25, 26],
+        );
+        let failure = Resolution::Failed(DnsFailure {
+            name: "nx.test".into(),
+            record: "MX",
+            kind: FailureKind::Nxdomain,
+        });
+        let probes = expand(std::slice::from_ref(&a), |_| failure.clone());
+        assert_eq!(probes.len(), 4);
+        assert!(probes
+            .iter()
+            .all(|p| matches!(&p.destination, Destination::None(why) if why.contains("NXDOMAIN"))));
+
+        let probes = expand(&[a], |_| Resolution::NullMx);
+        assert_eq!(probes.len(), 4);
+        assert!(
+            matches!(&probes[0].destination, Destination::None(why) if why.contains("null MX"))
+        );
+    }
 
     #[test]
     fn literal_addresses_split_by_family() {

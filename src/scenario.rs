@@ -10,13 +10,16 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_spanned::Spanned;
+
+use crate::vocab::{
+    normalize_domain, parse_nameserver, parse_timeout, unique_non_empty, Expectation, Family,
+    ListError, ValueError,
+};
 
 /// Largest scenario file accepted; anything bigger is a mistake, not a policy.
 pub const MAX_SCENARIO_BYTES: usize = 4 * 1024 * 1024;
-/// Longest connect timeout accepted.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Port probed when a target names none.
 pub const DEFAULT_PORT: u16 = 25;
 
@@ -24,65 +27,6 @@ pub const DEFAULT_PORT: u16 = 25;
 pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
 /// The name under which the built-in scenario is reported.
 pub const DEFAULT_SCENARIO_NAME: &str = "<built-in default scenario>";
-
-/// An address family a probe runs over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// IPv4 (A records, `iptables`).
-    Ipv4,
-    /// IPv6 (AAAA records, `ip6tables`).
-    Ipv6,
-}
-
-impl Family {
-    /// Both families, IPv4 first.
-    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
-
-    /// The family of an address.
-    pub fn of(addr: &IpAddr) -> Family {
-        match addr {
-            IpAddr::V4(_) => Family::Ipv4,
-            IpAddr::V6(_) => Family::Ipv6,
-        }
-    }
-
-    /// The DNS record type that holds this family's addresses.
-    pub fn record_type(self) -> &'static str {
-        match self {
-            Family::Ipv4 => "A",
-            Family::Ipv6 => "AAAA",
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Ipv4 => "IPv4",
-            Family::Ipv6 => "IPv6",
-        })
-    }
-}
-
-/// What the admin believes the firewall does for a user and target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Expectation {
-    /// Connections must get through.
-    Allow,
-    /// Connections must be blocked.
-    Deny,
-}
-
-impl fmt::Display for Expectation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Expectation::Allow => "allow",
-            Expectation::Deny => "deny",
-        })
-    }
-}
 
 /// A place in a scenario file, printed as `file:line:column`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,14 +241,33 @@ impl Validator<'_> {
         }
     }
 
+    /// Applies [`unique_non_empty`] to values parsed from `items` (a list written at
+    /// `span` under `key`), locating the error at the list or at the repeated element.
+    fn unique<T: PartialEq + Clone, R>(
+        &self,
+        values: Vec<T>,
+        span: Range<usize>,
+        items: &[Spanned<R>],
+        key: &str,
+        describe: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, ScenarioError> {
+        unique_non_empty(values).map_err(|err| match err {
+            ListError::Empty => self.error(span, format!("`{key}` list is empty")),
+            ListError::Duplicate(index, value) => self.error(
+                items[index].span(),
+                format!("{} is listed twice", describe(&value)),
+            ),
+        })
+    }
+
     fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
         let timeout = raw
             .timeout
-            .map(|t| parse_timeout(t.get_ref()).map_err(|m| self.error(t.span(), m)))
+            .map(|t| parse_timeout(t.get_ref()).map_err(|m| self.error(t.span(), m.to_string())))
             .transpose()?;
         let nameserver = raw
             .nameserver
-            .map(|n| parse_nameserver(n.get_ref()).map_err(|m| self.error(n.span(), m)))
+            .map(|n| parse_nameserver(n.get_ref()).map_err(|m| self.error(n.span(), m.to_string())))
             .transpose()?;
         if raw.targets.is_empty() {
             return Err(self.error(0..0, "scenario has no [[target]]"));
@@ -349,10 +312,11 @@ impl Validator<'_> {
         }
         let kind = match (raw.mx, raw.host, raw.address) {
             (Some(mx), None, None) => TargetKind::Mx(
-                normalize_domain(mx.get_ref()).map_err(|m| self.error(mx.span(), m))?,
+                normalize_domain(mx.get_ref()).map_err(|m| self.error(mx.span(), m.to_string()))?,
             ),
             (None, Some(host), None) => TargetKind::Host(
-                normalize_domain(host.get_ref()).map_err(|m| self.error(host.span(), m))?,
+                normalize_domain(host.get_ref())
+                    .map_err(|m| self.error(host.span(), m.to_string()))?,
             ),
             (None, None, Some(list)) => {
                 if list.get_ref().is_empty() {
@@ -379,11 +343,10 @@ impl Validator<'_> {
         let ports = match raw.ports {
             None => vec![DEFAULT_PORT],
             Some(list) => {
-                if list.get_ref().is_empty() {
-                    return Err(self.error(list.span(), "`ports` list is empty"));
-                }
-                let mut ports = Vec::new();
-                for p in list.into_inner() {
+                let span = list.span();
+                let items = list.into_inner();
+                let mut ports = Vec::with_capacity(items.len());
+                for p in &items {
                     let port = u16::try_from(*p.get_ref())
                         .ok()
                         .filter(|&p| p != 0)
@@ -393,30 +356,20 @@ impl Validator<'_> {
                                 format!("port {} is out of range (1-65535)", p.get_ref()),
                             )
                         })?;
-                    if ports.contains(&port) {
-                        return Err(self.error(p.span(), format!("port {port} is listed twice")));
-                    }
                     ports.push(port);
                 }
-                ports
+                self.unique(ports, span, &items, "ports", |p| format!("port {p}"))?
             }
         };
         let families = match raw.families {
             None => default_families(&kind),
             Some(list) => {
-                if list.get_ref().is_empty() {
-                    return Err(self.error(list.span(), "`families` list is empty"));
-                }
-                let mut families = Vec::new();
-                for f in list.into_inner() {
-                    if families.contains(f.get_ref()) {
-                        return Err(
-                            self.error(f.span(), format!("family {} is listed twice", f.get_ref()))
-                        );
-                    }
-                    families.push(*f.get_ref());
-                }
-                families
+                let span = list.span();
+                let items = list.into_inner();
+                let families = items.iter().map(|f| *f.get_ref()).collect::<Vec<_>>();
+                self.unique(families, span, &items, "families", |f| {
+                    format!("family {f}")
+                })?
             }
         };
         Ok(Target {
@@ -433,43 +386,44 @@ impl Validator<'_> {
         index_by_name: &HashMap<String, usize>,
         target_count: usize,
     ) -> Result<Check, ScenarioError> {
-        if raw.users.get_ref().is_empty() {
-            return Err(self.error(raw.users.span(), "`as` list is empty"));
-        }
-        let mut users: Vec<UserRef> = Vec::new();
-        for u in raw.users.into_inner() {
+        let span = raw.users.span();
+        let items = raw.users.into_inner();
+        let mut names = Vec::with_capacity(items.len());
+        for u in &items {
             let name = u.get_ref().trim().to_string();
             if name.is_empty() {
                 return Err(self.error(u.span(), "user name is empty"));
             }
-            if users.iter().any(|seen| seen.name == name) {
-                return Err(self.error(u.span(), format!("user `{name}` is listed twice")));
-            }
-            users.push(UserRef {
+            names.push(name);
+        }
+        let users = self
+            .unique(names, span, &items, "as", |n| format!("user `{n}`"))?
+            .into_iter()
+            .zip(&items)
+            .map(|(name, u)| UserRef {
                 name,
                 location: Some(Location::at(self.file, self.text, u.span().start)),
-            });
-        }
+            })
+            .collect();
         let targets = match raw.to {
             None => (0..target_count).collect(),
             Some(list) => {
-                if list.get_ref().is_empty() {
-                    return Err(self.error(list.span(), "`to` list is empty"));
-                }
-                let mut targets = Vec::new();
-                for t in list.into_inner() {
-                    let index = *index_by_name.get(t.get_ref().trim()).ok_or_else(|| {
-                        self.error(t.span(), format!("no target is named `{}`", t.get_ref()))
-                    })?;
-                    if targets.contains(&index) {
-                        return Err(self.error(
-                            t.span(),
-                            format!("target `{}` is listed twice", t.get_ref()),
-                        ));
+                let span = list.span();
+                let items = list.into_inner();
+                let mut names = Vec::with_capacity(items.len());
+                for t in &items {
+                    let name = t.get_ref().trim().to_string();
+                    if !index_by_name.contains_key(&name) {
+                        return Err(
+                            self.error(t.span(), format!("no target is named `{}`", t.get_ref()))
+                        );
                     }
-                    targets.push(index);
+                    names.push(name);
                 }
-                targets
+                self.unique(names, span, &items, "to", |n| format!("target `{n}`"))?
+                    .iter()
+                    .map(|n| index_by_name[n])
+                    .collect()
             }
         };
         Ok(Check {
@@ -492,53 +446,20 @@ fn default_families(kind: &TargetKind) -> Vec<Family> {
     }
 }
 
-/// Parses a human duration such as `500ms` or `2s` for a connect timeout.
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration (try `500ms` or `2s`): {e}"))?;
-    if duration.is_zero() {
-        return Err("timeout must be greater than zero".to_string());
-    }
-    if duration > MAX_TIMEOUT {
-        return Err(format!(
-            "timeout `{text}` is longer than the limit of {}",
-            humantime::format_duration(MAX_TIMEOUT)
-        ));
-    }
-    Ok(duration)
-}
-
-/// Parses `IP`, `IP:PORT` or `[IPv6]:PORT`; the port defaults to 53.
-pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 53));
-    }
-    text.parse::<SocketAddr>()
-        .map_err(|_| format!("`{text}` is not a nameserver address (IP, IP:PORT or [IPv6]:PORT)"))
-}
-
-/// Lower-cases a domain name, drops one trailing dot and checks it is plausible.
-pub fn normalize_domain(text: &str) -> Result<String, String> {
-    let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
-    if name.is_empty() {
-        return Err("domain name is empty".to_string());
-    }
-    if name.len() > 253 {
-        return Err(format!(
-            "domain name `{text}` is longer than 253 characters"
-        ));
-    }
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !name.split('.').all(valid_label) {
-        return Err(format!("`{text}` is not a valid domain name"));
-    }
-    Ok(name)
+/// Why the ad hoc command line does not make a scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum AdHocError {
+    /// `--port 0`.
+    #[error("--port 0 is out of range (1-65535)")]
+    PortZero,
+    /// A value of an option that does not parse.
+    #[error("{option}: {error}")]
+    Value {
+        /// The option, e.g. `--mx`.
+        option: &'static str,
+        /// What is wrong with its value.
+        error: ValueError,
+    },
 }
 
 /// What the ad hoc command line (`egress-check --as USER --mx ...`) asks for.
@@ -561,13 +482,13 @@ impl AdHocTargets {
     }
 
     /// Builds a one-check scenario for `user` from the command line targets.
-    pub fn into_scenario(self, user: &str, expect: Expectation) -> Result<Scenario, String> {
+    pub fn into_scenario(self, user: &str, expect: Expectation) -> Result<Scenario, AdHocError> {
         let ports: Vec<u16> = if self.ports.is_empty() {
             vec![DEFAULT_PORT]
         } else {
             let unique: BTreeSet<u16> = self.ports.iter().copied().collect();
             if unique.contains(&0) {
-                return Err("--port 0 is out of range (1-65535)".to_string());
+                return Err(AdHocError::PortZero);
             }
             unique.into_iter().collect()
         };
@@ -583,11 +504,17 @@ impl AdHocTargets {
             }
         };
         for mx in self.mx {
-            let domain = normalize_domain(&mx).map_err(|m| format!("--mx: {m}"))?;
+            let domain = normalize_domain(&mx).map_err(|error| AdHocError::Value {
+                option: "--mx",
+                error,
+            })?;
             push(domain.clone(), TargetKind::Mx(domain));
         }
         for host in self.hosts {
-            let host = normalize_domain(&host).map_err(|m| format!("--host: {m}"))?;
+            let host = normalize_domain(&host).map_err(|error| AdHocError::Value {
+                option: "--host",
+                error,
+            })?;
             push(host.clone(), TargetKind::Host(host));
         }
         for addr in self.addresses {

@@ -1,12 +1,19 @@
-//! Verdicts: what an observed outcome means for an expectation.
+//! Verdicts: what the observed outcomes mean for the expectations. The one judging step of
+//! a run ([`judge_run`]): each probe's verdict, whether a passing deny was witnessed, the
+//! family splits, and the counts. [`crate::report`] only renders the [`Judgement`].
 //!
 //! The rule that shapes this module: a deny is only a pass when the connection was
 //! actively stopped. Anything that could not prove a deny is inconclusive, never a pass.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+
 use serde::Serialize;
 
-use crate::probe::Observed;
-use crate::scenario::Expectation;
+use crate::exit_codes;
+use crate::plan::PlannedProbe;
+use crate::probe::{Attempt, Observed};
+use crate::vocab::{Expectation, Family};
 
 /// The judgement of one probe against its expectation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -51,15 +58,186 @@ pub fn is_blocked(observed: Observed) -> bool {
     )
 }
 
-/// Which exit code a run with these counts ends with: 0 all passed, 1 a failure, 3 inconclusive.
-pub fn exit_code(failed: usize, inconclusive: usize) -> i32 {
-    if failed > 0 {
-        1
-    } else if inconclusive > 0 {
-        3
-    } else {
-        0
+/// One probe as reported; the JSON report's `probes[]` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeRecord {
+    /// Login name probed as.
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// The target's name in the scenario.
+    pub target: String,
+    /// The mail domain, for MX targets.
+    pub domain: Option<String>,
+    /// The exchange or host name (`"."` for a null MX; `null` for literal addresses).
+    pub exchange: Option<String>,
+    /// MX preference of the exchange.
+    pub preference: Option<u16>,
+    /// The address connected to; `null` when there was none.
+    pub address: Option<IpAddr>,
+    /// Address family.
+    pub family: Family,
+    /// TCP port.
+    pub port: u16,
+    /// Expected outcome.
+    pub expect: Expectation,
+    /// Observed outcome.
+    pub observed: Observed,
+    /// Judgement.
+    pub verdict: Verdict,
+    /// For passing denies: whether some probe of this run connected to the same address and
+    /// port (so the target was up and the deny is real); `null` otherwise.
+    pub witnessed: Option<bool>,
+    /// Duration of the attempt.
+    pub elapsed_ms: u64,
+    /// OS error, DNS failure or other explanation.
+    pub detail: Option<String>,
+}
+
+/// A user reaches an exchange and port over one family while the other is blocked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FamilySplit {
+    /// The user.
+    pub user: String,
+    /// The exchange (or target) name.
+    pub exchange: String,
+    /// The port.
+    pub port: u16,
+    /// The family that connected.
+    pub leaking: Family,
+    /// The family that was blocked.
+    pub blocked: Family,
+}
+
+impl FamilySplit {
+    /// The one-line headline.
+    pub fn headline(&self) -> String {
+        format!(
+            "LEAK: {} reaches {} port {} over {} while {} is blocked",
+            self.user, self.exchange, self.port, self.leaking, self.blocked
+        )
     }
+}
+
+/// The judgement of a run; serialized, it is the JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judgement {
+    /// Probes that passed.
+    pub passed: usize,
+    /// Probes that failed.
+    pub failed: usize,
+    /// Probes that proved nothing.
+    pub inconclusive: usize,
+    /// Passing denies that no probe of the run witnessed.
+    pub unwitnessed_denies: usize,
+    /// Family splits, the story's bug.
+    pub family_splits: Vec<FamilySplit>,
+    /// Set when the run was cut short (signal or deadline).
+    pub interrupted: Option<String>,
+    /// Every planned probe, exactly once.
+    pub probes: Vec<ProbeRecord>,
+}
+
+impl Judgement {
+    /// 0 all passed, 1 a failure, 3 inconclusive only.
+    pub fn exit_code(&self) -> u8 {
+        exit_codes::of_counts(self.failed, self.inconclusive)
+    }
+}
+
+/// Judges a run: `attempts[i]` is what `probes[i]` observed; `interrupted` says why the run
+/// was cut short, if it was.
+pub fn judge_run(
+    probes: Vec<PlannedProbe>,
+    attempts: Vec<Attempt>,
+    interrupted: Option<String>,
+) -> Judgement {
+    let mut records: Vec<ProbeRecord> = probes
+        .into_iter()
+        .zip(attempts)
+        .map(|(p, attempt)| ProbeRecord {
+            address: p.address(),
+            detail: match (attempt.detail, p.note) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            },
+            user: p.user,
+            uid: p.uid,
+            target: p.target,
+            domain: p.domain,
+            exchange: p.exchange,
+            preference: p.preference,
+            family: p.family,
+            port: p.port,
+            expect: p.expect,
+            observed: attempt.observed,
+            verdict: judge(p.expect, attempt.observed),
+            witnessed: None,
+            elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
+        })
+        .collect();
+    let connected: HashSet<(IpAddr, u16)> = records
+        .iter()
+        .filter(|p| p.observed == Observed::Connected)
+        .filter_map(|p| Some((p.address?, p.port)))
+        .collect();
+    for p in &mut records {
+        p.witnessed = match (p.expect, p.verdict, p.address) {
+            (Expectation::Deny, Verdict::Pass, Some(addr)) => {
+                Some(connected.contains(&(addr, p.port)))
+            }
+            _ => None,
+        };
+    }
+    let count = |v| records.iter().filter(|p| p.verdict == v).count();
+    Judgement {
+        passed: count(Verdict::Pass),
+        failed: count(Verdict::Fail),
+        inconclusive: count(Verdict::Inconclusive),
+        unwitnessed_denies: records
+            .iter()
+            .filter(|p| p.witnessed == Some(false))
+            .count(),
+        family_splits: family_splits(&records),
+        interrupted,
+        probes: records,
+    }
+}
+
+/// Finds, per user, exchange and port, families that connected while another was blocked.
+fn family_splits(probes: &[ProbeRecord]) -> Vec<FamilySplit> {
+    #[derive(Default)]
+    struct Seen {
+        connected: BTreeSet<Family>,
+        blocked: BTreeSet<Family>,
+    }
+    let mut by_key: BTreeMap<(String, String, u16), Seen> = BTreeMap::new();
+    for p in probes {
+        let exchange = p.exchange.clone().unwrap_or_else(|| p.target.clone());
+        let seen = by_key
+            .entry((p.user.clone(), exchange, p.port))
+            .or_default();
+        if p.observed == Observed::Connected {
+            seen.connected.insert(p.family);
+        } else if is_blocked(p.observed) {
+            seen.blocked.insert(p.family);
+        }
+    }
+    let mut splits = Vec::new();
+    for ((user, exchange, port), seen) in by_key {
+        for &leaking in &seen.connected {
+            for &blocked in seen.blocked.difference(&seen.connected) {
+                splits.push(FamilySplit {
+                    user: user.clone(),
+                    exchange: exchange.clone(),
+                    port,
+                    leaking,
+                    blocked,
+                });
+            }
+        }
+    }
+    splits
 }
 
 #[cfg(test)]
@@ -93,17 +271,81 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes() {
-        assert_eq!(exit_code(0, 0), 0);
-        assert_eq!(exit_code(1, 0), 1);
-        assert_eq!(exit_code(1, 5), 1);
-        assert_eq!(exit_code(0, 5), 3);
-    }
-
-    #[test]
     fn failures_sort_first() {
         let mut v = vec![Verdict::Pass, Verdict::Inconclusive, Verdict::Fail];
         v.sort();
         assert_eq!(v, vec![Verdict::Fail, Verdict::Inconclusive, Verdict::Pass]);
+    }
+
+    fn judged(list: Vec<(PlannedProbe, Attempt)>) -> Judgement {
+        let (probes, attempts) = list.into_iter().unzip();
+        judge_run(probes, attempts, None)
+    }
+
+    fn probe(
+        user: &str,
+        addr: &str,
+        expect: Expectation,
+        observed: Observed,
+    ) -> (PlannedProbe, Attempt) {
+        crate::report::tests::probe(user, addr, expect, observed)
+    }
+
+    #[test]
+    fn the_story_is_a_family_split_and_the_ipv4_deny_is_witnessed() {
+        let report = judged(vec![
+            probe("www-data", "203.0.113.10", Expectation::Deny, Timeout),
+            probe("www-data", "2001:db8::10", Expectation::Deny, Connected),
+            probe("postfix", "203.0.113.10", Expectation::Allow, Connected),
+            probe("postfix", "2001:db8::10", Expectation::Allow, Connected),
+        ]);
+        assert_eq!(
+            (report.passed, report.failed, report.inconclusive),
+            (3, 1, 0)
+        );
+        assert_eq!(report.exit_code(), exit_codes::FAILED);
+        assert_eq!(report.family_splits.len(), 1);
+        let split = &report.family_splits[0];
+        assert_eq!((split.leaking, split.blocked), (Family::Ipv6, Family::Ipv4));
+        let v4 = report
+            .probes
+            .iter()
+            .find(|p| p.user == "www-data" && p.family == Family::Ipv4)
+            .unwrap();
+        assert_eq!(v4.witnessed, Some(true));
+    }
+
+    #[test]
+    fn unwitnessed_denies_are_counted() {
+        let report = judged(vec![probe(
+            "www-data",
+            "203.0.113.10",
+            Expectation::Deny,
+            Timeout,
+        )]);
+        assert_eq!(report.exit_code(), exit_codes::PASSED);
+        assert_eq!(report.unwitnessed_denies, 1);
+        assert_eq!(report.probes[0].witnessed, Some(false));
+    }
+
+    #[test]
+    fn no_address_is_inconclusive_and_exit_3() {
+        let report = judged(vec![probe("www-data", "-", Expectation::Deny, NoAddress)]);
+        assert_eq!(report.inconclusive, 1);
+        assert_eq!(report.exit_code(), exit_codes::INCONCLUSIVE);
+        assert_eq!(report.probes[0].witnessed, None);
+        assert_eq!(report.probes[0].address, None);
+    }
+
+    #[test]
+    fn details_of_attempt_and_plan_are_joined() {
+        let (mut planned, mut attempt) = probe("u", "203.0.113.10", Expectation::Allow, Connected);
+        planned.note = Some("(implicit MX)".into());
+        attempt.detail = Some("ECONNRESET".into());
+        let report = judged(vec![(planned, attempt)]);
+        assert_eq!(
+            report.probes[0].detail.as_deref(),
+            Some("ECONNRESET; (implicit MX)")
+        );
     }
 }

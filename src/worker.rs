@@ -177,6 +177,48 @@ pub fn concurrent_worker_limit() -> usize {
     (soft.saturating_sub(RESERVED_FDS) / 4).clamp(1, 4096) as usize
 }
 
+/// Why a worker did not deliver all its results.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The process could not be started.
+    #[error("cannot start the worker for `{user}`: {source}")]
+    Spawn {
+        /// The user.
+        user: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The probe list could not be encoded.
+    #[error("cannot encode the probe list: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The worker wrote something that is not a result line.
+    #[error("bad worker output `{line}`: {source}")]
+    Protocol {
+        /// The line as received.
+        line: String,
+        /// Why it does not decode.
+        source: serde_json::Error,
+    },
+    /// Waiting for the process failed.
+    #[error("waiting for the worker of `{user}`: {source}")]
+    Wait {
+        /// The user.
+        user: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The worker exited unsuccessfully; what it said on stderr, or its exit status.
+    #[error("{}", if diagnostics.is_empty() { format!("worker for `{user}` ended with {status}") } else { diagnostics.clone() })]
+    Failed {
+        /// The user.
+        user: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+        /// Its stderr, trimmed (at most 64 KiB).
+        diagnostics: String,
+    },
+}
+
 /// Runs a worker as `user` for `probes`, forwarding each result to `results` as it arrives.
 ///
 /// The worker is killed when the returned future is dropped (interrupt, deadline).
@@ -184,7 +226,7 @@ pub async fn run_as(
     user: &str,
     probes: &[WorkerProbe],
     results: mpsc::UnboundedSender<WorkerResult>,
-) -> Result<(), String> {
+) -> Result<(), WorkerError> {
     let mut child = tokio::process::Command::new("/proc/self/exe")
         .arg(WORKER_SUBCOMMAND)
         .arg(user)
@@ -199,9 +241,12 @@ pub async fn run_as(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start the worker for `{user}`: {e}"))?;
+        .map_err(|source| WorkerError::Spawn {
+            user: user.to_string(),
+            source,
+        })?;
 
-    let request = serde_json::to_vec(probes).map_err(|e| e.to_string())?;
+    let request = serde_json::to_vec(probes).map_err(WorkerError::Encode)?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -219,7 +264,7 @@ pub async fn run_as(
                 Ok(result) => {
                     let _ = results.send(result);
                 }
-                Err(e) => protocol_error = Some(format!("bad worker output `{line}`: {e}")),
+                Err(source) => protocol_error = Some(WorkerError::Protocol { line, source }),
             }
         }
         protocol_error
@@ -233,19 +278,18 @@ pub async fn run_as(
         text
     };
     let ((), protocol_error, diagnostics) = tokio::join!(feed, collect, diagnostics);
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("waiting for the worker of `{user}`: {e}"))?;
+    let status = child.wait().await.map_err(|source| WorkerError::Wait {
+        user: user.to_string(),
+        source,
+    })?;
     if let Some(error) = protocol_error {
         return Err(error);
     }
     if !status.success() {
-        let diagnostics = diagnostics.trim();
-        return Err(if diagnostics.is_empty() {
-            format!("worker for `{user}` ended with {status}")
-        } else {
-            diagnostics.to_string()
+        return Err(WorkerError::Failed {
+            user: user.to_string(),
+            status,
+            diagnostics: diagnostics.trim().to_string(),
         });
     }
     Ok(())

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use super::{dns::CatchAllHandler, sink};
 
 /// Name of the hidden subcommand running the simulated internet.
-pub(crate) const SUBCOMMAND: &str = "__sandbox-internet";
+pub const SUBCOMMAND: &str = "__sandbox-internet";
 /// Line printed on stdout once every socket is bound.
 pub(crate) const READY_LINE: &str = "ready";
 /// Idle timeout of DNS-over-TCP connections.

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-pub use internet::{internet_main, InternetArgs};
+pub use internet::{internet_main, InternetArgs, SUBCOMMAND as INTERNET_SUBCOMMAND};
 
 /// How long the internet process may take to bind its sockets.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);

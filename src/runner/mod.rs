@@ -1,0 +1,130 @@
+//! The probing stage of a run: resolve the plan's names, hand each user's attempts to that
+//! user's worker process, collect the results, and cope with interruptions, so that every
+//! planned probe comes back with exactly one [`Attempt`].
+//!
+//! - [`dispatch`]: pure: probes to worker requests and results back to probes;
+//! - [`interrupt`]: signals and `--deadline`, and what an interruption leaves;
+//! - this module: the async orchestration.
+
+pub mod dispatch;
+pub mod interrupt;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+pub use dispatch::Dispatch;
+pub use interrupt::{Interruption, Interrupts};
+
+use crate::plan::{self, Assignment, NameserverChoice, PlannedProbe};
+use crate::probe::Attempt;
+use crate::resolve::{self, expand};
+use crate::worker::{self, WorkerError, WorkerResult};
+
+/// Settings of a run that do not come from scenario files.
+#[derive(Debug, Clone, Default)]
+pub struct RunSettings {
+    /// How nameservers are chosen.
+    pub nameservers: NameserverChoice,
+    /// `--deadline`.
+    pub deadline: Option<Duration>,
+}
+
+/// What [`execute`] hands to the verdict stage: the exact probes and, in the same order,
+/// what each observed.
+#[derive(Debug)]
+pub struct Executed {
+    /// Every planned probe, once.
+    pub probes: Vec<PlannedProbe>,
+    /// `attempts[i]` is what `probes[i]` observed.
+    pub attempts: Vec<Attempt>,
+    /// Set when the run was cut short.
+    pub interruption: Option<Interruption>,
+}
+
+/// Resolves and probes. Assignments must have passed [`plan::ensure_privileges`].
+pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Executed {
+    let mut interrupts = Interrupts::new();
+    let deadline = settings.deadline.map(|d| tokio::time::Instant::now() + d);
+    let until_deadline = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+
+    let lookups = plan::lookups(assignments, &settings.nameservers);
+    let stopped = |interruption| {
+        let (probes, attempts) = interrupt::during_resolution(assignments, interruption);
+        Executed {
+            probes,
+            attempts,
+            interruption: Some(interruption),
+        }
+    };
+    let resolutions = tokio::select! {
+        r = resolve::resolve_groups(lookups) => r,
+        sig = interrupts.recv() => return stopped(Interruption::Signal(sig)),
+        () = &mut until_deadline => return stopped(Interruption::Deadline),
+    };
+    let probes = expand(assignments, |a| {
+        resolutions[&(settings.nameservers.source_for(a), a.target.kind.clone())].clone()
+    });
+
+    let dispatch = Dispatch::new(&probes);
+    let (tx, mut rx) = mpsc::unbounded_channel::<WorkerResult>();
+    let worker_futures: Vec<_> = dispatch
+        .requests
+        .iter()
+        .map(|(user, requests)| {
+            let tx = tx.clone();
+            async move { (user.clone(), worker::run_as(user, requests, tx).await) }
+        })
+        .collect();
+    let workers = futures::stream::iter(worker_futures)
+        .buffer_unordered(worker::concurrent_worker_limit())
+        .collect::<Vec<_>>();
+    drop(tx);
+    let mut results: Vec<Option<Attempt>> = vec![None; dispatch.attempts()];
+    let mut record = |result: WorkerResult| {
+        if let Some(slot) = results.get_mut(result.id) {
+            *slot = Some(result.attempt);
+        }
+    };
+    let mut worker_errors: HashMap<String, WorkerError> = HashMap::new();
+    let interruption = {
+        tokio::pin!(workers);
+        loop {
+            tokio::select! {
+                Some(result) = rx.recv() => record(result),
+                outcomes = &mut workers => {
+                    for (user, outcome) in outcomes {
+                        if let Err(error) = outcome {
+                            eprintln!("egress-check: probing as `{user}` failed: {error}");
+                            worker_errors.insert(user, error);
+                        }
+                    }
+                    break None;
+                }
+                sig = interrupts.recv() => break Some(Interruption::Signal(sig)),
+                () = &mut until_deadline => break Some(Interruption::Deadline),
+            }
+        }
+        // Leaving this block drops the workers' futures, which kills their processes.
+    };
+    while let Ok(result) = rx.try_recv() {
+        record(result);
+    }
+
+    let attempts = dispatch.fan_out(&probes, results, |p| {
+        interrupt::missing_reason(interruption, worker_errors.get(&p.user))
+    });
+    Executed {
+        probes,
+        attempts,
+        interruption,
+    }
+}
