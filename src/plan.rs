@@ -184,11 +184,9 @@ pub fn lookups(
     groups
 }
 
-/// One connection attempt to make (or, without a destination, one that cannot be made),
-/// with everything the report will say about it. Made after DNS by
-/// [`crate::resolve::expand`]; judged by [`crate::verdict`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedProbe {
+/// Who probes what: the part of a probe that the plan decides and every report repeats.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProbeSpec {
     /// Login name probed as.
     pub user: String,
     /// Its uid.
@@ -207,6 +205,14 @@ pub struct PlannedProbe {
     pub port: u16,
     /// What should happen.
     pub expect: Expectation,
+}
+
+/// One connection attempt to make (or, without a destination, one that cannot be made).
+/// Made after DNS by [`crate::resolve::expand`]; judged by [`crate::verdict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedProbe {
+    /// Who probes what.
+    pub spec: ProbeSpec,
     /// Per-attempt timeout.
     pub timeout: Duration,
     /// Where to connect, or why there is nowhere to connect.
@@ -220,7 +226,7 @@ impl PlannedProbe {
     /// The socket address to connect to, if there is one.
     pub fn connect_to(&self) -> Option<SocketAddr> {
         match &self.destination {
-            Destination::Address(addr) => Some(SocketAddr::new(*addr, self.port)),
+            Destination::Address(addr) => Some(SocketAddr::new(*addr, self.spec.port)),
             Destination::None(_) => None,
         }
     }
@@ -245,8 +251,33 @@ pub enum Destination {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use nix::unistd::{Gid, Uid};
+
+    /// An assignment of `ec-web` (uid 1234) to a target `t`, expecting deny, timeout 1 s.
+    pub(crate) fn assignment(
+        kind: TargetKind,
+        families: Vec<Family>,
+        ports: Vec<u16>,
+    ) -> Assignment {
+        Assignment {
+            account: Account {
+                name: "ec-web".into(),
+                uid: Uid::from_raw(1234),
+                gid: Gid::from_raw(1234),
+            },
+            target: Target {
+                name: "t".into(),
+                kind,
+                ports,
+                families,
+            },
+            expect: Expectation::Deny,
+            timeout: Duration::from_secs(1),
+            nameserver: None,
+        }
+    }
 
     #[test]
     fn unknown_users_are_located() {

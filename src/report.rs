@@ -17,17 +17,17 @@ pub use resolution::ResolveReport;
 /// `address:port` of a probe, or `(no address):port`.
 fn endpoint(p: &ProbeRecord) -> String {
     match p.address {
-        Some(addr) => SocketAddr::new(addr, p.port).to_string(),
-        None => format!("(no address):{}", p.port),
+        Some(addr) => SocketAddr::new(addr, p.spec.port).to_string(),
+        None => format!("(no address):{}", p.spec.port),
     }
 }
 
 /// The exchange (with its MX preference) or the target's name.
 fn host(p: &ProbeRecord) -> String {
-    match (&p.exchange, p.preference) {
+    match (&p.spec.exchange, p.spec.preference) {
         (Some(name), Some(pref)) => format!("{name} (MX {pref})"),
         (Some(name), None) => name.clone(),
-        (None, _) => p.target.clone(),
+        (None, _) => p.spec.target.clone(),
     }
 }
 
@@ -64,7 +64,7 @@ pub fn to_junit(report: &Judgement) -> String {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 status.set_message(format!(
                     "expected {}, observed {}",
-                    p.expect,
+                    p.spec.expect,
                     p.observed.as_str()
                 ));
                 status.set_type(p.observed.as_str());
@@ -83,20 +83,20 @@ pub fn to_junit(report: &Judgement) -> String {
         let name = format!(
             "{} {} {} {} expect {}",
             host(p),
-            p.family,
+            p.spec.family,
             endpoint(p),
             p.observed.as_str(),
-            p.expect
+            p.spec.expect
         );
         let mut case = TestCase::new(name, status);
-        case.set_classname(format!("egress-check.{}.{}", p.user, p.target));
+        case.set_classname(format!("egress-check.{}.{}", p.spec.user, p.spec.target));
         case.set_time(std::time::Duration::from_millis(p.elapsed_ms));
         if let Some(detail) = &p.detail {
             case.set_system_out(detail.as_str());
         }
         suites
-            .entry(p.user.as_str())
-            .or_insert_with(|| TestSuite::new(format!("egress-check as {}", p.user)))
+            .entry(p.spec.user.as_str())
+            .or_insert_with(|| TestSuite::new(format!("egress-check as {}", p.spec.user)))
             .add_test_case(case);
     }
     let mut report = JunitReport::new("egress-check");
@@ -136,25 +136,37 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
     let mut worst: BTreeMap<(&str, &str, Expectation), Verdict> = BTreeMap::new();
     for p in &report.probes {
         let w = worst
-            .entry((p.user.as_str(), p.target.as_str(), p.expect))
+            .entry((p.spec.user.as_str(), p.spec.target.as_str(), p.spec.expect))
             .or_insert(Verdict::Pass);
         *w = (*w).min(p.verdict);
     }
     for p in &report.probes {
-        let key = (p.user.as_str(), p.target.as_str(), p.expect);
+        let key = (p.spec.user.as_str(), p.spec.target.as_str(), p.spec.expect);
         groups
             .entry((worst[&key], key.0, key.1, key.2))
             .or_default()
             .push(p);
     }
     for ((_, user, target, expect), mut records) in groups {
-        records.sort_by_key(|p| (p.verdict, p.family, p.exchange.clone(), p.address, p.port));
+        records.sort_by_key(|p| {
+            (
+                p.verdict,
+                p.spec.family,
+                p.spec.exchange.clone(),
+                p.address,
+                p.spec.port,
+            )
+        });
         let first = records[0];
-        let what = match &first.domain {
+        let what = match &first.spec.domain {
             Some(domain) => format!("{target} (MX of {domain})"),
             None => target.to_string(),
         };
-        let _ = writeln!(out, "{user} (uid {}) -> {what}: expect {expect}", first.uid);
+        let _ = writeln!(
+            out,
+            "{user} (uid {}) -> {what}: expect {expect}",
+            first.spec.uid
+        );
         for p in records {
             let label = match p.verdict {
                 Verdict::Fail => paint("FAIL", "1;31"),
@@ -164,7 +176,7 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
             let pad = " ".repeat(12usize.saturating_sub(p.verdict.label().len()));
             let mut line = format!(
                 "  {label}{pad} {:<4} {:<28} {:<11} {:>6} ms  {}",
-                p.family.to_string(),
+                p.spec.family.to_string(),
                 endpoint(p),
                 p.observed.as_str(),
                 p.elapsed_ms,
@@ -210,7 +222,7 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::plan::{Destination, PlannedProbe};
+    use crate::plan::{Destination, PlannedProbe, ProbeSpec};
     use crate::probe::Attempt;
     use crate::verdict::judge_run;
     use crate::vocab::Family;
@@ -231,15 +243,17 @@ pub(crate) mod tests {
         };
         (
             PlannedProbe {
-                user: user.into(),
-                uid: 33,
-                target: "gmail".into(),
-                domain: Some("gmail.test".into()),
-                exchange: Some("mx1.gmail.test".into()),
-                preference: Some(10),
-                family,
-                port: 25,
-                expect,
+                spec: ProbeSpec {
+                    user: user.into(),
+                    uid: 33,
+                    target: "gmail".into(),
+                    domain: Some("gmail.test".into()),
+                    exchange: Some("mx1.gmail.test".into()),
+                    preference: Some(10),
+                    family,
+                    port: 25,
+                    expect,
+                },
                 timeout: Duration::from_secs(1),
                 destination,
                 note: None,

@@ -19,7 +19,7 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use serde::Serialize;
 
-use crate::plan::{Assignment, Destination, NameserverSource, PlannedProbe};
+use crate::plan::{Assignment, Destination, NameserverSource, PlannedProbe, ProbeSpec};
 use crate::scenario::TargetKind;
 use crate::vocab::Family;
 
@@ -430,15 +430,17 @@ pub fn expand(
                      family: Family,
                      port: u16,
                      destination: Destination| PlannedProbe {
-            user: a.account.name.clone(),
-            uid: a.account.uid.as_raw(),
-            target: a.target.name.clone(),
-            domain: domain.clone(),
-            exchange,
-            preference,
-            family,
-            port,
-            expect: a.expect,
+            spec: ProbeSpec {
+                user: a.account.name.clone(),
+                uid: a.account.uid.as_raw(),
+                target: a.target.name.clone(),
+                domain: domain.clone(),
+                exchange,
+                preference,
+                family,
+                port,
+                expect: a.expect,
+            },
             timeout: a.timeout,
             destination,
             note: None,
@@ -587,31 +589,8 @@ fn fqdn(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Account;
-    use crate::scenario::Target;
-    use crate::vocab::Expectation;
-    use nix::unistd::{Gid, Uid};
+    use crate::plan::tests::assignment;
     use std::net::SocketAddr;
-    use std::time::Duration;
-
-    fn assignment(kind: TargetKind, families: Vec<Family>, ports: Vec<u16>) -> Assignment {
-        Assignment {
-            account: Account {
-                name: "ec-web".into(),
-                uid: Uid::from_raw(1234),
-                gid: Gid::from_raw(1234),
-            },
-            target: Target {
-                name: "t".into(),
-                kind,
-                ports,
-                families,
-            },
-            expect: Expectation::Deny,
-            timeout: Duration::from_secs(1),
-            nameserver: None,
-        }
-    }
 
     fn exchange(name: &str, ipv4: Addresses, ipv6: Addresses) -> Exchange {
         Exchange {
@@ -672,7 +651,10 @@ mod tests {
         };
         let probes = expand(&[a], |_| resolution.clone());
         assert_eq!(probes.len(), 2);
-        let v6 = probes.iter().find(|p| p.family == Family::Ipv6).unwrap();
+        let v6 = probes
+            .iter()
+            .find(|p| p.spec.family == Family::Ipv6)
+            .unwrap();
         assert_eq!(v6.connect_to(), None);
         assert!(
             matches!(&v6.destination, Destination::None(why) if why.contains("no AAAA record")),
@@ -693,7 +675,7 @@ mod tests {
         };
         let probes = expand(&[a], |_| resolution.clone());
         assert_eq!(probes.len(), 1);
-        assert_eq!(probes[0].family, Family::Ipv4);
+        assert_eq!(probes[0].spec.family, Family::Ipv4);
     }
 
     #[test]

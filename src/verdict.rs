@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::exit_codes;
-use crate::plan::PlannedProbe;
+use crate::plan::{PlannedProbe, ProbeSpec};
 use crate::probe::{Attempt, Observed};
 use crate::vocab::{Expectation, Family};
 
@@ -61,26 +61,11 @@ pub fn is_blocked(observed: Observed) -> bool {
 /// One probe as reported; the JSON report's `probes[]` entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeRecord {
-    /// Login name probed as.
-    pub user: String,
-    /// Its uid.
-    pub uid: u32,
-    /// The target's name in the scenario.
-    pub target: String,
-    /// The mail domain, for MX targets.
-    pub domain: Option<String>,
-    /// The exchange or host name (`"."` for a null MX; `null` for literal addresses).
-    pub exchange: Option<String>,
-    /// MX preference of the exchange.
-    pub preference: Option<u16>,
+    /// Who probed what.
+    #[serde(flatten)]
+    pub spec: ProbeSpec,
     /// The address connected to; `null` when there was none.
     pub address: Option<IpAddr>,
-    /// Address family.
-    pub family: Family,
-    /// TCP port.
-    pub port: u16,
-    /// Expected outcome.
-    pub expect: Expectation,
     /// Observed outcome.
     pub observed: Observed,
     /// Judgement.
@@ -161,17 +146,9 @@ pub fn judge_run(
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.or(b),
             },
-            user: p.user,
-            uid: p.uid,
-            target: p.target,
-            domain: p.domain,
-            exchange: p.exchange,
-            preference: p.preference,
-            family: p.family,
-            port: p.port,
-            expect: p.expect,
+            verdict: judge(p.spec.expect, attempt.observed),
+            spec: p.spec,
             observed: attempt.observed,
-            verdict: judge(p.expect, attempt.observed),
             witnessed: None,
             elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
         })
@@ -179,12 +156,12 @@ pub fn judge_run(
     let connected: HashSet<(IpAddr, u16)> = records
         .iter()
         .filter(|p| p.observed == Observed::Connected)
-        .filter_map(|p| Some((p.address?, p.port)))
+        .filter_map(|p| Some((p.address?, p.spec.port)))
         .collect();
     for p in &mut records {
-        p.witnessed = match (p.expect, p.verdict, p.address) {
+        p.witnessed = match (p.spec.expect, p.verdict, p.address) {
             (Expectation::Deny, Verdict::Pass, Some(addr)) => {
-                Some(connected.contains(&(addr, p.port)))
+                Some(connected.contains(&(addr, p.spec.port)))
             }
             _ => None,
         };
@@ -213,14 +190,18 @@ fn family_splits(probes: &[ProbeRecord]) -> Vec<FamilySplit> {
     }
     let mut by_key: BTreeMap<(String, String, u16), Seen> = BTreeMap::new();
     for p in probes {
-        let exchange = p.exchange.clone().unwrap_or_else(|| p.target.clone());
+        let exchange = p
+            .spec
+            .exchange
+            .clone()
+            .unwrap_or_else(|| p.spec.target.clone());
         let seen = by_key
-            .entry((p.user.clone(), exchange, p.port))
+            .entry((p.spec.user.clone(), exchange, p.spec.port))
             .or_default();
         if p.observed == Observed::Connected {
-            seen.connected.insert(p.family);
+            seen.connected.insert(p.spec.family);
         } else if is_blocked(p.observed) {
-            seen.blocked.insert(p.family);
+            seen.blocked.insert(p.spec.family);
         }
     }
     let mut splits = Vec::new();
@@ -310,7 +291,7 @@ mod tests {
         let v4 = report
             .probes
             .iter()
-            .find(|p| p.user == "www-data" && p.family == Family::Ipv4)
+            .find(|p| p.spec.user == "www-data" && p.spec.family == Family::Ipv4)
             .unwrap();
         assert_eq!(v4.witnessed, Some(true));
     }

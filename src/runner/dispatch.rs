@@ -31,19 +31,21 @@ impl Dispatch {
         for (index, p) in probes.iter().enumerate() {
             let Some(addr) = p.connect_to() else { continue };
             let timeout_ms = u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX);
-            let id = *ids.entry((&p.user, addr, timeout_ms)).or_insert_with(|| {
-                let id = fan_out.len();
-                fan_out.push(Vec::new());
-                requests
-                    .entry(p.user.clone())
-                    .or_default()
-                    .push(WorkerProbe {
-                        id,
-                        addr,
-                        timeout_ms,
-                    });
-                id
-            });
+            let id = *ids
+                .entry((&p.spec.user, addr, timeout_ms))
+                .or_insert_with(|| {
+                    let id = fan_out.len();
+                    fan_out.push(Vec::new());
+                    requests
+                        .entry(p.spec.user.clone())
+                        .or_default()
+                        .push(WorkerProbe {
+                            id,
+                            addr,
+                            timeout_ms,
+                        });
+                    id
+                });
             fan_out[id].push(index);
         }
         Dispatch { requests, fan_out }
@@ -97,20 +99,23 @@ impl Dispatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::ProbeSpec;
     use crate::vocab::{Expectation, Family};
     use std::net::IpAddr;
 
     fn probe(user: &str, destination: Destination, port: u16, target: &str) -> PlannedProbe {
         PlannedProbe {
-            user: user.into(),
-            uid: 1000,
-            target: target.into(),
-            domain: None,
-            exchange: Some("mx.d.test".into()),
-            preference: Some(10),
-            family: Family::Ipv4,
-            port,
-            expect: Expectation::Deny,
+            spec: ProbeSpec {
+                user: user.into(),
+                uid: 1000,
+                target: target.into(),
+                domain: None,
+                exchange: Some("mx.d.test".into()),
+                preference: Some(10),
+                family: Family::Ipv4,
+                port,
+                expect: Expectation::Deny,
+            },
             timeout: Duration::from_secs(1),
             destination,
             note: None,

@@ -130,30 +130,16 @@ impl Default for Interrupts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Account;
-    use crate::scenario::Target;
-    use crate::vocab::{Expectation, Family};
-    use nix::unistd::{Gid, Uid};
-    use std::time::Duration;
+    use crate::plan::tests::assignment;
+    use crate::vocab::Family;
 
     #[test]
     fn an_interruption_during_dns_leaves_every_probe_inconclusive() {
-        let assignment = Assignment {
-            account: Account {
-                name: "ec-web".into(),
-                uid: Uid::from_raw(1234),
-                gid: Gid::from_raw(1234),
-            },
-            target: Target {
-                name: "t".into(),
-                kind: TargetKind::Mx("d.test".into()),
-                ports: vec![25, 587],
-                families: Family::ALL.to_vec(),
-            },
-            expect: Expectation::Deny,
-            timeout: Duration::from_secs(1),
-            nameserver: None,
-        };
+        let assignment = assignment(
+            TargetKind::Mx("d.test".into()),
+            Family::ALL.to_vec(),
+            vec![25, 587],
+        );
         let (probes, attempts) =
             during_resolution(&[assignment], Interruption::Signal(nix::libc::SIGINT));
         assert_eq!(probes.len(), 4);

@@ -120,7 +120,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     }
 
     let attempts = dispatch.fan_out(&probes, results, |p| {
-        interrupt::missing_reason(interruption, worker_errors.get(&p.user))
+        interrupt::missing_reason(interruption, worker_errors.get(&p.spec.user))
     });
     Executed {
         probes,
