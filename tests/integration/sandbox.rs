@@ -1,12 +1,14 @@
 //! `egress-check sandbox` and `--netns`: rulesets proven in throwaway namespaces, and
 //! nothing left behind afterwards, also after SIGINT in the middle of a run.
 
-mod common;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{code, describe, stderr, Report, BIN};
+use crate::util::fixtures::scenario;
+use crate::util::lab::Lab;
+use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::report::Report;
+use crate::util::BIN;
 
 /// The story's policy with a short timeout; the users are those `ci/lab` creates.
 const STORY: &str = r#"
@@ -52,7 +54,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Option<Fixture> {
         // `ci/lab up` creates the test users; the lab itself is not needed.
-        let _lab = common::Lab::up()?;
+        let _lab = Lab::up()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let fixture = Fixture { dir };
         fixture.write("story.toml", STORY);
@@ -214,7 +216,7 @@ fn setup_scripts_run_in_the_host_namespace() {
     );
     let out = sandbox(&["sandbox", &story, "--setup", &v4]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
-    assert!(common::stdout(&out).contains("LEAK: www-data reaches mx.gmail.com port 25 over IPv6"));
+    assert!(stdout(&out).contains("LEAK: www-data reaches mx.gmail.com port 25 over IPv6"));
 
     let failing = script("fail.sh", "echo 'ufw: cannot parse line 7' >&2\nexit 3");
     let out = sandbox(&["sandbox", &story, "--setup", &failing]);
@@ -243,7 +245,7 @@ fn a_broken_ruleset_is_exit_2_with_the_loaders_message() {
         "{}",
         describe(&out)
     );
-    assert!(common::stdout(&out).is_empty(), "nothing was probed");
+    assert!(stdout(&out).is_empty(), "nothing was probed");
 
     let bad_nft = f.write(
         "bad.nft",
@@ -384,7 +386,7 @@ fn junit_counts_match_the_json_report() {
 
 #[test]
 fn netns_option_matches_ip_netns_exec() {
-    let Some(lab) = common::Lab::up() else { return };
+    let Some(lab) = Lab::up() else { return };
     lab.iptables(&[
         "-A",
         "OUTPUT",
@@ -400,7 +402,7 @@ fn netns_option_matches_ip_netns_exec() {
         "ACCEPT",
     ]);
     lab.iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"]);
-    let scenario = common::scenario(
+    let scenario = scenario(
         "timeout = \"1s\"\n[[target]]\nname = \"dual\"\nmx = \"dual.test\"\n\
          [[check]]\nas = [\"ec-postfix\"]\nexpect = \"allow\"\n\
          [[check]]\nas = [\"www-data\"]\nexpect = \"deny\"\n",
@@ -481,5 +483,5 @@ fn sandbox_without_root_is_exit_2_saying_so() {
     let out = as_www_data(&f.path("story.toml"));
     assert_eq!(code(&out), 2, "{}", describe(&out));
     assert!(stderr(&out).contains("needs root"), "{}", describe(&out));
-    assert!(common::stdout(&out).is_empty());
+    assert!(stdout(&out).is_empty());
 }

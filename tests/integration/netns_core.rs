@@ -9,10 +9,11 @@
 //! - Every sink listens on TCP 25 and 587; TCP 26 is closed.
 //! - Users `ec-postfix`, `ec-web`, `ec-suppl` (supplementary group `ec-mailers`), `www-data`.
 
-mod common;
-
-use common::{code, describe, exchanges_and_families, scenario, stderr, stdout, uid_of};
-use common::{Lab, ScenarioFile, LAB_DNS_V4, LAB_DNS_V6};
+use crate::util::fixtures::{scenario, ScenarioFile};
+use crate::util::lab::{Lab, LAB_DNS_V4, LAB_DNS_V6};
+use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::report::{exchanges_and_families, Report};
+use crate::util::users::uid_of;
 
 /// The story: ec-postfix may send mail, www-data may not; dual.test has two dual-stack MXs.
 const STORY: &str = r#"
@@ -66,7 +67,7 @@ fn mx_address(exchange: &str, family: &str) -> &'static str {
 /// Checks the identity fields of every probe of a `dual.test` report: uid, target, domain,
 /// port, exchange coverage and that each exchange was probed at its own address.
 #[track_caller]
-fn assert_dual_test_probes(report: &common::Report, users: &[(&str, &str)]) {
+fn assert_dual_test_probes(report: &Report, users: &[(&str, &str)]) {
     for &(user, expect) in users {
         let uid = uid_of(user);
         let probes = report.of_user(user);
@@ -198,7 +199,7 @@ table inet egress {
 /// Asserts that every probe of `target` (one per family) observed one of `observed`, passed,
 /// and went to the right address.
 #[track_caller]
-fn expect_target(report: &common::Report, target: &str, addrs: [&str; 2], observed: &[&str]) {
+fn expect_target(report: &Report, target: &str, addrs: [&str; 2], observed: &[&str]) {
     let probes: Vec<_> = report
         .probes
         .iter()
@@ -479,11 +480,7 @@ fn missing_family_is_inconclusive() {
 /// Runs an ad hoc deny check of `domain` as ec-web and asserts that every probe is
 /// inconclusive and the exit code is 3.
 #[track_caller]
-fn assert_dns_failure_inconclusive(
-    lab: &Lab,
-    domain: &str,
-    extra: &[&str],
-) -> (String, common::Report) {
+fn assert_dns_failure_inconclusive(lab: &Lab, domain: &str, extra: &[&str]) -> (String, Report) {
     let mut args = vec![
         "--as",
         "ec-web",
@@ -876,12 +873,12 @@ fn built_in_scenario_without_dns_answers_is_inconclusive() {
         "--as",
         "www-data",
         "--nameserver",
-        common::LAB_DNS_V4,
+        LAB_DNS_V4,
         "--format",
         "json",
     ]);
-    assert_eq!(common::code(&out), 3, "{}", common::describe(&out));
-    let report = common::Report::parse(&out);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    let report = Report::parse(&out);
     let domains: std::collections::BTreeSet<String> = report
         .probes
         .iter()

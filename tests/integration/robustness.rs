@@ -3,15 +3,13 @@
 //! probes in bounded descriptors and memory, SIGINT/SIGTERM/SIGKILL mid-run, and
 //! `--deadline`.
 //!
-//! Like `netns_core.rs`, these run the real binary as root; every probe goes only into a
+//! Like `netns_core`, these run the real binary as root; every probe goes only into a
 //! namespace lab of the test's own (`ci/lab`), never out of the machine. Missing
 //! prerequisites fail the tests; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1` (refused
 //! under `CI=true`).
 //!
 //! The scale tests print their measurements (wall time, peak memory, descriptors):
-//! `cargo test --test robustness ten_thousand -- --nocapture`.
-
-mod common;
+//! `cargo test --test integration ten_thousand -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -24,9 +22,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{
-    code, describe, ensure_lab_users, scenario, stderr, stdout, uid_of, Lab, ScenarioFile, BIN,
-};
+use crate::util::fixtures::{scenario, ScenarioFile};
+use crate::util::lab::{ensure_lab_users, Lab};
+use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::report::Report;
+use crate::util::users::uid_of;
+use crate::util::BIN;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -779,7 +780,7 @@ fn without_root_only_yourself_can_be_probed() {
         ],
     );
     assert_eq!(code(&out), 0, "probing as yourself\n{}", describe(&out));
-    let report = common::Report::parse(&out);
+    let report = Report::parse(&out);
     report.expect_probes("www-data", "ipv4", 1, &["connected"], "pass");
     assert_eq!(report.probes.len(), 1, "{:#?}", report.probes);
     assert_eq!(report.probes[0].uid, uid_of("www-data"));
@@ -1159,7 +1160,7 @@ expect = "allow"
         short(&out)
     );
     assert_eq!(code(&out), 0, "{}", short(&out));
-    let report = common::Report::parse(&out);
+    let report = Report::parse(&out);
     assert_eq!(report.probes.len(), planned, "every planned probe, once");
 
     let mut seen: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
