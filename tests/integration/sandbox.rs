@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::fixtures::scenario;
 use crate::util::lab::Lab;
+use crate::util::leftovers;
 use crate::util::process::{code, describe, stderr, stdout};
 use crate::util::report::Report;
 use crate::util::BIN;
@@ -74,43 +75,6 @@ impl Fixture {
     }
 }
 
-/// What a sandbox run by process `pid` could have left behind.
-fn leftovers(pid: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    let prefix = format!("ecsb-{pid}-");
-    let netns = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&netns.stdout).lines() {
-        if line.starts_with(&prefix) {
-            found.push(format!("namespace {line}"));
-        }
-    }
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&format!("/run/netns/{prefix}"))
-            || cmdline.contains(&format!("--parent {pid}"))
-        {
-            found.push(format!(
-                "process {}: {cmdline}",
-                entry.file_name().to_string_lossy()
-            ));
-        }
-    }
-    let temp = std::env::temp_dir();
-    for entry in std::fs::read_dir(&temp).expect("temp dir").flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("egress-check-sandbox-{pid}-")) {
-            found.push(format!("temp dir {name}"));
-        }
-    }
-    found
-}
-
 /// Runs `egress-check ARGS`, then checks that it left nothing behind.
 fn sandbox(args: &[&str]) -> Output {
     let child = Command::new(BIN)
@@ -122,7 +86,7 @@ fn sandbox(args: &[&str]) -> Output {
         .expect("start egress-check");
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for egress-check");
-    let left = leftovers(pid);
+    let left = leftovers::of_sandbox(pid);
     assert!(
         left.is_empty(),
         "left behind: {left:#?}\n{}",
@@ -319,7 +283,10 @@ fn sigint_mid_run_tears_everything_down() {
     let pid = child.id();
     // Wait until the run is under way: its workers exist.
     let start = Instant::now();
-    while !leftovers(pid).iter().any(|l| l.contains("__probe-as")) {
+    while !leftovers::of_sandbox(pid)
+        .iter()
+        .any(|l| l.contains("__probe-as"))
+    {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "no worker appeared"
@@ -346,7 +313,7 @@ fn sigint_mid_run_tears_everything_down() {
         "{}",
         describe(&out)
     );
-    let left = leftovers(pid);
+    let left = leftovers::of_sandbox(pid);
     assert!(left.is_empty(), "left behind after SIGINT: {left:#?}");
 }
 

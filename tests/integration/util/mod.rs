@@ -5,10 +5,14 @@
 //! - [`fixtures`]: scenario files (shipped, fixtures, temporary);
 //! - [`users`]: passwd lookups, and running the binary as another user;
 //! - [`process`]: running processes and rendering their output;
+//! - [`procfs`]: what `/proc` says about processes (workers, credentials, memory, fds);
+//! - [`leftovers`]: checks that a run left no namespace, process or temporary directory.
 
 pub mod fixtures;
 pub mod lab;
+pub mod leftovers;
 pub mod process;
+pub mod procfs;
 pub mod report;
 pub mod users;
 
