@@ -7,6 +7,7 @@
 mod fault_matrix;
 mod hostile_input;
 mod netns_core;
+mod private_checkout;
 mod robustness;
 mod sandbox;
 mod util;

@@ -27,7 +27,7 @@ use crate::util::leftovers::{assert_namespace_empty, assert_workers_gone};
 use crate::util::process::{code, describe, stderr, stdout, wait_for, Running};
 use crate::util::procfs::{self, running_since, start_time, workers_of};
 use crate::util::report::Report;
-use crate::util::users::{id_numbers, uid_of, unused_uid};
+use crate::util::users::{binary_for_other_users, id_numbers, uid_of, unused_uid};
 use crate::util::BIN;
 
 // ---------------------------------------------------------------------------------------
@@ -478,40 +478,6 @@ fn numeric_uid_needs_a_passwd_entry() {
 // 4. Without root
 // ---------------------------------------------------------------------------------------
 
-/// The binary, or a 0755 copy of it in a 0755 temporary directory when `uid` cannot reach
-/// it (e.g. `target/` below a directory only root may traverse).
-fn binary_for(uid: u64) -> (PathBuf, Option<tempfile::TempDir>) {
-    let reachable = Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "test",
-            "-x",
-            BIN,
-        ])
-        .stdin(Stdio::null())
-        .status()
-        .expect("run setpriv");
-    if reachable.success() {
-        return (PathBuf::from(BIN), None);
-    }
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .prefix("egress-check-bin")
-        .tempdir()
-        .expect("temporary directory");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.path().join("egress-check");
-    std::fs::copy(BIN, &copy).expect("copy the binary");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    eprintln!(
-        "{BIN} is not reachable by uid {uid}; using a copy at {}",
-        copy.display()
-    );
-    (copy, Some(dir))
-}
-
 /// Runs `bin ARGS` as `user` (setpriv: uid, gid and the user's groups; no capabilities) in
 /// the lab's host namespace.
 fn run_unprivileged(lab: &Lab, user: &str, bin: &Path, args: &[&str]) -> Output {
@@ -545,12 +511,14 @@ fn run_unprivileged(lab: &Lab, user: &str, bin: &Path, args: &[&str]) -> Output 
 fn without_root_only_yourself_can_be_probed() {
     let Some(lab) = Lab::up() else { return };
     count_port25(&lab);
-    let (bin, _keep) = binary_for(uid_of("www-data"));
+    // A copy www-data can execute wherever the checkout is.
+    let shared = binary_for_other_users();
+    let bin = shared.path();
 
     let out = run_unprivileged(
         &lab,
         "www-data",
-        &bin,
+        bin,
         &[
             "--as",
             "ec-web",
@@ -575,7 +543,7 @@ fn without_root_only_yourself_can_be_probed() {
     let out = run_unprivileged(
         &lab,
         "www-data",
-        &bin,
+        bin,
         &[
             "--as",
             "www-data",

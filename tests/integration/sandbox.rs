@@ -9,6 +9,7 @@ use crate::util::lab::Lab;
 use crate::util::leftovers;
 use crate::util::process::{code, describe, stderr, stdout};
 use crate::util::report::Report;
+use crate::util::users::binary_for_other_users;
 use crate::util::BIN;
 
 /// The story's policy with a short timeout; the users are those `ci/lab` creates.
@@ -431,9 +432,13 @@ fn sandbox_without_root_is_exit_2_saying_so() {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
     }
+    // A copy www-data can execute wherever the checkout is.
+    let shared = binary_for_other_users();
     let as_www_data = |scenario: &str| {
         Command::new("runuser")
-            .args(["-u", "www-data", "--", BIN, "sandbox", scenario])
+            .args(["-u", "www-data", "--"])
+            .arg(shared.path())
+            .args(["sandbox", scenario])
             .stdin(Stdio::null())
             .output()
             .expect("runuser")

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use super::process::{describe, run_ok};
 use super::report::Report;
+use super::users::binary_for_other_users;
 use super::BIN;
 
 /// The lab's DNS server (dnsmasq in the simulated internet), IPv4.
@@ -247,28 +248,38 @@ impl Lab {
 
     /// Runs `egress-check ARGS` as root in the host namespace (bounded in time).
     pub fn run(&self, args: &[&str]) -> Output {
-        self.run_as_root_or(None, args)
+        self.run_as_root_or(None, Path::new(BIN), args)
     }
 
     /// Runs `egress-check ARGS` as the unprivileged `user` in the host namespace.
+    ///
+    /// Runs the [shared copy](binary_for_other_users) of the binary: `user` may not be able
+    /// to reach `target/` (a checkout in a private directory).
     pub fn run_as(&self, user: &str, args: &[&str]) -> Output {
-        self.run_as_root_or(Some(user), args)
+        let shared = binary_for_other_users();
+        self.run_binary_as(user, shared.path(), args)
     }
 
-    fn run_as_root_or(&self, user: Option<&str>, args: &[&str]) -> Output {
+    /// Runs the binary at `bin` with `ARGS` as `user` in the host namespace, as
+    /// [`Lab::run_as`] does.
+    pub fn run_binary_as(&self, user: &str, bin: &Path, args: &[&str]) -> Output {
+        self.run_as_root_or(Some(user), bin, args)
+    }
+
+    fn run_as_root_or(&self, user: Option<&str>, bin: &Path, args: &[&str]) -> Output {
         let mut cmd = Command::new("timeout");
         cmd.args(["--kill-after=10", RUN_LIMIT_SECS, "ip", "netns", "exec"])
             .arg(self.host_ns());
         if let Some(user) = user {
             cmd.args(["runuser", "-u", user, "--"]);
         }
-        cmd.arg(BIN)
+        cmd.arg(bin)
             .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         let out = cmd
             .output()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         if out.status.code() == Some(124) || out.status.code() == Some(137) {
             panic!(
                 "egress-check {} did not finish within {RUN_LIMIT_SECS}s\n{}",

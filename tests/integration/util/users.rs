@@ -1,9 +1,20 @@
-//! Users of the passwd database that the tests probe as, and running the binary as one of
-//! them.
+//! Users of the passwd database that the tests probe as, and a copy of the binary that
+//! they can execute.
+//!
+//! A test that runs `egress-check` as another user (`runuser`, `setpriv`) cannot run
+//! `target/debug/egress-check` in place: a checkout in `/root` or any other private
+//! directory (mode 0700) cannot be traversed by that user, and the exec fails with EACCES.
+//! [`binary_for_other_users`] runs a copy instead, in a directory of its own that everyone
+//! may enter. Runs as root need no copy: the tool re-executes itself through
+//! `/proc/self/exe` while still root and drops privileges only inside that worker.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::process::{describe, run_ok, stdout};
+use super::BIN;
 
 /// The uid of `user` according to the passwd database.
 pub fn uid_of(user: &str) -> u64 {
@@ -53,4 +64,78 @@ pub fn unused_uid() -> u32 {
     (12345..13345)
         .find(|uid| !has_passwd_entry(&uid.to_string()))
         .expect("some uid in 12345..13345 has no passwd entry")
+}
+
+/// An unprivileged uid with no capability, to check that a copy is executable by anyone
+/// (`nobody` on Debian; `setpriv` needs no passwd entry for it).
+const ANY_USER_UID: &str = "65534";
+
+/// A copy of an `egress-check` binary that every user may execute: a 0755 file in a 0755
+/// directory created for it under the temporary directory (`TMPDIR`, else `/tmp`), which is
+/// removed when this is dropped.
+pub struct SharedBinary {
+    /// Removed on drop.
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl SharedBinary {
+    /// Copies `source` and checks that an unprivileged user can run the copy (panics,
+    /// naming the directory, when it cannot: e.g. a private `TMPDIR`, or a `noexec` mount).
+    pub fn copy_of(source: &Path) -> SharedBinary {
+        let dir = tempfile::Builder::new()
+            .prefix("egress-check-bin-")
+            .tempdir()
+            .expect("create a directory for the shared copy of the binary");
+        // tempfile creates it 0700: only the owner could enter.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod 0755 the shared binary's directory");
+        let path = dir.path().join("egress-check");
+        std::fs::copy(source, &path)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", source.display(), path.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod 0755 the shared binary");
+        let shared = SharedBinary { _dir: dir, path };
+        let check = Command::new("setpriv")
+            .args([
+                &format!("--reuid={ANY_USER_UID}"),
+                &format!("--regid={ANY_USER_UID}"),
+                "--clear-groups",
+            ])
+            .arg(&shared.path)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run setpriv");
+        assert!(
+            check.status.success(),
+            "uid {ANY_USER_UID} cannot run the copy of the binary at {}: every directory \
+             above it must be searchable by all and its file system must allow exec (set \
+             TMPDIR to another directory)\n{}",
+            shared.path.display(),
+            describe(&check)
+        );
+        shared
+    }
+
+    /// The copy's full path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The binary under test as a [`SharedBinary`], for running it as another user.
+///
+/// Tests that hold it at the same time share one copy; the copy is removed when the last of
+/// them lets go, so nothing is left in the temporary directory after the suite.
+pub fn binary_for_other_users() -> Arc<SharedBinary> {
+    static CURRENT: Mutex<Weak<SharedBinary>> = Mutex::new(Weak::new());
+    // A test that panicked while holding the lock left a usable value behind.
+    let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = current.upgrade() {
+        return shared;
+    }
+    let shared = Arc::new(SharedBinary::copy_of(Path::new(BIN)));
+    *current = Arc::downgrade(&shared);
+    shared
 }
