@@ -11,7 +11,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use super::process::{describe, run_ok, stdout};
 use super::BIN;
@@ -138,4 +139,52 @@ pub fn binary_for_other_users() -> Arc<SharedBinary> {
     let shared = Arc::new(SharedBinary::copy_of(Path::new(BIN)));
     *current = Arc::downgrade(&shared);
     shared
+}
+
+/// Makes sure the users that the shipped story (`scenarios/story.toml` and its rulesets)
+/// names exist: `postfix` and `www-data`. A mail server has them already; where one is
+/// missing it is created as a system user without a home or login shell, as `ci/demo` does.
+///
+/// Needs root; call it after the lab's prerequisites were checked.
+pub fn ensure_story_users() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        for user in ["postfix", "www-data"] {
+            ensure_system_user(user);
+        }
+    });
+}
+
+/// Creates the system user `user` unless the passwd database has it.
+fn ensure_system_user(user: &str) {
+    let mut last = None;
+    // useradd does not wait for the passwd lock that a parallel useradd (the lab creating
+    // its users) may hold: it fails, and a later attempt succeeds.
+    for _ in 0..10 {
+        if has_passwd_entry(user) {
+            return;
+        }
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run useradd");
+        if out.status.success() {
+            eprintln!("created system user {user} (the shipped story names it)");
+            return;
+        }
+        last = Some(out);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let last = last.expect("at least one attempt");
+    panic!(
+        "cannot create the system user {user} that scenarios/story.toml names\n{}",
+        describe(&last)
+    );
 }
