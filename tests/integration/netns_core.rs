@@ -9,31 +9,15 @@
 //! - Every sink listens on TCP 25 and 587; TCP 26 is closed.
 //! - Users `ec-postfix`, `ec-web`, `ec-suppl` (supplementary group `ec-mailers`), `www-data`.
 
-use crate::util::fixtures::{scenario, ScenarioFile};
+use crate::util::fixtures::{fixture, fixture_text, scenario, ScenarioFile};
 use crate::util::lab::{Lab, LAB_DNS_V4, LAB_DNS_V6};
 use crate::util::process::{code, describe, stderr, stdout};
 use crate::util::report::{exchanges_and_families, Report};
 use crate::util::users::uid_of;
 
-/// The story: ec-postfix may send mail, www-data may not; dual.test has two dual-stack MXs.
-const STORY: &str = r#"
-timeout = "1s"
-
-[[target]]
-name = "mail"
-mx = "dual.test"
-ports = [25]
-
-[[check]]
-as = ["ec-postfix"]
-to = ["mail"]
-expect = "allow"
-
-[[check]]
-as = ["www-data"]
-to = ["mail"]
-expect = "deny"
-"#;
+/// The story on the lab's names (`tests/fixtures/lab/story.toml`): ec-postfix may send
+/// mail, www-data may not; dual.test has two dual-stack MXs.
+const STORY: &str = "lab/story.toml";
 
 /// The story's firewall: only ec-postfix may connect to port 25.
 const STORY_RULES: [&[&str]; 2] = [
@@ -108,9 +92,9 @@ fn story_iptables_only_leaks_over_ipv6() {
     for rule in STORY_RULES {
         lab.iptables(rule);
     }
-    let file = scenario(STORY);
+    let file = fixture(STORY);
 
-    let (out, report) = lab.run_json(&["run", file.path()]);
+    let (out, report) = lab.run_json(&["run", &file]);
     assert_eq!(
         code(&out),
         1,
@@ -127,7 +111,7 @@ fn story_iptables_only_leaks_over_ipv6() {
         (6, 2, 0)
     );
 
-    let out = lab.run(&["run", file.path()]);
+    let out = lab.run(&["run", &file]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
     let text = stdout(&out);
     assert!(
@@ -146,9 +130,9 @@ fn story_iptables_and_ip6tables_pass() {
     for rule in STORY_RULES {
         lab.ip46tables(rule);
     }
-    let file = scenario(STORY);
+    let file = fixture(STORY);
 
-    let (out, report) = lab.run_json(&["run", file.path()]);
+    let (out, report) = lab.run_json(&["run", &file]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     assert_dual_test_probes(&report, &[("ec-postfix", "allow"), ("www-data", "deny")]);
     report.expect_probes("ec-postfix", "ipv4", 2, &["connected"], "pass");
@@ -160,7 +144,7 @@ fn story_iptables_and_ip6tables_pass() {
         (8, 0, 0)
     );
 
-    let out = lab.run(&["run", file.path()]);
+    let out = lab.run(&["run", &file]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     assert!(
         !stdout(&out).contains("LEAK"),
@@ -173,19 +157,12 @@ fn story_iptables_and_ip6tables_pass() {
 #[test]
 fn story_nftables_inet_table_passes() {
     let Some(lab) = Lab::up() else { return };
-    lab.nft_file(
-        r#"
-table inet egress {
-    chain output {
-        type filter hook output priority 0; policy accept;
-        tcp dport 25 meta skuid "ec-postfix" accept
-        tcp dport 25 drop
-    }
-}
-"#,
-    );
+    lab.nft_file(&fixture_text("lab/story-inet.nft"));
     // This time the scenario names the nameserver instead of relying on resolv.conf.
-    let file = scenario(&format!("nameserver = \"{LAB_DNS_V4}\"\n{STORY}"));
+    let file = scenario(&format!(
+        "nameserver = \"{LAB_DNS_V4}\"\n{}",
+        fixture_text(STORY)
+    ));
 
     let (out, report) = lab.run_json(&["run", file.path()]);
     assert_eq!(code(&out), 0, "{}", describe(&out));

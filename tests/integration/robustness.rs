@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::fixtures::{scenario, ScenarioFile};
+use crate::util::fixtures::{fixture, fixture_text, scenario};
 use crate::util::lab::{ensure_lab_users, Lab};
 use crate::util::leftovers::{assert_namespace_empty, assert_workers_gone};
 use crate::util::process::{code, describe, stderr, stdout, wait_for, Running};
@@ -263,7 +263,7 @@ fn diagnose_shows_a_complete_irreversible_drop() {
 fn running_worker_holds_nothing_of_root() {
     let Some(lab) = Lab::up() else { return };
     hang_and_reset(&lab);
-    let file = scenario(&HANGING.replace("ec-web", "ec-suppl"));
+    let file = scenario(&fixture_text(HANGING).replace("ec-web", "ec-suppl"));
     let uid = id_numbers("-u", "ec-suppl")[0].to_string();
     let gid = id_numbers("-g", "ec-suppl")[0].to_string();
     let groups: BTreeSet<u32> = id_numbers("-G", "ec-suppl").into_iter().collect();
@@ -1024,24 +1024,9 @@ fn hang_and_reset(lab: &Lab) {
     }
 }
 
-/// Probes that hang for 20 s, and probes that finish at once, as ec-web.
-const HANGING: &str = r#"
-timeout = "20s"
-
-[[target]]
-name = "hang"
-address = ["203.0.113.10", "2001:db8:200::10"]
-ports = [25]
-
-[[target]]
-name = "fast"
-address = ["203.0.113.11", "2001:db8:200::11"]
-ports = [25]
-
-[[check]]
-as = ["ec-web"]
-expect = "deny"
-"#;
+/// Probes that hang for 20 s, and probes that finish at once, as ec-web (with the rules of
+/// [`hang_and_reset`]).
+const HANGING: &str = "lab/hanging.toml";
 
 /// The line of the human report that shows `endpoint`.
 fn report_line<'a>(text: &'a str, endpoint: &str) -> &'a str {
@@ -1057,16 +1042,15 @@ fn report_line<'a>(text: &'a str, endpoint: &str) -> &'a str {
 /// Starts a hanging run, sends `signal` to the parent once its worker runs, and checks the
 /// exit code, the partial report on stderr and that no worker survives.
 /// Starts `egress-check run HANGING --format json` in the lab's host namespace and waits until
-/// its workers exist; returns the run, its pid, its workers with their start times, and the
-/// scenario file (kept alive for as long as the run may need it).
-fn start_hanging_run(lab: &Lab) -> (Running, u32, Vec<(u32, u64)>, ScenarioFile) {
+/// its workers exist; returns the run, its pid, and its workers with their start times.
+fn start_hanging_run(lab: &Lab) -> (Running, u32, Vec<(u32, u64)>) {
     hang_and_reset(lab);
-    let file = scenario(HANGING);
+    let file = fixture(HANGING);
     // No wrapper: `ip netns exec` execs the binary, so this pid is egress-check's.
     let running = Running::spawn(
         Command::new("ip")
             .args(["netns", "exec", &lab.host_ns(), BIN])
-            .args(["run", file.path(), "--format", "json"])
+            .args(["run", &file, "--format", "json"])
             .env("NO_COLOR", "1"),
     );
     let pid = running.pid();
@@ -1085,12 +1069,12 @@ fn start_hanging_run(lab: &Lab) -> (Running, u32, Vec<(u32, u64)>, ScenarioFile)
         .into_iter()
         .filter_map(|w| Some((w, start_time(w)?)))
         .collect();
-    (running, pid, workers, file)
+    (running, pid, workers)
 }
 
 fn interrupt_run(signal: nix::sys::signal::Signal, reason: &str) {
     let Some(lab) = Lab::up() else { return };
-    let (running, pid, workers, _scenario) = start_hanging_run(&lab);
+    let (running, pid, workers) = start_hanging_run(&lab);
     // Give the fast probes time to finish; the hanging ones have 19 s left.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -1165,7 +1149,7 @@ fn sigterm_reports_what_finished_and_leaves_no_worker() {
 #[test]
 fn sigkill_of_the_parent_takes_its_workers_along() {
     let Some(lab) = Lab::up() else { return };
-    let (running, pid, workers, _scenario) = start_hanging_run(&lab);
+    let (running, pid, workers) = start_hanging_run(&lab);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         workers.iter().all(|&(w, t)| running_since(w, t)),
@@ -1195,10 +1179,10 @@ fn sigkill_of_the_parent_takes_its_workers_along() {
 fn deadline_makes_pending_probes_inconclusive() {
     let Some(lab) = Lab::up() else { return };
     hang_and_reset(&lab);
-    let file = scenario(HANGING);
+    let file = fixture(HANGING);
 
     let start = Instant::now();
-    let (out, report) = lab.run_json(&["run", file.path(), "--deadline", "2s"]);
+    let (out, report) = lab.run_json(&["run", &file, "--deadline", "2s"]);
     let took = start.elapsed();
     eprintln!("--deadline 2s run took {took:?}");
     assert_eq!(
