@@ -3,20 +3,17 @@
 //! probes in bounded descriptors and memory, SIGINT/SIGTERM/SIGKILL mid-run, and
 //! `--deadline`.
 //!
-//! Like `netns_core.rs`, these run the real binary as root; every probe goes only into a
+//! Like `netns_core`, these run the real binary as root; every probe goes only into a
 //! namespace lab of the test's own (`ci/lab`), never out of the machine. Missing
 //! prerequisites fail the tests; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1` (refused
 //! under `CI=true`).
 //!
 //! The scale tests print their measurements (wall time, peak memory, descriptors):
-//! `cargo test --test robustness ten_thousand -- --nocapture`.
-
-mod common;
+//! `cargo test --test integration ten_thousand -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,51 +21,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{
-    code, describe, ensure_lab_users, scenario, stderr, stdout, uid_of, Lab, ScenarioFile, BIN,
-};
+use crate::util::fixtures::{fixture, fixture_text, scenario};
+use crate::util::lab::{ensure_lab_users, Lab};
+use crate::util::leftovers::{assert_namespace_empty, assert_workers_gone};
+use crate::util::process::{code, describe, stderr, stdout, wait_for, Running};
+use crate::util::procfs::{self, running_since, start_time, workers_of};
+use crate::util::report::Report;
+use crate::util::users::{binary_for_other_users, id_numbers, uid_of, unused_uid};
+use crate::util::BIN;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// Output of `id FLAG USER` as a list of numbers.
-fn id_numbers(flag: &str, user: &str) -> Vec<u32> {
-    let out = Command::new("id")
-        .args([flag, user])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("id {flag} {user}: {e}"));
-    assert!(out.status.success(), "id {flag} {user}\n{}", describe(&out));
-    stdout(&out)
-        .split_whitespace()
-        .map(|n| {
-            n.parse()
-                .unwrap_or_else(|e| panic!("id {flag} {user}: {n:?}: {e}"))
-        })
-        .collect()
-}
-
-/// Whether `getent passwd KEY` knows `key`.
-fn has_passwd_entry(key: &str) -> bool {
-    let out = Command::new("getent")
-        .args(["passwd", key])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run getent");
-    match out.status.code() {
-        Some(0) => true,
-        Some(2) => false,
-        _ => panic!("getent passwd {key}\n{}", describe(&out)),
-    }
-}
-
-/// A uid, 12345 or the next one above it, that the passwd database does not know.
-fn unused_uid() -> u32 {
-    (12345..13345)
-        .find(|uid| !has_passwd_entry(&uid.to_string()))
-        .expect("some uid in 12345..13345 has no passwd entry")
-}
 
 /// Adds a counting-only rule (no target) for TCP to port 25 in the host namespace's OUTPUT
 /// chain for both families, so that [`port25_packets`] can tell whether anything was sent.
@@ -90,137 +54,6 @@ fn port25_packets(lab: &Lab) -> u64 {
                 .unwrap_or_else(|| panic!("{tool} -L OUTPUT 1: unexpected output {text:?}"))
         })
         .sum()
-}
-
-/// Processes (not zombies) whose command line is `... __probe-as USER --parent PARENT`.
-fn workers_of(parent: u32) -> Vec<u32> {
-    let parent = parent.to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // A zombie's cmdline is empty, so it never matches.
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                return false;
-            };
-            let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-            args.iter().any(|a| *a == b"__probe-as")
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == b"--parent" && w[1] == parent.as_bytes())
-        })
-        .collect()
-}
-
-/// Pids of the processes that live in network namespace `ns` (`ip netns pids`).
-fn netns_pids(ns: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "pids", ns])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ip netns pids");
-    assert!(
-        out.status.success(),
-        "ip netns pids {ns}\n{}",
-        describe(&out)
-    );
-    stdout(&out).split_whitespace().map(String::from).collect()
-}
-
-/// The fields of `/proc/PID/stat` after the command name (state first).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    Some(rest.split_whitespace().map(String::from).collect())
-}
-
-/// When process `pid` started (clock ticks after boot), to tell it from a later one that
-/// reuses the pid.
-fn start_time(pid: u32) -> Option<u64> {
-    stat_fields(pid)?.get(19)?.parse().ok()
-}
-
-/// Whether the process `pid` that started at `started` still exists and is not a zombie.
-fn running_since(pid: u32, started: u64) -> bool {
-    stat_fields(pid).is_some_and(|f| {
-        f.get(19).and_then(|t| t.parse::<u64>().ok()) == Some(started)
-            && !matches!(f.first().map(String::as_str), Some("Z" | "X" | "x"))
-    })
-}
-
-/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A started child whose stdout and stderr are drained by threads (so it never blocks on a
-/// full pipe), with a bounded wait.
-struct Running {
-    child: Child,
-    out: JoinHandle<Vec<u8>>,
-    err: JoinHandle<Vec<u8>>,
-}
-
-impl Running {
-    fn spawn(cmd: &mut Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let drain = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = r.read_to_end(&mut buf);
-                buf
-            })
-        };
-        let out = drain(Box::new(child.stdout.take().expect("piped")));
-        let err = drain(Box::new(child.stderr.take().expect("piped")));
-        Running { child, out, err }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits up to `limit`; on expiry kills the child and returns `Err` with its output.
-    fn wait(mut self, limit: Duration) -> Result<Output, Output> {
-        let start = Instant::now();
-        let finished = loop {
-            match self.child.try_wait().expect("try_wait") {
-                Some(_) => break true,
-                None if start.elapsed() > limit => break false,
-                None => std::thread::sleep(Duration::from_millis(10)),
-            }
-        };
-        if !finished {
-            let _ = self.child.kill();
-        }
-        let status = self.child.wait().expect("wait");
-        let out = Output {
-            status,
-            stdout: self.out.join().expect("stdout reader"),
-            stderr: self.err.join().expect("stderr reader"),
-        };
-        if finished {
-            Ok(out)
-        } else {
-            Err(out)
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -421,16 +254,6 @@ fn diagnose_shows_a_complete_irreversible_drop() {
     assert_ne!(id_numbers("-g", "ec-suppl")[0], mailers_gid);
 }
 
-/// Fields of `/proc/PID/status` as text, by name.
-fn proc_status(pid: u32) -> HashMap<String, String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
 /// Test 1b: the same, seen from outside and during a real run. The parent is started with a
 /// leaked `/etc/shadow` descriptor and secrets in its environment; while its worker (as
 /// ec-suppl) waits on a dropped connect, the kernel's view of the worker (`/proc/PID`) shows
@@ -440,7 +263,7 @@ fn proc_status(pid: u32) -> HashMap<String, String> {
 fn running_worker_holds_nothing_of_root() {
     let Some(lab) = Lab::up() else { return };
     hang_and_reset(&lab);
-    let file = scenario(&HANGING.replace("ec-web", "ec-suppl"));
+    let file = scenario(&fixture_text(HANGING).replace("ec-web", "ec-suppl"));
     let uid = id_numbers("-u", "ec-suppl")[0].to_string();
     let gid = id_numbers("-g", "ec-suppl")[0].to_string();
     let groups: BTreeSet<u32> = id_numbers("-G", "ec-suppl").into_iter().collect();
@@ -461,7 +284,7 @@ fn running_worker_holds_nothing_of_root() {
     let dropped = wait_for(Duration::from_secs(30), || {
         worker = workers_of(pid).first().copied();
         worker.is_some_and(|w| {
-            let s = proc_status(w);
+            let s = procfs::status(w);
             s.get("Uid")
                 .is_some_and(|u| u.split_whitespace().all(|x| x == uid))
                 && s.get("NoNewPrivs").is_some_and(|n| n == "1")
@@ -470,27 +293,17 @@ fn running_worker_holds_nothing_of_root() {
     // Once the drop is done the worker connects; give it a moment to get there.
     std::thread::sleep(Duration::from_millis(500));
     let snapshot = worker.filter(|_| dropped).map(|w| {
-        let fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{w}/fd"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| {
-                        let target = std::fs::read_link(e.path())
-                            .map_or_else(|e| format!("? {e}"), |t| t.display().to_string());
-                        (e.file_name().to_string_lossy().into_owned(), target)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let fds = procfs::fds(w);
         (
             w,
-            proc_status(w),
-            std::fs::read(format!("/proc/{w}/environ")).unwrap_or_default(),
-            std::fs::read_link(format!("/proc/{w}/cwd")).ok(),
+            procfs::status(w),
+            procfs::environ(w),
+            procfs::cwd(w),
             fds,
         )
     });
     // The parent's own view, for the record: it did inherit the leak.
-    let parent_leak = std::fs::read_link(format!("/proc/{pid}/fd/7")).ok();
+    let parent_leak = procfs::fd_target(pid, 7);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -665,40 +478,6 @@ fn numeric_uid_needs_a_passwd_entry() {
 // 4. Without root
 // ---------------------------------------------------------------------------------------
 
-/// The binary, or a 0755 copy of it in a 0755 temporary directory when `uid` cannot reach
-/// it (e.g. `target/` below a directory only root may traverse).
-fn binary_for(uid: u64) -> (PathBuf, Option<tempfile::TempDir>) {
-    let reachable = Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "test",
-            "-x",
-            BIN,
-        ])
-        .stdin(Stdio::null())
-        .status()
-        .expect("run setpriv");
-    if reachable.success() {
-        return (PathBuf::from(BIN), None);
-    }
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .prefix("egress-check-bin")
-        .tempdir()
-        .expect("temporary directory");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.path().join("egress-check");
-    std::fs::copy(BIN, &copy).expect("copy the binary");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    eprintln!(
-        "{BIN} is not reachable by uid {uid}; using a copy at {}",
-        copy.display()
-    );
-    (copy, Some(dir))
-}
-
 /// Runs `bin ARGS` as `user` (setpriv: uid, gid and the user's groups; no capabilities) in
 /// the lab's host namespace.
 fn run_unprivileged(lab: &Lab, user: &str, bin: &Path, args: &[&str]) -> Output {
@@ -732,12 +511,14 @@ fn run_unprivileged(lab: &Lab, user: &str, bin: &Path, args: &[&str]) -> Output 
 fn without_root_only_yourself_can_be_probed() {
     let Some(lab) = Lab::up() else { return };
     count_port25(&lab);
-    let (bin, _keep) = binary_for(uid_of("www-data"));
+    // A copy www-data can execute wherever the checkout is.
+    let shared = binary_for_other_users();
+    let bin = shared.path();
 
     let out = run_unprivileged(
         &lab,
         "www-data",
-        &bin,
+        bin,
         &[
             "--as",
             "ec-web",
@@ -762,7 +543,7 @@ fn without_root_only_yourself_can_be_probed() {
     let out = run_unprivileged(
         &lab,
         "www-data",
-        &bin,
+        bin,
         &[
             "--as",
             "www-data",
@@ -779,7 +560,7 @@ fn without_root_only_yourself_can_be_probed() {
         ],
     );
     assert_eq!(code(&out), 0, "probing as yourself\n{}", describe(&out));
-    let report = common::Report::parse(&out);
+    let report = Report::parse(&out);
     report.expect_probes("www-data", "ipv4", 1, &["connected"], "pass");
     assert_eq!(report.probes.len(), 1, "{:#?}", report.probes);
     assert_eq!(report.probes[0].uid, uid_of("www-data"));
@@ -812,37 +593,6 @@ struct TreeWatch {
     handle: JoinHandle<TreePeak>,
 }
 
-fn status_kib(status: &str, key: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn descendants(root: u32) -> Vec<u32> {
-    let mut all = vec![root];
-    let mut i = 0;
-    while i < all.len() {
-        let pid = all[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                all.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    all
-}
-
 impl TreeWatch {
     fn start(root: u32) -> TreeWatch {
         let stop = Arc::new(AtomicBool::new(false));
@@ -859,34 +609,28 @@ impl TreeWatch {
                 if sample_fds {
                     next_fd_sample = Instant::now() + Duration::from_millis(50);
                 }
-                for pid in descendants(root) {
-                    if std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_ref() != Some(&exe) {
+                for pid in procfs::descendants(root) {
+                    if procfs::exe(pid).as_ref() != Some(&exe) {
                         continue;
                     }
-                    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                    let status = procfs::status(pid);
+                    if status.is_empty() {
                         continue;
-                    };
-                    sum += status_kib(&status, "VmRSS:").unwrap_or(0);
+                    }
+                    sum += procfs::status_kib(&status, "VmRSS").unwrap_or(0);
                     let h = hwm.entry(pid).or_default();
-                    *h = (*h).max(status_kib(&status, "VmHWM:").unwrap_or(0));
+                    *h = (*h).max(procfs::status_kib(&status, "VmHWM").unwrap_or(0));
                     if sample_fds {
-                        let is_worker = std::fs::read(format!("/proc/{pid}/cmdline"))
-                            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"__probe-as"));
-                        let fds =
-                            std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+                        let is_worker = procfs::cmdline(pid).is_some_and(|a| procfs::is_worker(&a));
+                        let fds = procfs::fd_count(pid);
                         let role = if is_worker { "worker" } else { "parent" };
                         if is_worker {
                             peak.worker_max_fds = peak.worker_max_fds.max(fds);
                         } else {
                             peak.parent_max_fds = peak.parent_max_fds.max(fds);
                         }
-                        if let Ok(limits) = std::fs::read_to_string(format!("/proc/{pid}/limits")) {
-                            if let Some(l) =
-                                limits.lines().find(|l| l.starts_with("Max open files"))
-                            {
-                                let soft = l.split_whitespace().nth(3).unwrap_or("?");
-                                peak.limits.insert(format!("{role} {soft}"));
-                            }
+                        if let Some(soft) = procfs::nofile_soft_limit(pid) {
+                            peak.limits.insert(format!("{role} {soft}"));
                         }
                     }
                 }
@@ -1159,7 +903,7 @@ expect = "allow"
         short(&out)
     );
     assert_eq!(code(&out), 0, "{}", short(&out));
-    let report = common::Report::parse(&out);
+    let report = Report::parse(&out);
     assert_eq!(report.probes.len(), planned, "every planned probe, once");
 
     let mut seen: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
@@ -1280,24 +1024,9 @@ fn hang_and_reset(lab: &Lab) {
     }
 }
 
-/// Probes that hang for 20 s, and probes that finish at once, as ec-web.
-const HANGING: &str = r#"
-timeout = "20s"
-
-[[target]]
-name = "hang"
-address = ["203.0.113.10", "2001:db8:200::10"]
-ports = [25]
-
-[[target]]
-name = "fast"
-address = ["203.0.113.11", "2001:db8:200::11"]
-ports = [25]
-
-[[check]]
-as = ["ec-web"]
-expect = "deny"
-"#;
+/// Probes that hang for 20 s, and probes that finish at once, as ec-web (with the rules of
+/// [`hang_and_reset`]).
+const HANGING: &str = "lab/hanging.toml";
 
 /// The line of the human report that shows `endpoint`.
 fn report_line<'a>(text: &'a str, endpoint: &str) -> &'a str {
@@ -1313,23 +1042,21 @@ fn report_line<'a>(text: &'a str, endpoint: &str) -> &'a str {
 /// Starts a hanging run, sends `signal` to the parent once its worker runs, and checks the
 /// exit code, the partial report on stderr and that no worker survives.
 /// Starts `egress-check run HANGING --format json` in the lab's host namespace and waits until
-/// its workers exist; returns the run, its pid, its workers with their start times, and the
-/// scenario file (kept alive for as long as the run may need it).
-fn start_hanging_run(lab: &Lab) -> (Running, u32, Vec<(u32, u64)>, ScenarioFile) {
+/// its workers exist; returns the run, its pid, and its workers with their start times.
+fn start_hanging_run(lab: &Lab) -> (Running, u32, Vec<(u32, u64)>) {
     hang_and_reset(lab);
-    let file = scenario(HANGING);
+    let file = fixture(HANGING);
     // No wrapper: `ip netns exec` execs the binary, so this pid is egress-check's.
     let running = Running::spawn(
         Command::new("ip")
             .args(["netns", "exec", &lab.host_ns(), BIN])
-            .args(["run", file.path(), "--format", "json"])
+            .args(["run", &file, "--format", "json"])
             .env("NO_COLOR", "1"),
     );
     let pid = running.pid();
     let exe = std::fs::canonicalize(BIN).unwrap();
     let started = wait_for(Duration::from_secs(30), || {
-        std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(exe.clone())
-            && !workers_of(pid).is_empty()
+        procfs::exe(pid) == Some(exe.clone()) && !workers_of(pid).is_empty()
     });
     if !started {
         let out = running.wait(Duration::ZERO);
@@ -1342,30 +1069,12 @@ fn start_hanging_run(lab: &Lab) -> (Running, u32, Vec<(u32, u64)>, ScenarioFile)
         .into_iter()
         .filter_map(|w| Some((w, start_time(w)?)))
         .collect();
-    (running, pid, workers, file)
-}
-
-/// Asserts that none of `workers` runs any more and the lab's host namespace is empty.
-fn assert_workers_gone(lab: &Lab, workers: &[(u32, u64)], after: &str) {
-    for &(w, started) in workers {
-        assert!(
-            wait_for(Duration::from_secs(3), || !running_since(w, started)),
-            "worker {w} still runs after {after}: {:?}",
-            std::fs::read_to_string(format!("/proc/{w}/stat"))
-        );
-    }
-    assert!(
-        wait_for(Duration::from_secs(3), || netns_pids(&lab.host_ns())
-            .is_empty()),
-        "processes left in {} after {after} (workers were {workers:?}): {:?}",
-        lab.host_ns(),
-        netns_pids(&lab.host_ns())
-    );
+    (running, pid, workers)
 }
 
 fn interrupt_run(signal: nix::sys::signal::Signal, reason: &str) {
     let Some(lab) = Lab::up() else { return };
-    let (running, pid, workers, _scenario) = start_hanging_run(&lab);
+    let (running, pid, workers) = start_hanging_run(&lab);
     // Give the fast probes time to finish; the hanging ones have 19 s left.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -1419,7 +1128,7 @@ fn interrupt_run(signal: nix::sys::signal::Signal, reason: &str) {
         "workers of {pid} survived the {signal}: {:?}",
         workers_of(pid)
     );
-    assert_workers_gone(&lab, &workers, &format!("the {signal}"));
+    assert_workers_gone(&lab.host_ns(), &workers, &format!("the {signal}"));
 }
 
 /// Test 6a: SIGINT mid-run: exit 130 within seconds, the partial report on stderr with the
@@ -1440,7 +1149,7 @@ fn sigterm_reports_what_finished_and_leaves_no_worker() {
 #[test]
 fn sigkill_of_the_parent_takes_its_workers_along() {
     let Some(lab) = Lab::up() else { return };
-    let (running, pid, workers, _scenario) = start_hanging_run(&lab);
+    let (running, pid, workers) = start_hanging_run(&lab);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         workers.iter().all(|&(w, t)| running_since(w, t)),
@@ -1455,7 +1164,11 @@ fn sigkill_of_the_parent_takes_its_workers_along() {
         .wait(Duration::from_secs(10))
         .unwrap_or_else(|out| panic!("no exit after SIGKILL\n{}", describe(&out)));
     assert_eq!(out.status.code(), None, "{}", describe(&out));
-    assert_workers_gone(&lab, &workers, &format!("SIGKILL of the parent {pid}"));
+    assert_workers_gone(
+        &lab.host_ns(),
+        &workers,
+        &format!("SIGKILL of the parent {pid}"),
+    );
 }
 
 /// Test 7: `--deadline 2s` with probes that would hang for 20 s: the run ends after about
@@ -1466,10 +1179,10 @@ fn sigkill_of_the_parent_takes_its_workers_along() {
 fn deadline_makes_pending_probes_inconclusive() {
     let Some(lab) = Lab::up() else { return };
     hang_and_reset(&lab);
-    let file = scenario(HANGING);
+    let file = fixture(HANGING);
 
     let start = Instant::now();
-    let (out, report) = lab.run_json(&["run", file.path(), "--deadline", "2s"]);
+    let (out, report) = lab.run_json(&["run", &file, "--deadline", "2s"]);
     let took = start.elapsed();
     eprintln!("--deadline 2s run took {took:?}");
     assert_eq!(
@@ -1516,11 +1229,5 @@ fn deadline_makes_pending_probes_inconclusive() {
         "`interrupted` must say the deadline passed: {}",
         doc["interrupted"]
     );
-    assert!(
-        wait_for(Duration::from_secs(2), || netns_pids(&lab.host_ns())
-            .is_empty()),
-        "processes left in {}: {:?}",
-        lab.host_ns(),
-        netns_pids(&lab.host_ns())
-    );
+    assert_namespace_empty(&lab.host_ns(), Duration::from_secs(2), "after the run");
 }

@@ -1,64 +1,32 @@
 //! `egress-check sandbox` and `--netns`: rulesets proven in throwaway namespaces, and
 //! nothing left behind afterwards, also after SIGINT in the middle of a run.
 
-mod common;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{code, describe, stderr, Report, BIN};
+use crate::util::fixtures::{fixture, shipped};
+use crate::util::lab::{ensure_lab_users, Lab};
+use crate::util::leftovers;
+use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::report::Report;
+use crate::util::users::{binary_for_other_users, ensure_story_users};
+use crate::util::BIN;
 
-/// The story's policy with a short timeout; the users are those `ci/lab` creates.
-const STORY: &str = r#"
-timeout = "1s"
-
-[[target]]
-name = "gmail"
-mx = "gmail.com"
-
-[[target]]
-name = "outlook"
-mx = "outlook.com"
-ports = [25, 587]
-
-[[check]]
-as = ["ec-postfix"]
-expect = "allow"
-
-[[check]]
-as = ["www-data"]
-expect = "deny"
-"#;
-
-const IPV4_ONLY: &str = "*filter\n\
-:OUTPUT ACCEPT [0:0]\n\
--A OUTPUT -p tcp -m multiport --dports 25,587 -m owner --uid-owner ec-postfix -j ACCEPT\n\
--A OUTPUT -p tcp -m multiport --dports 25,587 -j DROP\n\
-COMMIT\n";
-
-const NFT_INET: &str = "table inet egress {\n\
-  chain output {\n\
-    type filter hook output priority filter; policy accept;\n\
-    tcp dport { 25, 587 } meta skuid \"ec-postfix\" accept\n\
-    tcp dport { 25, 587 } reject with tcp reset\n\
-  }\n\
-}\n";
-
-/// Users, scenario and rule files in a temp dir; users are created by bringing a lab up once.
+/// The lab's users and the story's (`postfix`, `www-data`), and a temporary directory for
+/// the files a test writes (setup scripts, broken rulesets).
 struct Fixture {
     dir: tempfile::TempDir,
 }
 
 impl Fixture {
     fn new() -> Option<Fixture> {
-        // `ci/lab up` creates the test users; the lab itself is not needed.
-        let _lab = common::Lab::up()?;
+        // The sandbox builds its own namespaces: it needs the lab's tools and users, not a lab.
+        if !ensure_lab_users() {
+            return None;
+        }
+        ensure_story_users();
         let dir = tempfile::tempdir().expect("temp dir");
-        let fixture = Fixture { dir };
-        fixture.write("story.toml", STORY);
-        fixture.write("v4.rules", IPV4_ONLY);
-        fixture.write("inet.nft", NFT_INET);
-        Some(fixture)
+        Some(Fixture { dir })
     }
 
     fn write(&self, name: &str, text: &str) -> String {
@@ -66,47 +34,6 @@ impl Fixture {
         std::fs::write(&path, text).expect("write fixture file");
         path.display().to_string()
     }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-}
-
-/// What a sandbox run by process `pid` could have left behind.
-fn leftovers(pid: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    let prefix = format!("ecsb-{pid}-");
-    let netns = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&netns.stdout).lines() {
-        if line.starts_with(&prefix) {
-            found.push(format!("namespace {line}"));
-        }
-    }
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&format!("/run/netns/{prefix}"))
-            || cmdline.contains(&format!("--parent {pid}"))
-        {
-            found.push(format!(
-                "process {}: {cmdline}",
-                entry.file_name().to_string_lossy()
-            ));
-        }
-    }
-    let temp = std::env::temp_dir();
-    for entry in std::fs::read_dir(&temp).expect("temp dir").flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("egress-check-sandbox-{pid}-")) {
-            found.push(format!("temp dir {name}"));
-        }
-    }
-    found
 }
 
 /// Runs `egress-check ARGS`, then checks that it left nothing behind.
@@ -120,7 +47,7 @@ fn sandbox(args: &[&str]) -> Output {
         .expect("start egress-check");
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for egress-check");
-    let left = leftovers(pid);
+    let left = leftovers::of_sandbox(pid);
     assert!(
         left.is_empty(),
         "left behind: {left:#?}\n{}",
@@ -137,12 +64,85 @@ fn json_report(args: &[&str]) -> (Output, Report) {
     (out, report)
 }
 
+/// The story as shipped and as `ci/demo` shows it: `scenarios/story.toml` in a sandbox with
+/// the admin's IPv4-only ruleset leaks over IPv6; with `story-ipv6.rules` as well, or with
+/// `story-fixed.nft` alone, every expectation holds.
 #[test]
 fn ipv4_only_rules_leak_over_ipv6_and_the_fixes_hold() {
-    let Some(f) = Fixture::new() else { return };
-    let story = f.path("story.toml");
+    let Some(_f) = Fixture::new() else { return };
+    let story = shipped("story.toml");
+    let v4 = shipped("story-ipv4-only.rules");
 
-    let (out, report) = json_report(&["sandbox", &story, "--iptables", &f.path("v4.rules")]);
+    let (out, report) = json_report(&["sandbox", &story, "--timeout", "1s", "--iptables", &v4]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    for p in report.of("www-data", "ipv6") {
+        assert_eq!(
+            (p.observed.as_str(), p.verdict.as_str()),
+            ("connected", "fail"),
+            "{p:?}"
+        );
+    }
+    for p in report.of("www-data", "ipv4") {
+        assert_eq!(
+            (p.observed.as_str(), p.verdict.as_str()),
+            ("timeout", "pass"),
+            "{p:?}"
+        );
+        assert_eq!(
+            p.witnessed,
+            Some(true),
+            "postfix connected to the same sink: {p:?}"
+        );
+    }
+    for p in report.of_user("postfix") {
+        assert_eq!(p.observed, "connected", "{p:?}");
+    }
+    // 2 users x 2 targets (gmail, outlook; port 25) x 2 families.
+    assert_eq!(report.probes.len(), 8, "{}", describe(&out));
+
+    let (out, report) = json_report(&[
+        "sandbox",
+        &story,
+        "--timeout",
+        "1s",
+        "--iptables",
+        &v4,
+        "--ip6tables",
+        &shipped("story-ipv6.rules"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(report.passed, 8);
+
+    let (out, report) = json_report(&[
+        "sandbox",
+        &story,
+        "--timeout",
+        "1s",
+        "--nft",
+        &shipped("story-fixed.nft"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(report.passed, 8);
+    for p in report.of_user("www-data") {
+        assert_eq!(
+            (p.observed.as_str(), p.witnessed),
+            ("timeout", Some(true)),
+            "dropped, and postfix connected to the same sink: {p:?}"
+        );
+    }
+}
+
+/// The story with the submission port (`tests/fixtures/sandbox/submission.*`): the sinks
+/// answer on every port the scenario names (25 and 587), multiport rules for IPv4 alone leak
+/// over IPv6, the same rules for both families hold, and an nftables reject with a TCP reset
+/// is observed as `refused`.
+#[test]
+fn submission_port_is_served_and_an_nft_reject_is_refused() {
+    let Some(_f) = Fixture::new() else { return };
+    let story = fixture("sandbox/submission.toml");
+    let rules = fixture("sandbox/submission.rules");
+
+    let (out, report) = json_report(&["sandbox", &story, "--iptables", &rules]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
     for p in report.of("www-data", "ipv6") {
         assert_eq!(
@@ -169,19 +169,23 @@ fn ipv4_only_rules_leak_over_ipv6_and_the_fixes_hold() {
     // 2 users x (gmail: 1 port + outlook: 2 ports) x 2 families.
     assert_eq!(report.probes.len(), 12, "{}", describe(&out));
 
-    let v6 = f.write("v6.rules", IPV4_ONLY);
     let (out, report) = json_report(&[
         "sandbox",
         &story,
         "--iptables",
-        &f.path("v4.rules"),
+        &rules,
         "--ip6tables",
-        &v6,
+        &rules,
     ]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     assert_eq!(report.passed, 12);
 
-    let (out, report) = json_report(&["sandbox", &story, "--nft", &f.path("inet.nft")]);
+    let (out, report) = json_report(&[
+        "sandbox",
+        &story,
+        "--nft",
+        &fixture("sandbox/submission-reject.nft"),
+    ]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     for p in report.of_user("www-data") {
         assert_eq!(p.observed, "refused", "reject with tcp reset: {p:?}");
@@ -191,7 +195,7 @@ fn ipv4_only_rules_leak_over_ipv6_and_the_fixes_hold() {
 #[test]
 fn setup_scripts_run_in_the_host_namespace() {
     let Some(f) = Fixture::new() else { return };
-    let story = f.path("story.toml");
+    let story = shipped("story.toml");
     let script = |name: &str, body: &str| {
         let path = f.write(name, &format!("#!/bin/sh\nset -e\n{body}\n"));
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -201,23 +205,23 @@ fn setup_scripts_run_in_the_host_namespace() {
     let both = script(
         "both.sh",
         "for t in iptables ip6tables; do\n\
-         $t -A OUTPUT -p tcp -m multiport --dports 25,587 -m owner --uid-owner ec-postfix -j ACCEPT\n\
-         $t -A OUTPUT -p tcp -m multiport --dports 25,587 -j DROP\n\
+         $t -A OUTPUT -p tcp --dport 25 -m owner --uid-owner postfix -j ACCEPT\n\
+         $t -A OUTPUT -p tcp --dport 25 -j DROP\n\
          done",
     );
-    let out = sandbox(&["sandbox", &story, "--setup", &both]);
+    let out = sandbox(&["sandbox", &story, "--timeout", "1s", "--setup", &both]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
 
     let v4 = script(
         "v4.sh",
         "iptables -A OUTPUT -p tcp -m owner --uid-owner www-data -j REJECT --reject-with tcp-reset",
     );
-    let out = sandbox(&["sandbox", &story, "--setup", &v4]);
+    let out = sandbox(&["sandbox", &story, "--timeout", "1s", "--setup", &v4]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
-    assert!(common::stdout(&out).contains("LEAK: www-data reaches mx.gmail.com port 25 over IPv6"));
+    assert!(stdout(&out).contains("LEAK: www-data reaches mx.gmail.com port 25 over IPv6"));
 
     let failing = script("fail.sh", "echo 'ufw: cannot parse line 7' >&2\nexit 3");
-    let out = sandbox(&["sandbox", &story, "--setup", &failing]);
+    let out = sandbox(&["sandbox", &story, "--timeout", "1s", "--setup", &failing]);
     assert_eq!(code(&out), 2, "{}", describe(&out));
     assert!(
         stderr(&out).contains("ufw: cannot parse line 7"),
@@ -229,7 +233,7 @@ fn setup_scripts_run_in_the_host_namespace() {
 #[test]
 fn a_broken_ruleset_is_exit_2_with_the_loaders_message() {
     let Some(f) = Fixture::new() else { return };
-    let story = f.path("story.toml");
+    let story = shipped("story.toml");
     let bad = f.write(
         "bad.rules",
         "*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp --dport 25 -j DORP\nCOMMIT\n",
@@ -243,7 +247,7 @@ fn a_broken_ruleset_is_exit_2_with_the_loaders_message() {
         "{}",
         describe(&out)
     );
-    assert!(common::stdout(&out).is_empty(), "nothing was probed");
+    assert!(stdout(&out).is_empty(), "nothing was probed");
 
     let bad_nft = f.write(
         "bad.nft",
@@ -260,13 +264,14 @@ fn a_broken_ruleset_is_exit_2_with_the_loaders_message() {
 
 #[test]
 fn untested_families_are_inconclusive_never_pass() {
-    let Some(f) = Fixture::new() else { return };
-    let story = f.path("story.toml");
+    let Some(_f) = Fixture::new() else { return };
     let (out, report) = json_report(&[
         "sandbox",
-        &story,
+        &shipped("story.toml"),
+        "--timeout",
+        "1s",
         "--iptables",
-        &f.path("v4.rules"),
+        &shipped("story-ipv4-only.rules"),
         "--no-aaaa",
     ]);
     // IPv4 holds, IPv6 was never tested: that is exit 3, not 0.
@@ -285,15 +290,16 @@ fn untested_families_are_inconclusive_never_pass() {
 
 #[test]
 fn two_sandboxes_at_once_both_answer_correctly() {
-    let Some(f) = Fixture::new() else { return };
-    let story = f.path("story.toml");
-    let v4 = f.path("v4.rules");
-    let nft = f.path("inet.nft");
+    let Some(_f) = Fixture::new() else { return };
+    let story = shipped("story.toml");
+    let v4 = shipped("story-ipv4-only.rules");
+    let nft = shipped("story-fixed.nft");
     let leaky = std::thread::spawn({
         let (story, v4) = (story.clone(), v4.clone());
-        move || sandbox(&["sandbox", &story, "--iptables", &v4])
+        move || sandbox(&["sandbox", &story, "--timeout", "1s", "--iptables", &v4])
     });
-    let fixed = std::thread::spawn(move || sandbox(&["sandbox", &story, "--nft", &nft]));
+    let fixed =
+        std::thread::spawn(move || sandbox(&["sandbox", &story, "--timeout", "1s", "--nft", &nft]));
     let leaky = leaky.join().expect("leaky sandbox thread");
     let fixed = fixed.join().expect("fixed sandbox thread");
     assert_eq!(code(&leaky), 1, "{}", describe(&leaky));
@@ -302,13 +308,17 @@ fn two_sandboxes_at_once_both_answer_correctly() {
 
 #[test]
 fn sigint_mid_run_tears_everything_down() {
-    let Some(f) = Fixture::new() else { return };
-    let slow = f.write(
-        "slow.toml",
-        &STORY.replace("timeout = \"1s\"", "timeout = \"30s\""),
-    );
+    let Some(_f) = Fixture::new() else { return };
+    // www-data's IPv4 probes are dropped: they hang for 30 s, long enough to be interrupted.
     let child: Child = Command::new(BIN)
-        .args(["sandbox", &slow, "--iptables", &f.path("v4.rules")])
+        .args([
+            "sandbox",
+            &shipped("story.toml"),
+            "--timeout",
+            "30s",
+            "--iptables",
+            &shipped("story-ipv4-only.rules"),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -317,7 +327,10 @@ fn sigint_mid_run_tears_everything_down() {
     let pid = child.id();
     // Wait until the run is under way: its workers exist.
     let start = Instant::now();
-    while !leftovers(pid).iter().any(|l| l.contains("__probe-as")) {
+    while !leftovers::of_sandbox(pid)
+        .iter()
+        .any(|l| l.contains("__probe-as"))
+    {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "no worker appeared"
@@ -338,25 +351,28 @@ fn sigint_mid_run_tears_everything_down() {
     assert_eq!(code(&out), 130, "{}", describe(&out));
     let err = stderr(&out);
     assert!(err.contains("INTERRUPTED"), "{}", describe(&out));
-    // ec-postfix's connections finished before the signal and are reported.
+    // postfix's connections finished before the signal and are reported.
     assert!(
-        err.contains("ec-postfix") && err.contains("connected"),
+        err.contains("postfix") && err.contains("connected"),
         "{}",
         describe(&out)
     );
-    let left = leftovers(pid);
+    let left = leftovers::of_sandbox(pid);
     assert!(left.is_empty(), "left behind after SIGINT: {left:#?}");
 }
 
 #[test]
 fn junit_counts_match_the_json_report() {
-    let Some(f) = Fixture::new() else { return };
-    let story = f.path("story.toml");
+    let Some(_f) = Fixture::new() else { return };
+    let story = shipped("story.toml");
+    let v4 = shipped("story-ipv4-only.rules");
     let args = [
         "sandbox",
         story.as_str(),
+        "--timeout",
+        "1s",
         "--iptables",
-        &f.path("v4.rules"),
+        &v4,
         "--no-a",
     ];
     let (_, json) = json_report(&args);
@@ -384,7 +400,7 @@ fn junit_counts_match_the_json_report() {
 
 #[test]
 fn netns_option_matches_ip_netns_exec() {
-    let Some(lab) = common::Lab::up() else { return };
+    let Some(lab) = Lab::up() else { return };
     lab.iptables(&[
         "-A",
         "OUTPUT",
@@ -400,21 +416,10 @@ fn netns_option_matches_ip_netns_exec() {
         "ACCEPT",
     ]);
     lab.iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"]);
-    let scenario = common::scenario(
-        "timeout = \"1s\"\n[[target]]\nname = \"dual\"\nmx = \"dual.test\"\n\
-         [[check]]\nas = [\"ec-postfix\"]\nexpect = \"allow\"\n\
-         [[check]]\nas = [\"www-data\"]\nexpect = \"deny\"\n",
-    );
-    let via_exec = lab.run(&["run", scenario.path(), "--format", "json"]);
+    let story = fixture("lab/story.toml");
+    let via_exec = lab.run(&["run", &story, "--format", "json"]);
     let via_option = Command::new(BIN)
-        .args([
-            "run",
-            scenario.path(),
-            "--format",
-            "json",
-            "--netns",
-            &lab.host_ns(),
-        ])
+        .args(["run", &story, "--format", "json", "--netns", &lab.host_ns()])
         .output()
         .expect("run with --netns");
     assert_eq!(code(&via_exec), 1, "{}", describe(&via_exec));
@@ -439,7 +444,7 @@ fn netns_option_matches_ip_netns_exec() {
     assert_eq!(verdicts(&via_exec), verdicts(&via_option));
 
     let missing = Command::new(BIN)
-        .args(["run", scenario.path(), "--netns", "ec-no-such-namespace"])
+        .args(["run", &story, "--netns", "ec-no-such-namespace"])
         .output()
         .expect("run");
     assert_eq!(code(&missing), 2);
@@ -453,18 +458,28 @@ fn sandbox_without_root_is_exit_2_saying_so() {
         "own.toml",
         "[[target]]\nname = \"t\"\nmx = \"gmail.com\"\n[[check]]\nas = [\"www-data\"]\nexpect = \"deny\"\n",
     );
-    // The fixture's temp dir is root's; let www-data read the scenario.
+    // www-data may not be able to read the checkout (a private directory): it gets a copy
+    // of the shipped story in the fixture's directory.
+    let story = f.write(
+        "story.toml",
+        &std::fs::read_to_string(shipped("story.toml")).expect("read scenarios/story.toml"),
+    );
+    // The fixture's temp dir is root's; let www-data read the scenarios.
     for path in [
         f.dir.path().display().to_string(),
         own.clone(),
-        f.path("story.toml"),
+        story.clone(),
     ] {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
     }
+    // A copy www-data can execute wherever the checkout is.
+    let shared = binary_for_other_users();
     let as_www_data = |scenario: &str| {
         Command::new("runuser")
-            .args(["-u", "www-data", "--", BIN, "sandbox", scenario])
+            .args(["-u", "www-data", "--"])
+            .arg(shared.path())
+            .args(["sandbox", scenario])
             .stdin(Stdio::null())
             .output()
             .expect("runuser")
@@ -478,8 +493,8 @@ fn sandbox_without_root_is_exit_2_saying_so() {
         describe(&out)
     );
     // Another user's checks are refused before anything is built.
-    let out = as_www_data(&f.path("story.toml"));
+    let out = as_www_data(&story);
     assert_eq!(code(&out), 2, "{}", describe(&out));
     assert!(stderr(&out).contains("needs root"), "{}", describe(&out));
-    assert!(common::stdout(&out).is_empty());
+    assert!(stdout(&out).is_empty());
 }

@@ -9,30 +9,15 @@
 //! - Every sink listens on TCP 25 and 587; TCP 26 is closed.
 //! - Users `ec-postfix`, `ec-web`, `ec-suppl` (supplementary group `ec-mailers`), `www-data`.
 
-mod common;
+use crate::util::fixtures::{fixture, fixture_text, scenario, ScenarioFile};
+use crate::util::lab::{Lab, LAB_DNS_V4, LAB_DNS_V6};
+use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::report::{exchanges_and_families, Report};
+use crate::util::users::uid_of;
 
-use common::{code, describe, exchanges_and_families, scenario, stderr, stdout, uid_of};
-use common::{Lab, ScenarioFile, LAB_DNS_V4, LAB_DNS_V6};
-
-/// The story: ec-postfix may send mail, www-data may not; dual.test has two dual-stack MXs.
-const STORY: &str = r#"
-timeout = "1s"
-
-[[target]]
-name = "mail"
-mx = "dual.test"
-ports = [25]
-
-[[check]]
-as = ["ec-postfix"]
-to = ["mail"]
-expect = "allow"
-
-[[check]]
-as = ["www-data"]
-to = ["mail"]
-expect = "deny"
-"#;
+/// The story on the lab's names (`tests/fixtures/lab/story.toml`): ec-postfix may send
+/// mail, www-data may not; dual.test has two dual-stack MXs.
+const STORY: &str = "lab/story.toml";
 
 /// The story's firewall: only ec-postfix may connect to port 25.
 const STORY_RULES: [&[&str]; 2] = [
@@ -66,7 +51,7 @@ fn mx_address(exchange: &str, family: &str) -> &'static str {
 /// Checks the identity fields of every probe of a `dual.test` report: uid, target, domain,
 /// port, exchange coverage and that each exchange was probed at its own address.
 #[track_caller]
-fn assert_dual_test_probes(report: &common::Report, users: &[(&str, &str)]) {
+fn assert_dual_test_probes(report: &Report, users: &[(&str, &str)]) {
     for &(user, expect) in users {
         let uid = uid_of(user);
         let probes = report.of_user(user);
@@ -107,9 +92,9 @@ fn story_iptables_only_leaks_over_ipv6() {
     for rule in STORY_RULES {
         lab.iptables(rule);
     }
-    let file = scenario(STORY);
+    let file = fixture(STORY);
 
-    let (out, report) = lab.run_json(&["run", file.path()]);
+    let (out, report) = lab.run_json(&["run", &file]);
     assert_eq!(
         code(&out),
         1,
@@ -126,7 +111,7 @@ fn story_iptables_only_leaks_over_ipv6() {
         (6, 2, 0)
     );
 
-    let out = lab.run(&["run", file.path()]);
+    let out = lab.run(&["run", &file]);
     assert_eq!(code(&out), 1, "{}", describe(&out));
     let text = stdout(&out);
     assert!(
@@ -145,9 +130,9 @@ fn story_iptables_and_ip6tables_pass() {
     for rule in STORY_RULES {
         lab.ip46tables(rule);
     }
-    let file = scenario(STORY);
+    let file = fixture(STORY);
 
-    let (out, report) = lab.run_json(&["run", file.path()]);
+    let (out, report) = lab.run_json(&["run", &file]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     assert_dual_test_probes(&report, &[("ec-postfix", "allow"), ("www-data", "deny")]);
     report.expect_probes("ec-postfix", "ipv4", 2, &["connected"], "pass");
@@ -159,7 +144,7 @@ fn story_iptables_and_ip6tables_pass() {
         (8, 0, 0)
     );
 
-    let out = lab.run(&["run", file.path()]);
+    let out = lab.run(&["run", &file]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     assert!(
         !stdout(&out).contains("LEAK"),
@@ -172,19 +157,12 @@ fn story_iptables_and_ip6tables_pass() {
 #[test]
 fn story_nftables_inet_table_passes() {
     let Some(lab) = Lab::up() else { return };
-    lab.nft_file(
-        r#"
-table inet egress {
-    chain output {
-        type filter hook output priority 0; policy accept;
-        tcp dport 25 meta skuid "ec-postfix" accept
-        tcp dport 25 drop
-    }
-}
-"#,
-    );
+    lab.nft_file(&fixture_text("lab/story-inet.nft"));
     // This time the scenario names the nameserver instead of relying on resolv.conf.
-    let file = scenario(&format!("nameserver = \"{LAB_DNS_V4}\"\n{STORY}"));
+    let file = scenario(&format!(
+        "nameserver = \"{LAB_DNS_V4}\"\n{}",
+        fixture_text(STORY)
+    ));
 
     let (out, report) = lab.run_json(&["run", file.path()]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
@@ -198,7 +176,7 @@ table inet egress {
 /// Asserts that every probe of `target` (one per family) observed one of `observed`, passed,
 /// and went to the right address.
 #[track_caller]
-fn expect_target(report: &common::Report, target: &str, addrs: [&str; 2], observed: &[&str]) {
+fn expect_target(report: &Report, target: &str, addrs: [&str; 2], observed: &[&str]) {
     let probes: Vec<_> = report
         .probes
         .iter()
@@ -479,11 +457,7 @@ fn missing_family_is_inconclusive() {
 /// Runs an ad hoc deny check of `domain` as ec-web and asserts that every probe is
 /// inconclusive and the exit code is 3.
 #[track_caller]
-fn assert_dns_failure_inconclusive(
-    lab: &Lab,
-    domain: &str,
-    extra: &[&str],
-) -> (String, common::Report) {
+fn assert_dns_failure_inconclusive(lab: &Lab, domain: &str, extra: &[&str]) -> (String, Report) {
     let mut args = vec![
         "--as",
         "ec-web",
@@ -876,12 +850,12 @@ fn built_in_scenario_without_dns_answers_is_inconclusive() {
         "--as",
         "www-data",
         "--nameserver",
-        common::LAB_DNS_V4,
+        LAB_DNS_V4,
         "--format",
         "json",
     ]);
-    assert_eq!(common::code(&out), 3, "{}", common::describe(&out));
-    let report = common::Report::parse(&out);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    let report = Report::parse(&out);
     let domains: std::collections::BTreeSet<String> = report
         .probes
         .iter()

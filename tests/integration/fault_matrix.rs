@@ -1,7 +1,7 @@
 //! The fault matrix: the ways a connection, a lookup or an owner rule can go wrong, each with
 //! the outcome `egress-check` must observe, the verdict that follows, whether a passing deny
 //! is witnessed, and the exit code. The real binary runs in network namespace labs
-//! (`ci/lab`, see `tests/common`).
+//! (`ci/lab`, see `util::lab`).
 //!
 //! Every case is one row of a table ([`NETWORK`], [`DNS`], [`IDENTITY`], [`HOST_STACK`]):
 //! the commands that set the fault up, the scenario (target, port, families, timeout,
@@ -31,14 +31,15 @@
 //!   allows the retry, one below it does not. Random loss (netem or `--mode random`) is not
 //!   tested: it cannot give a fixed expected outcome.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::{code, describe, Lab, Probe, Report, LAB_DNS_V4};
+use crate::util::fixtures::scenario;
+use crate::util::lab::{Lab, LAB_DNS_V4};
+use crate::util::process::{code, describe};
+use crate::util::report::{Probe, Report};
 
 /// Address families of a target or an expectation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +172,8 @@ struct Case {
     /// rows run: `host: CMD..` / `net: CMD..` run in the host under test / the simulated
     /// internet; `host46: ARGS` runs `iptables ARGS` with `{a}` = v4 and `ip6tables ARGS`
     /// with `{a}` = v6 in the host (`net46:` likewise in the simulated internet);
-    /// `lab: SUB ARGS` runs `ci/lab SUB NAME ARGS`.
+    /// `lab: delay QUEUE MILLIS` and `lab: reset-listener PORT` run [`Lab::delay`] and
+    /// [`Lab::reset_listener`].
     setup: &'static [&'static str],
     target: Target,
     families: Fam,
@@ -941,7 +943,22 @@ fn prepare(lab: &Lab, case: &Case) {
             "lab" => {
                 let words = fill(rest, "");
                 let args: Vec<&str> = words.iter().map(String::as_str).collect();
-                lab.lab(args[0], &args[1..]);
+                // Through the lab's typed helpers, not `ci/lab` by name: they are what the
+                // lab promises to keep, whatever builds it.
+                let number = |word: &str| -> u64 {
+                    word.parse()
+                        .unwrap_or_else(|_| panic!("{}: {word:?} in {line:?}", case.name))
+                };
+                match args.as_slice() {
+                    ["delay", queue, millis] => {
+                        let queue = u16::try_from(number(queue)).expect("queue number");
+                        lab.delay(queue, number(millis));
+                    }
+                    ["reset-listener", port] => {
+                        lab.reset_listener(u16::try_from(number(port)).expect("port"));
+                    }
+                    _ => panic!("{}: unknown lab helper in {line:?}", case.name),
+                }
             }
             other => panic!("{}: unknown setup kind {other:?}", case.name),
         }
@@ -986,7 +1003,7 @@ fn scenario_text(case: &Case) -> String {
 /// Runs one row and checks it; `Ok` carries the row's summary, `Err` every mismatch.
 fn run_case(lab: &Lab, case: &Case) -> Result<String, String> {
     let text = scenario_text(case);
-    let file = common::scenario(&text);
+    let file = scenario(&text);
     let start = Instant::now();
     let (out, report) = lab.run_json(&["run", file.path()]);
     let wall = start.elapsed();

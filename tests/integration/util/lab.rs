@@ -1,5 +1,4 @@
-//! Shared fixtures for the integration tests that run the real `egress-check` binary inside a
-//! network namespace lab built by `ci/lab`.
+//! The namespace lab (`ci/lab`) that the tests run the real `egress-check` binary in.
 //!
 //! Every test gets a lab of its own ([`Lab::up`]), so tests run in parallel. The lab is torn
 //! down when the [`Lab`] is dropped, also when the test panics.
@@ -8,19 +7,16 @@
 //! with a message naming what is missing; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1`,
 //! which is refused when `CI=true`.
 
-#![allow(dead_code)] // Each test crate uses a different subset of the helpers.
-
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use serde_json::Value;
-
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_egress-check");
+use super::process::{describe, run_ok};
+use super::report::Report;
+use super::users::binary_for_other_users;
+use super::BIN;
 
 /// The lab's DNS server (dnsmasq in the simulated internet), IPv4.
 pub const LAB_DNS_V4: &str = "198.51.100.2";
@@ -142,26 +138,6 @@ fn reap_stale_labs() {
     }
 }
 
-/// Renders a process's exit status and output for assertion messages.
-pub fn describe(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs `cmd`, panicking with its output unless it succeeds.
-fn run_ok(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    assert!(out.status.success(), "{what} failed\n{}", describe(&out));
-    out
-}
-
 /// A running namespace lab (see `ci/lab`): `NAME-host` is the host under test, `NAME-net`
 /// the simulated internet with DNS, SMTP listeners and sink addresses.
 pub struct Lab {
@@ -202,6 +178,7 @@ impl Lab {
     }
 
     /// The lab's name.
+    #[allow(dead_code)] // Part of the lab's interface; no test needs the name today.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -271,28 +248,38 @@ impl Lab {
 
     /// Runs `egress-check ARGS` as root in the host namespace (bounded in time).
     pub fn run(&self, args: &[&str]) -> Output {
-        self.run_as_root_or(None, args)
+        self.run_as_root_or(None, Path::new(BIN), args)
     }
 
     /// Runs `egress-check ARGS` as the unprivileged `user` in the host namespace.
+    ///
+    /// Runs the [shared copy](binary_for_other_users) of the binary: `user` may not be able
+    /// to reach `target/` (a checkout in a private directory).
     pub fn run_as(&self, user: &str, args: &[&str]) -> Output {
-        self.run_as_root_or(Some(user), args)
+        let shared = binary_for_other_users();
+        self.run_binary_as(user, shared.path(), args)
     }
 
-    fn run_as_root_or(&self, user: Option<&str>, args: &[&str]) -> Output {
+    /// Runs the binary at `bin` with `ARGS` as `user` in the host namespace, as
+    /// [`Lab::run_as`] does.
+    pub fn run_binary_as(&self, user: &str, bin: &Path, args: &[&str]) -> Output {
+        self.run_as_root_or(Some(user), bin, args)
+    }
+
+    fn run_as_root_or(&self, user: Option<&str>, bin: &Path, args: &[&str]) -> Output {
         let mut cmd = Command::new("timeout");
         cmd.args(["--kill-after=10", RUN_LIMIT_SECS, "ip", "netns", "exec"])
             .arg(self.host_ns());
         if let Some(user) = user {
             cmd.args(["runuser", "-u", user, "--"]);
         }
-        cmd.arg(BIN)
+        cmd.arg(bin)
             .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         let out = cmd
             .output()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         if out.status.code() == Some(124) || out.status.code() == Some(137) {
             panic!(
                 "egress-check {} did not finish within {RUN_LIMIT_SECS}s\n{}",
@@ -327,279 +314,6 @@ impl Drop for Lab {
     }
 }
 
-/// A scenario file in a temporary directory of its own (removed on drop), so that its file
-/// name is known exactly, e.g. for `bad.toml:3:9` in error messages.
-pub struct ScenarioFile {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl ScenarioFile {
-    /// Writes `text` to a new temporary file called `file_name`.
-    pub fn new(file_name: &str, text: &str) -> ScenarioFile {
-        let dir = tempfile::Builder::new()
-            .prefix("egress-check-scenario")
-            .tempdir()
-            .expect("create temporary directory");
-        let path = dir.path().join(file_name);
-        std::fs::write(&path, text).expect("write scenario");
-        ScenarioFile { _dir: dir, path }
-    }
-
-    /// The file's full path, as a string for command lines.
-    pub fn path(&self) -> &str {
-        self.path.to_str().expect("temporary paths are UTF-8")
-    }
-}
-
-/// Writes `text` to a temporary `scenario.toml`.
-pub fn scenario(text: &str) -> ScenarioFile {
-    ScenarioFile::new("scenario.toml", text)
-}
-
-/// The `--format json` report, checked against the documented schema while parsing.
-#[derive(Debug)]
-pub struct Report {
-    /// Probes that passed.
-    pub passed: u64,
-    /// Probes that failed.
-    pub failed: u64,
-    /// Probes that were inconclusive.
-    pub inconclusive: u64,
-    /// Every probe.
-    pub probes: Vec<Probe>,
-}
-
-/// One probe of the JSON report.
-#[derive(Debug, Clone)]
-pub struct Probe {
-    pub user: String,
-    pub uid: u64,
-    pub target: String,
-    pub domain: Option<String>,
-    /// The exchange's name without a trailing dot.
-    pub exchange: Option<String>,
-    pub address: Option<String>,
-    /// `ipv4` or `ipv6`.
-    pub family: String,
-    pub port: u64,
-    /// `allow` or `deny`.
-    pub expect: String,
-    /// `connected`, `refused`, `unreachable`, `timeout`, `error` or `no-address`.
-    pub observed: String,
-    /// `pass`, `fail` or `inconclusive`.
-    pub verdict: String,
-    pub witnessed: Option<bool>,
-    pub elapsed_ms: f64,
-    pub detail: Option<String>,
-}
-
-fn field<'a>(obj: &'a Value, key: &str, ctx: &str) -> &'a Value {
-    obj.get(key)
-        .unwrap_or_else(|| panic!("JSON report: {ctx} has no `{key}`: {obj}"))
-}
-
-fn string(obj: &Value, key: &str, ctx: &str) -> String {
-    field(obj, key, ctx)
-        .as_str()
-        .unwrap_or_else(|| panic!("JSON report: {ctx}.{key} is not a string: {obj}"))
-        .to_string()
-}
-
-fn opt_string(obj: &Value, key: &str, ctx: &str) -> Option<String> {
-    match field(obj, key, ctx) {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => panic!("JSON report: {ctx}.{key} is neither a string nor null: {other}"),
-    }
-}
-
-fn uint(obj: &Value, key: &str, ctx: &str) -> u64 {
-    field(obj, key, ctx)
-        .as_u64()
-        .unwrap_or_else(|| panic!("JSON report: {ctx}.{key} is not an unsigned integer: {obj}"))
-}
-
-fn one_of(value: String, allowed: &[&str], what: &str) -> String {
-    assert!(
-        allowed.contains(&value.as_str()),
-        "JSON report: {what} is {value:?}, not one of {allowed:?}"
-    );
-    value
-}
-
-impl Report {
-    /// Parses stdout of `--format json`, panicking (with the whole output) on anything that
-    /// does not follow the documented schema.
-    pub fn parse(out: &Output) -> Report {
-        let doc: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e})\n{}", describe(out)));
-        let probes = field(&doc, "probes", "report")
-            .as_array()
-            .unwrap_or_else(|| panic!("JSON report: `probes` is not an array\n{}", describe(out)))
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Probe::from_json(p, &format!("probes[{i}]")))
-            .collect::<Vec<_>>();
-        let report = Report {
-            passed: uint(&doc, "passed", "report"),
-            failed: uint(&doc, "failed", "report"),
-            inconclusive: uint(&doc, "inconclusive", "report"),
-            probes,
-        };
-        let count = |v: &str| report.probes.iter().filter(|p| p.verdict == v).count() as u64;
-        assert_eq!(
-            (report.passed, report.failed, report.inconclusive),
-            (count("pass"), count("fail"), count("inconclusive")),
-            "JSON report: totals (passed, failed, inconclusive) disagree with the probes' \
-             verdicts\n{}",
-            describe(out)
-        );
-        report
-    }
-
-    /// The probes run as `user`.
-    pub fn of_user(&self, user: &str) -> Vec<&Probe> {
-        self.probes.iter().filter(|p| p.user == user).collect()
-    }
-
-    /// The probes run as `user` over `family` (`ipv4` or `ipv6`).
-    pub fn of(&self, user: &str, family: &str) -> Vec<&Probe> {
-        self.probes
-            .iter()
-            .filter(|p| p.user == user && p.family == family)
-            .collect()
-    }
-
-    /// Asserts that `user` has exactly `count` probes over `family`, each with the given
-    /// observation and verdict.
-    #[track_caller]
-    pub fn expect_probes(
-        &self,
-        user: &str,
-        family: &str,
-        count: usize,
-        observed: &[&str],
-        verdict: &str,
-    ) {
-        let probes = self.of(user, family);
-        assert_eq!(
-            probes.len(),
-            count,
-            "expected {count} {family} probe(s) as {user}, got {}: {probes:#?}",
-            probes.len()
-        );
-        for p in probes {
-            assert!(
-                observed.contains(&p.observed.as_str()) && p.verdict == verdict,
-                "probe as {user} over {family} to {:?} port {}: expected observed {observed:?} \
-                 and verdict {verdict:?}, got observed {:?} verdict {:?} (detail: {:?})",
-                p.address,
-                p.port,
-                p.observed,
-                p.verdict,
-                p.detail
-            );
-        }
-    }
-}
-
-impl Probe {
-    fn from_json(p: &Value, ctx: &str) -> Probe {
-        assert!(p.is_object(), "JSON report: {ctx} is not an object: {p}");
-        let witnessed = match field(p, "witnessed", ctx) {
-            Value::Null => None,
-            Value::Bool(b) => Some(*b),
-            other => panic!("JSON report: {ctx}.witnessed is neither a bool nor null: {other}"),
-        };
-        let elapsed_ms = field(p, "elapsed_ms", ctx)
-            .as_f64()
-            .unwrap_or_else(|| panic!("JSON report: {ctx}.elapsed_ms is not a number: {p}"));
-        let address = opt_string(p, "address", ctx);
-        if let Some(a) = &address {
-            a.parse::<std::net::IpAddr>().unwrap_or_else(|_| {
-                panic!("JSON report: {ctx}.address {a:?} is not an IP address")
-            });
-        }
-        Probe {
-            user: string(p, "user", ctx),
-            uid: uint(p, "uid", ctx),
-            target: string(p, "target", ctx),
-            domain: opt_string(p, "domain", ctx),
-            exchange: opt_string(p, "exchange", ctx).map(|e| e.trim_end_matches('.').to_string()),
-            address,
-            family: one_of(
-                string(p, "family", ctx),
-                &["ipv4", "ipv6"],
-                &format!("{ctx}.family"),
-            ),
-            port: uint(p, "port", ctx),
-            expect: one_of(
-                string(p, "expect", ctx),
-                &["allow", "deny"],
-                &format!("{ctx}.expect"),
-            ),
-            observed: one_of(
-                string(p, "observed", ctx),
-                &[
-                    "connected",
-                    "refused",
-                    "unreachable",
-                    "timeout",
-                    "error",
-                    "no-address",
-                ],
-                &format!("{ctx}.observed"),
-            ),
-            verdict: one_of(
-                string(p, "verdict", ctx),
-                &["pass", "fail", "inconclusive"],
-                &format!("{ctx}.verdict"),
-            ),
-            witnessed,
-            elapsed_ms,
-            detail: opt_string(p, "detail", ctx),
-        }
-    }
-}
-
-/// The uid of `user` according to the passwd database.
-pub fn uid_of(user: &str) -> u64 {
-    let out = run_ok(
-        Command::new("id").args(["-u", user]),
-        &format!("id -u {user}"),
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("id -u {user}: {e}"))
-}
-
-/// The set of `(exchange, family)` pairs among `probes`, for asserting coverage.
-pub fn exchanges_and_families(probes: &[&Probe]) -> BTreeSet<(String, String)> {
-    probes
-        .iter()
-        .map(|p| (p.exchange.clone().unwrap_or_default(), p.family.clone()))
-        .collect()
-}
-
-/// Exit code of a finished process (panics if it was killed by a signal).
-pub fn code(out: &Output) -> i32 {
-    out.status
-        .code()
-        .unwrap_or_else(|| panic!("killed by a signal\n{}", describe(out)))
-}
-
-/// stdout as text.
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// stderr as text.
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Makes sure the lab's test users (`ec-postfix`, `ec-web`, `ec-suppl`, `ec-nologin`,
 /// `www-data`) exist, without building a lab (`ci/lab users`).
 ///
@@ -624,7 +338,7 @@ pub fn ensure_lab_users() -> bool {
 
 /// Fault injection in a lab: the simulated internet's namespace, extra sink addresses, and
 /// the `ci/lab` helpers that delay packets or reset connections (used by
-/// `tests/fault_matrix.rs`).
+/// the `fault_matrix` tests).
 impl Lab {
     /// Name of the simulated internet's namespace (`NAME-net`).
     pub fn net_ns(&self) -> String {

@@ -1,0 +1,13 @@
+//! The integration tests: one test binary (as ripgrep and hickory-dns do), so the helpers in
+//! [`util`] are compiled once and shared, and every test runs the real `egress-check` binary.
+//!
+//! Tests that need root or network namespaces fail (never skip) when they cannot run;
+//! outside CI, `EGRESS_CHECK_SKIP_NETNS=1` skips them knowingly (see [`util::lab`]).
+
+mod fault_matrix;
+mod hostile_input;
+mod netns_core;
+mod private_checkout;
+mod robustness;
+mod sandbox;
+mod util;
