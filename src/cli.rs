@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::sandbox::InternetArgs;
 use crate::scenario::{parse_nameserver, parse_timeout, Expectation};
 use crate::worker::WorkerArgs;
 
@@ -43,9 +42,6 @@ pub enum Command {
     /// Internal: the per-user probe worker.
     #[command(name = "__probe-as", hide = true)]
     ProbeAs(WorkerArgs),
-    /// Internal: the simulated internet of a sandbox.
-    #[command(name = "__sandbox-internet", hide = true)]
-    SandboxInternet(InternetArgs),
 }
 
 /// Options shared by `run` and the ad hoc form.

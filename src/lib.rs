@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod identity;
+pub mod lab;
 pub mod netns;
 pub mod plan;
 pub mod probe;

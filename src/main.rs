@@ -20,20 +20,8 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The worker must start before any runtime or thread exists: it changes identity.
-    // Internal subcommands must start before any runtime or thread exists: the worker
-    // changes identity, the simulated internet changes network namespace.
-    match cli.command {
-        Some(Command::ProbeAs(args)) => return ExitCode::from(worker::worker_main(args) as u8),
-        Some(Command::SandboxInternet(args)) => {
-            return match sandbox::internet_main(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("egress-check: simulated internet: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        _ => {}
+    if let Some(Command::ProbeAs(args)) = cli.command {
+        return ExitCode::from(worker::worker_main(args) as u8);
     }
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -73,7 +61,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             runtime()?.block_on(show_resolution(&domains, &source, args.format))
         }
         Some(Command::Sandbox(args)) => run_sandbox(args),
-        Some(Command::ProbeAs(_) | Command::SandboxInternet(_)) => unreachable!("handled in main"),
+        Some(Command::ProbeAs(_)) => unreachable!("handled in main"),
         None => {
             let ad_hoc = cli.ad_hoc;
             let Some(user) = ad_hoc.user.clone() else {
@@ -200,7 +188,7 @@ fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
             .context("installing signal handlers")?;
     }
     let home = std::fs::File::open("/proc/self/ns/net").context("opening /proc/self/ns/net")?;
-    let sandbox = sandbox::Sandbox::create(&options)?;
+    let sandbox = sandbox::create(&options)?;
     let early = signalled.load(Ordering::SeqCst);
     let code = if early != 0 {
         eprintln!("egress-check: interrupted while building the sandbox; nothing was probed");
