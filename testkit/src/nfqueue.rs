@@ -12,7 +12,7 @@
 //! NFQUEUE netlink sockets belong to the namespace they are created in, so
 //! the queue is bound from a [`NetnsThread`] inside the target namespace.
 //! `nfq` offers no descriptor to wait on, so the thread polls the socket
-//! (non-blocking) every [`POLL`]: a packet is released at most that much
+//! (non-blocking) every 2 ms: a packet is released at most that much
 //! after its due time, never before.
 
 use std::collections::VecDeque;
