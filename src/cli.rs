@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit_codes;
-use crate::sandbox::InternetArgs;
 use crate::vocab::{parse_nameserver, parse_timeout, Expectation};
 use crate::worker::WorkerArgs;
 
@@ -44,9 +43,6 @@ pub enum Command {
     /// Internal: the per-user probe worker (see [`crate::worker`]).
     #[command(name = crate::worker::WORKER_SUBCOMMAND, hide = true)]
     ProbeAs(WorkerArgs),
-    /// Internal: the simulated internet of a sandbox.
-    #[command(name = crate::sandbox::INTERNET_SUBCOMMAND, hide = true)]
-    SandboxInternet(InternetArgs),
 }
 
 /// How probes are made and reported: options of every mode that probes.

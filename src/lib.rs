@@ -43,6 +43,7 @@
 pub mod cli;
 pub mod exit_codes;
 pub mod identity;
+pub mod lab;
 pub mod netns;
 pub mod plan;
 pub mod probe;

@@ -21,20 +21,9 @@ use egress_check::{exit_codes, netns, sandbox, verdict, vocab, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Internal subcommands must start before any runtime or thread exists: the worker
-    // changes identity, the simulated internet changes network namespace.
-    match cli.command {
-        Some(Command::ProbeAs(args)) => return ExitCode::from(worker::worker_main(args) as u8),
-        Some(Command::SandboxInternet(args)) => {
-            return match sandbox::internet_main(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("egress-check: simulated internet: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        _ => {}
+    // The worker must start before any runtime or thread exists: it changes identity.
+    if let Some(Command::ProbeAs(args)) = cli.command {
+        return ExitCode::from(worker::worker_main(args) as u8);
     }
     // The one place errors become exit codes: anything that stops a mode before it has a
     // report is a usage, scenario or privilege error, and nothing was probed.
@@ -53,7 +42,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Resolve(args)) => resolve_names(args),
         Some(Command::Sandbox(args)) => sandbox(args),
         None => ad_hoc(cli.ad_hoc),
-        Some(Command::ProbeAs(_) | Command::SandboxInternet(_)) => unreachable!("handled in main"),
+        Some(Command::ProbeAs(_)) => unreachable!("handled in main"),
     }
 }
 
@@ -137,7 +126,7 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
             .context("installing signal handlers")?;
     }
     let home = std::fs::File::open("/proc/self/ns/net").context("opening /proc/self/ns/net")?;
-    let sandbox = sandbox::Sandbox::create(&options)?;
+    let sandbox = sandbox::create(&options)?;
     let early = signalled.load(Ordering::SeqCst);
     let code = if early != 0 {
         eprintln!("egress-check: interrupted while building the sandbox; nothing was probed");

@@ -1,7 +1,7 @@
 //! The fault matrix: the ways a connection, a lookup or an owner rule can go wrong, each with
 //! the outcome `egress-check` must observe, the verdict that follows, whether a passing deny
 //! is witnessed, and the exit code. The real binary runs in network namespace labs
-//! (`ci/lab`, see `util::lab`).
+//! (the test kit's `TestLab`, see `util::lab`).
 //!
 //! Every case is one row of a table ([`NETWORK`], [`DNS`], [`IDENTITY`], [`HOST_STACK`]):
 //! the commands that set the fault up, the scenario (target, port, families, timeout,
@@ -23,7 +23,7 @@
 //! This kernel has no `sch_netem` (CONFIG_NET_SCH_NETEM is not set and modules cannot be
 //! loaded), so delays and loss are made deterministic instead:
 //! - a slow handshake or a slow nameserver is an NFQUEUE in the simulated internet whose
-//!   listener (`ci/lab delay`) holds every queued packet for a fixed time; the rules use
+//!   listener (the test kit's NFQUEUE delayer) holds every queued packet for a fixed time; the rules use
 //!   `--queue-bypass`, so if the delayer were missing the packets would pass at once and the
 //!   row would fail (the "under" rows also check that the connect took at least the delay);
 //! - loss is `-m statistic --mode nth` dropping exactly the first SYN of a family, so that
@@ -455,7 +455,7 @@ const DUAL: &[&str] = &[
     "2001:db8:200::11",
 ];
 
-/// DNS faults (the lab's zone, see `ci/lab`). A failed lookup is `no-address` and
+/// DNS faults (the lab's zone, see `testkit/src/test_lab.rs`). A failed lookup is `no-address` and
 /// inconclusive (exit 3) with the name and the reason in the detail, never a pass. Only the
 /// `cname` row firewalls (www-data on mx1.dual.test port 25) and only the `many-exchanges`
 /// row uses port 587 (ec-web rejected there), so the rows do not interfere.
@@ -943,7 +943,7 @@ fn prepare(lab: &Lab, case: &Case) {
             "lab" => {
                 let words = fill(rest, "");
                 let args: Vec<&str> = words.iter().map(String::as_str).collect();
-                // Through the lab's typed helpers, not `ci/lab` by name: they are what the
+                // Through the lab's typed helpers, not a helper's name: they are what the
                 // lab promises to keep, whatever builds it.
                 let number = |word: &str| -> u64 {
                     word.parse()

@@ -4,7 +4,7 @@
 //! `--deadline`.
 //!
 //! Like `netns_core`, these run the real binary as root; every probe goes only into a
-//! namespace lab of the test's own (`ci/lab`), never out of the machine. Missing
+//! namespace lab of the test's own (the test kit's `TestLab`), never out of the machine. Missing
 //! prerequisites fail the tests; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1` (refused
 //! under `CI=true`).
 //!

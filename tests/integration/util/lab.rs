@@ -1,4 +1,5 @@
-//! The namespace lab (`ci/lab`) that the tests run the real `egress-check` binary in.
+//! The namespace lab that the tests run the real `egress-check` binary in: the test kit's
+//! [`TestLab`] (`testkit/src/test_lab.rs` documents its address plan, zone and users).
 //!
 //! Every test gets a lab of its own ([`Lab::up`]), so tests run in parallel. The lab is torn
 //! down when the [`Lab`] is dropped, also when the test panics.
@@ -8,140 +9,36 @@
 //! which is refused when `CI=true`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::net::IpAddr;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
-use super::process::{describe, run_ok};
+use egress_check_testkit::{Skip, TestLab};
+
+use super::process::describe;
 use super::report::Report;
 use super::users::binary_for_other_users;
 use super::BIN;
 
-/// The lab's DNS server (dnsmasq in the simulated internet), IPv4.
+/// The lab's DNS server (in the simulated internet), IPv4.
 pub const LAB_DNS_V4: &str = "198.51.100.2";
 /// The lab's DNS server, IPv6.
 pub const LAB_DNS_V6: &str = "2001:db8:100::2";
-
-/// Tools the lab and the firewall helpers need on `PATH`.
-const REQUIRED_TOOLS: &[&str] = &[
-    "ip",
-    "iptables",
-    "ip6tables",
-    "nft",
-    "dnsmasq",
-    "socat",
-    "ss",
-    "flock",
-    "setsid",
-    "timeout",
-    "runuser",
-];
 
 /// Wall-clock bound on one run of the binary, so that a hang fails the test instead of
 /// stalling the suite.
 const RUN_LIMIT_SECS: &str = "120";
 
-static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
-
-/// Path of the `ci/lab` script.
-pub fn lab_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("ci").join("lab")
+/// Checks, once per test binary, that the lab can be built here (and reaps the labs of killed
+/// test processes): see [`egress_check_testkit::prerequisites`].
+fn prerequisites() -> Result<(), Skip> {
+    egress_check_testkit::prerequisites()
 }
 
-/// Whether `tool` is an executable file in one of `PATH`'s directories.
-fn on_path(tool: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(tool))
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
-}
-
-/// Checks, once per test binary, that the lab can be built here.
-///
-/// Returns `Ok(())` when it can, `Err(reason)` when the user opted out with
-/// `EGRESS_CHECK_SKIP_NETNS=1`, and panics otherwise (missing prerequisites, or the opt-out
-/// used under `CI=true`).
-fn prerequisites() -> Result<(), String> {
-    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
-    CHECKED
-        .get_or_init(|| {
-            let mut missing = Vec::new();
-            if !nix::unistd::Uid::effective().is_root() {
-                missing.push("root privileges (effective uid is not 0)".to_string());
-            }
-            let tools: Vec<&str> = REQUIRED_TOOLS
-                .iter()
-                .copied()
-                .filter(|t| !on_path(t))
-                .collect();
-            if !tools.is_empty() {
-                missing.push(format!("tools not on PATH: {}", tools.join(", ")));
-            }
-            let skip = std::env::var("EGRESS_CHECK_SKIP_NETNS").is_ok_and(|v| v == "1");
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            if skip && ci {
-                panic!(
-                    "EGRESS_CHECK_SKIP_NETNS=1 is not allowed when CI=true: CI must run the \
-                     network namespace tests (run as root; see README)"
-                );
-            }
-            if skip {
-                return Err(format!(
-                    "EGRESS_CHECK_SKIP_NETNS=1 is set{}",
-                    if missing.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (and this machine lacks: {})", missing.join("; "))
-                    }
-                ));
-            }
-            if !missing.is_empty() {
-                panic!(
-                    "the network namespace tests cannot run: missing {}. Run as root with \
-                     iproute2, iptables, nftables, dnsmasq and socat installed; see README. \
-                     (To skip them knowingly outside CI, set EGRESS_CHECK_SKIP_NETNS=1.)",
-                    missing.join("; ")
-                );
-            }
-            reap_stale_labs();
-            Ok(())
-        })
-        .clone()
-}
-
-/// Tears down labs left behind by earlier test processes that were killed before their
-/// [`Lab`]s were dropped (names `ec<pid>x<n>` whose pid no longer runs).
-fn reap_stale_labs() {
-    let Ok(entries) = std::fs::read_dir("/run/egress-check-lab") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("ec")
-            .and_then(|rest| rest.split_once('x'))
-            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let _ = Command::new(lab_script())
-            .args(["down", &name])
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
-/// A running namespace lab (see `ci/lab`): `NAME-host` is the host under test, `NAME-net`
-/// the simulated internet with DNS, SMTP listeners and sink addresses.
+/// A running namespace lab ([`TestLab`]): the host under test's namespace, and the simulated
+/// internet's with DNS, SMTP listeners and sink addresses.
 pub struct Lab {
-    name: String,
+    inner: TestLab,
 }
 
 impl Lab {
@@ -160,47 +57,31 @@ impl Lab {
             );
             return None;
         }
-        let name = format!(
-            "ec{}x{}",
-            std::process::id(),
-            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
-        );
-        // A lab of the same name can only be left over from a crashed process that had our pid.
-        let _ = Command::new(lab_script())
-            .args(["down", &name])
-            .stdin(Stdio::null())
-            .output();
-        run_ok(
-            Command::new(lab_script()).args(["up", &name]),
-            &format!("ci/lab up {name}"),
-        );
-        Some(Lab { name })
+        let inner = TestLab::up().unwrap_or_else(|e| panic!("cannot bring the lab up: {e}"));
+        Some(Lab { inner })
     }
 
     /// The lab's name.
     #[allow(dead_code)] // Part of the lab's interface; no test needs the name today.
     pub fn name(&self) -> &str {
-        &self.name
+        self.inner.name()
     }
 
     /// Name of the namespace of the host under test.
     pub fn host_ns(&self) -> String {
-        format!("{}-host", self.name)
+        self.inner.host_ns().to_string()
     }
 
     /// A command that runs `program` inside the host under test's namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.host_ns(), program]);
-        cmd
+        self.inner.command(program)
     }
 
     /// Runs `program args` in the host namespace; panics unless it succeeds.
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
-        run_ok(
-            self.command(program).args(args),
-            &format!("[{}] {program} {}", self.name, args.join(" ")),
-        )
+        self.inner
+            .exec(program, args)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs `iptables ARGS` in the host namespace (e.g. `&["-A", "OUTPUT", ...]`).
@@ -221,29 +102,9 @@ impl Lab {
 
     /// Loads an nftables ruleset (`nft -f -`) in the host namespace.
     pub fn nft_file(&self, ruleset: &str) {
-        let what = format!("[{}] nft -f -", self.name);
-        let mut child = self
-            .command("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(ruleset.as_bytes())
-            .unwrap_or_else(|e| panic!("{what}: cannot write ruleset: {e}"));
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(
-            out.status.success(),
-            "{what} failed for ruleset:\n{ruleset}\n{}",
-            describe(&out)
-        );
+        self.inner
+            .nft_file(ruleset)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Runs `egress-check ARGS` as root in the host namespace (bounded in time).
@@ -300,22 +161,8 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        match Command::new(lab_script())
-            .args(["down", &self.name])
-            .stdin(Stdio::null())
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!("ci/lab down {} failed\n{}", self.name, describe(&out)),
-            Err(e) => eprintln!("ci/lab down {}: cannot start: {e}", self.name),
-        }
-    }
-}
-
 /// Makes sure the lab's test users (`ec-postfix`, `ec-web`, `ec-suppl`, `ec-nologin`,
-/// `www-data`) exist, without building a lab (`ci/lab users`).
+/// `www-data`) exist, without building a lab.
 ///
 /// Same prerequisites and opt-out as [`Lab::up`]: returns `false` only when the user opted
 /// out with `EGRESS_CHECK_SKIP_NETNS=1` (announced on stderr); panics when the users cannot
@@ -329,83 +176,48 @@ pub fn ensure_lab_users() -> bool {
         );
         return false;
     }
-    static USERS: OnceLock<()> = OnceLock::new();
-    USERS.get_or_init(|| {
-        run_ok(Command::new(lab_script()).arg("users"), "ci/lab users");
-    });
+    egress_check_testkit::users::ensure()
+        .unwrap_or_else(|e| panic!("cannot create the test users: {e}"));
     true
 }
 
 /// Fault injection in a lab: the simulated internet's namespace, extra sink addresses, and
-/// the `ci/lab` helpers that delay packets or reset connections (used by
-/// the `fault_matrix` tests).
+/// the test kit's helpers that delay packets or reset connections (used by the
+/// `fault_matrix` tests).
 impl Lab {
-    /// Name of the simulated internet's namespace (`NAME-net`).
-    pub fn net_ns(&self) -> String {
-        format!("{}-net", self.name)
-    }
-
-    /// A command that runs `program` inside the simulated internet's namespace.
-    pub fn net_command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.net_ns(), program]);
-        cmd
-    }
-
     /// Runs `program args` in the simulated internet's namespace; panics unless it succeeds.
     pub fn exec_net(&self, program: &str, args: &[&str]) -> Output {
-        run_ok(
-            self.net_command(program).args(args),
-            &format!("[{}-net] {program} {}", self.name, args.join(" ")),
-        )
-    }
-
-    /// Runs `ci/lab SUBCOMMAND NAME ARGS..`; panics unless it succeeds.
-    pub fn lab(&self, subcommand: &str, args: &[&str]) -> Output {
-        run_ok(
-            Command::new(lab_script())
-                .args([subcommand, &self.name])
-                .args(args),
-            &format!("ci/lab {subcommand} {} {}", self.name, args.join(" ")),
-        )
+        self.inner
+            .exec_net(program, args)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Makes `addr` (IPv4 or IPv6) one more sink of the simulated internet: the lab's
     /// listeners answer on it (TCP 25 and 587; 26 closed) and nothing else uses it, so rules
     /// scoped to it affect no other test sharing the lab.
     pub fn add_sink(&self, addr: &str) {
-        let ip: std::net::IpAddr = addr
+        let ip: IpAddr = addr
             .parse()
             .unwrap_or_else(|_| panic!("add_sink: {addr:?} is not an IP address"));
-        match ip {
-            std::net::IpAddr::V4(_) => {
-                self.exec_net("ip", &["addr", "add", &format!("{addr}/32"), "dev", "lo"])
-            }
-            std::net::IpAddr::V6(_) => self.exec_net(
-                "ip",
-                &[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{addr}/128"),
-                    "dev",
-                    "lo",
-                    "nodad",
-                ],
-            ),
-        };
+        self.inner
+            .add_sink(ip)
+            .unwrap_or_else(|e| panic!("add_sink {addr}: {e}"));
     }
 
-    /// Delays every packet sent to NFQUEUE `queue` in the simulated internet by `millis`
-    /// (`ci/lab delay`). Steer packets to it afterwards, e.g. with
+    /// Delays every packet sent to NFQUEUE `queue` in the simulated internet by `millis`.
+    /// Steer packets to it afterwards, e.g. with
     /// `iptables -t mangle -A PREROUTING ... -j NFQUEUE --queue-num QUEUE --queue-bypass`.
     pub fn delay(&self, queue: u16, millis: u64) {
-        self.lab("delay", &[&queue.to_string(), &millis.to_string()]);
+        self.inner
+            .delay(queue, millis)
+            .unwrap_or_else(|e| panic!("delay on queue {queue}: {e}"));
     }
 
     /// Listens on TCP `port` on every address of the simulated internet and resets each
-    /// connection right after accepting it (`ci/lab reset-listener`).
+    /// connection right after accepting it.
     pub fn reset_listener(&self, port: u16) {
-        self.lab("reset-listener", &[&port.to_string()]);
+        self.inner
+            .reset_listener(port)
+            .unwrap_or_else(|e| panic!("reset listener on port {port}: {e}"));
     }
 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests, one module per job.
 //!
-//! - [`lab`]: the namespace lab (`ci/lab`) the binary runs in, and its fault injection;
+//! - [`lab`]: the namespace lab (the test kit's `TestLab`) the binary runs in, and its fault injection;
 //! - [`report`]: the `--format json` report, parsed against the documented schema;
 //! - [`fixtures`]: scenario files (shipped, fixtures, temporary);
 //! - [`users`]: passwd lookups, and running the binary as another user;
