@@ -1,4 +1,6 @@
-//! Entering a named network namespace (`/run/netns/NAME`, the iproute2 convention).
+//! Named network namespaces, the iproute2 convention: `/run/netns/NAME`, with per-namespace
+//! files under `/etc/netns/NAME/` that `ip netns exec` mounts over `/etc`. Entering one
+//! (`--netns`) is here; the lab's throwaway pairs are created and deleted by `lab::pair`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,13 @@ pub enum NetnsError {
 
 /// Where iproute2 keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
+/// Where `ip netns exec NAME` finds files to bind-mount over `/etc`.
+pub const NETNS_ETC: &str = "/etc/netns";
+
+/// `/run/netns/<name>`.
+pub fn path_of(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
 
 /// Moves the calling thread into the named namespace; returns the content of
 /// `/etc/netns/NAME/resolv.conf` when that file exists, as `ip netns exec` would use it.
@@ -51,7 +60,7 @@ pub fn enter(name: &str) -> Result<Option<String>, NetnsError> {
             error: err,
         },
     })?;
-    let resolv_conf = Path::new("/etc/netns").join(name).join("resolv.conf");
+    let resolv_conf = Path::new(NETNS_ETC).join(name).join("resolv.conf");
     Ok(std::fs::read_to_string(resolv_conf).ok())
 }
 

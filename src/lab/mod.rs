@@ -44,7 +44,7 @@
 
 mod dns;
 mod internet;
-mod netns;
+mod pair;
 mod rules;
 mod sink;
 mod thread;
@@ -60,9 +60,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+pub use crate::netns::path_of as netns_path;
 pub use dns::{DnsAction, DnsLayer};
 pub use hickory_server::proto::rr::RecordType;
-pub use netns::{path_of as netns_path, reap_stale, IFACE};
+pub use pair::{reap_stale, IFACE};
 pub use rules::RuleSource;
 pub use sink::{bind_tcp, BANNER};
 pub use thread::{NetnsThread, ThreadError};
@@ -277,7 +278,7 @@ fn in_range(addr: IpAddr, (net, len): (IpAddr, u8)) -> bool {
 
 fn validate(spec: &LabSpec) -> Result<(), LabError> {
     let invalid = |detail: String| Err(LabError::InvalidSpec { detail });
-    if !netns::valid_prefix(spec.prefix) {
+    if !pair::valid_prefix(spec.prefix) {
         return invalid(format!(
             "namespace prefix {:?} must be 1-8 characters of [a-z0-9]",
             spec.prefix
@@ -337,18 +338,18 @@ impl Lab {
             service: None,
             control: None,
         };
-        let (host, internet) = netns::add_pair(spec.prefix, &mut lab.namespaces)?;
-        lab.host_path = netns::path_of(&host);
-        lab.internet_path = netns::path_of(&internet);
+        let (host, internet) = pair::add_pair(spec.prefix, &mut lab.namespaces)?;
+        lab.host_path = crate::netns::path_of(&host);
+        lab.internet_path = crate::netns::path_of(&internet);
         lab.host = host;
         lab.internet = internet;
-        netns::configure_link(&lab.host, &lab.internet, &spec.link)?;
+        pair::configure_link(&lab.host, &lab.internet, &spec.link)?;
         for &(net, len) in &spec.anyip {
-            netns::add_anyip_route(&lab.internet, net, len)?;
+            pair::add_anyip_route(&lab.internet, net, len)?;
         }
         for &sink in &spec.sinks {
             if !lab.covered(sink) {
-                netns::add_local_address(&lab.internet, sink)?;
+                pair::add_local_address(&lab.internet, sink)?;
             }
         }
         if spec.resolv_conf {
@@ -378,7 +379,7 @@ impl Lab {
     }
 
     fn write_resolv_conf(&mut self) -> Result<(), LabError> {
-        let dir = Path::new(netns::NETNS_ETC).join(&self.host);
+        let dir = Path::new(crate::netns::NETNS_ETC).join(&self.host);
         let io_err = |context: String| move |error| LabError::Io { context, error };
         std::fs::create_dir_all(&dir)
             .map_err(io_err(format!("cannot create {}", dir.display())))?;
@@ -446,7 +447,7 @@ impl Lab {
     /// wildcard listeners of an AnyIP lab already do).
     pub fn add_sink(&self, addr: IpAddr) -> Result<(), LabError> {
         if !self.covered(addr) {
-            netns::add_local_address(&self.internet, addr)?;
+            pair::add_local_address(&self.internet, addr)?;
         }
         let gone = || LabError::AddSink {
             addr,
@@ -480,12 +481,12 @@ impl Lab {
             }
         }
         for name in std::mem::take(&mut self.namespaces) {
-            if let Err(e) = netns::delete(&name) {
+            if let Err(e) = pair::delete(&name) {
                 problems.push(format!("namespace {name}: {e}"));
             }
         }
         if let Some(name) = self.etc_dir.take() {
-            if let Err(e) = netns::remove_etc_dir(&name) {
+            if let Err(e) = pair::remove_etc_dir(&name) {
                 problems.push(e.to_string());
             }
         }

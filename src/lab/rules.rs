@@ -112,7 +112,7 @@ pub(crate) fn load(host: &str, rule: &RuleSource, env: &SetupEnv<'_>) -> Result<
             cmd.arg(script)
                 .stdin(Stdio::null())
                 .env("EGRESS_SANDBOX_NETNS", env.netns)
-                .env("EGRESS_SANDBOX_IFACE", super::netns::IFACE)
+                .env("EGRESS_SANDBOX_IFACE", super::pair::IFACE)
                 .env("EGRESS_SANDBOX_GATEWAY4", &env.gateway4)
                 .env("EGRESS_SANDBOX_GATEWAY6", &env.gateway6)
                 .env("EGRESS_SANDBOX_SINK4", &env.sink4)

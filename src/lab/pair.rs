@@ -1,4 +1,5 @@
-//! Lifecycle of a lab's namespace pair: unique names, creation with
+//! Lifecycle of a lab's namespace pair (named namespaces as iproute2 keeps them, see
+//! [`crate::netns`]): unique names, creation with
 //! `ip netns add`, the veth link with its dual-stack addresses and routes,
 //! local addresses and AnyIP routes in the internet, and deletion (after
 //! killing whatever still runs inside).
@@ -13,7 +14,7 @@
 //! another lab's; deleting the namespaces destroys it.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -22,11 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{LabError, Link};
-
-/// Where `ip netns add` keeps its namespace bind mounts.
-pub(crate) const NETNS_DIR: &str = "/run/netns";
-/// Where `ip netns exec NAME` finds files to bind-mount over `/etc`.
-pub(crate) const NETNS_ETC: &str = "/etc/netns";
+use crate::netns::{path_of, NETNS_DIR, NETNS_ETC};
 /// Name of the veth end in each namespace (host side and internet side).
 pub const IFACE: &str = "eth0";
 /// Suffix of the host namespace's name.
@@ -41,11 +38,6 @@ static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 const NAME_ATTEMPTS: u32 = 64;
 /// How long deletion waits for killed processes to leave a namespace.
 const KILL_WAIT: Duration = Duration::from_secs(2);
-
-/// `/run/netns/<name>`.
-pub fn path_of(name: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(name)
-}
 
 /// Whether `prefix` makes valid, short namespace names: 1-8 characters of
 /// `[a-z0-9]`.
@@ -354,7 +346,7 @@ mod tests {
         let name = format!("abcdefgh-4194304-{}-h", u32::MAX);
         assert!(name.len() < 255);
         assert!(IFACE.len() <= 15);
-        assert_eq!(path_of("x"), PathBuf::from("/run/netns/x"));
+        assert_eq!(path_of("x"), std::path::PathBuf::from("/run/netns/x"));
     }
 
     #[test]
