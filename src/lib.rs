@@ -15,7 +15,8 @@
 //! | 6 | [`report`] | judgement | human, JSON, JUnit text |
 //!
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
-//! [`vocab::Expectation`], value parsers), [`identity`] (accounts and the privilege drop),
+//! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
+//! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop),
 //! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line), and
 //! [`sandbox`] (throwaway namespaces with a simulated internet for `egress-check sandbox`).
 //! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes.
@@ -40,6 +41,7 @@
 //! - **Judgement** ([`verdict::Judgement`]): the run judged: records, counts, family splits,
 //!   witnesses; what every report format renders.
 
+pub mod address;
 pub mod cli;
 pub mod exit_codes;
 pub mod identity;
