@@ -108,6 +108,30 @@ impl ResolveReport {
                         error: failure.to_string(),
                     },
                     Resolution::NullMx => DomainStatus::NullMx,
+                    // Literal addresses are not looked up; shown as the addresses they are.
+                    Resolution::Literals(list) => {
+                        let of = |family| {
+                            let found: Vec<IpAddr> = list
+                                .iter()
+                                .map(|l| l.ip)
+                                .filter(|ip| Family::of(ip) == family)
+                                .collect();
+                            if found.is_empty() {
+                                Addresses::None
+                            } else {
+                                Addresses::Found(found)
+                            }
+                        };
+                        DomainStatus::Ok {
+                            implicit_mx: false,
+                            exchanges: vec![ExchangeReport {
+                                exchange: String::new(),
+                                preference: None,
+                                ipv4: (&of(Family::Ipv4)).into(),
+                                ipv6: (&of(Family::Ipv6)).into(),
+                            }],
+                        }
+                    }
                     Resolution::Exchanges {
                         implicit_mx,
                         exchanges,
@@ -202,6 +226,7 @@ mod tests {
                     record: "AAAA",
                     kind: FailureKind::Servfail,
                 }),
+                answered_by: "DNS server 10.0.0.53".into(),
             }],
         };
         let failed = Resolution::Failed(DnsFailure {
