@@ -190,6 +190,7 @@ fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
             .iter()
             .zip(&kinds)
             .map(|(domain, kind)| (domain.as_str(), &resolutions[kind])),
+        &HostInterfaces::current()?,
     );
     match args.format {
         ResolveFormat::Human => print!("{}", report.to_human()),
