@@ -1,11 +1,12 @@
 //! The command line. The names here are a contract used by scripts: keep them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::address::Literal;
 use crate::exit_codes;
 use crate::vocab::{parse_nameserver, parse_timeout, Expectation};
 use crate::worker::WorkerArgs;
@@ -139,9 +140,13 @@ pub struct AdHocArgs {
     /// A host name to probe (repeatable).
     #[arg(long, value_name = "NAME")]
     pub host: Vec<String>,
-    /// An address to probe (repeatable).
-    #[arg(long = "addr", value_name = "IP")]
-    pub addr: Vec<IpAddr>,
+    /// An address to probe (repeatable); IPv6 link-local with its interface: fe80::1%eth0.
+    #[arg(long = "addr", value_name = "IP", value_parser = clap::value_parser!(Literal))]
+    pub addr: Vec<Literal>,
+    /// The --addr targets may be loopback or this host's own addresses (such probes do not
+    /// cross the egress path and are never a pass).
+    #[arg(long, requires = "addr")]
+    pub local: bool,
     /// A port to probe (repeatable) [default: 25].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Vec<u16>,

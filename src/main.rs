@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+use egress_check::address::HostInterfaces;
 use egress_check::cli::{
     AdHocArgs, Cli, Command, CommonArgs, Format, ProbeOptions, ResolveArgs, ResolveFormat, RunArgs,
     SandboxArgs,
@@ -68,6 +69,7 @@ fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
         hosts: args.host,
         addresses: args.addr,
         ports: args.port,
+        local: args.local,
     };
     let scenario = if targets.is_empty() {
         scenario::default_scenario_for(&user)?
@@ -177,6 +179,7 @@ fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
             .iter()
             .zip(&kinds)
             .map(|(domain, kind)| (domain.as_str(), &resolutions[kind])),
+        &HostInterfaces::current()?,
     );
     match args.format {
         ResolveFormat::Human => print!("{}", report.to_human()),
@@ -229,9 +232,14 @@ fn probe_and_report(
     nameservers: NameserverChoice,
     options: &ProbeOptions,
 ) -> anyhow::Result<u8> {
+    // "This host" is the namespace the probes run in, entered by now; literal addresses are
+    // checked against it before anything is sent.
+    let host = HostInterfaces::current()?;
+    plan::check_literals(assignments, &host)?;
     let settings = RunSettings {
         nameservers,
         deadline: options.deadline,
+        host,
     };
     let executed = runtime()?.block_on(runner::execute(assignments, &settings));
     let judgement = verdict::judge_run(

@@ -14,11 +14,13 @@ mod resolution;
 
 pub use resolution::ResolveReport;
 
-/// `address:port` of a probe, or `(no address):port`.
+/// `address:port` of a probe (`[fe80::1%eth0]:25` with an interface), or
+/// `(no address):port`.
 fn endpoint(p: &ProbeRecord) -> String {
-    match p.address {
-        Some(addr) => SocketAddr::new(addr, p.spec.port).to_string(),
-        None => format!("(no address):{}", p.spec.port),
+    match (p.address, &p.zone) {
+        (Some(addr), Some(zone)) => format!("[{addr}%{zone}]:{}", p.spec.port),
+        (Some(addr), None) => SocketAddr::new(addr, p.spec.port).to_string(),
+        (None, _) => format!("(no address):{}", p.spec.port),
     }
 }
 
@@ -185,6 +187,9 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
             if p.witnessed == Some(false) {
                 line.push_str("  [not witnessed]");
             }
+            if p.local {
+                line.push_str("  [local]");
+            }
             if let Some(detail) = &p.detail {
                 if p.verdict != Verdict::Pass || p.observed != Observed::Timeout {
                     let _ = write!(line, "  -- {detail}");
@@ -222,7 +227,7 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::plan::{Destination, PlannedProbe, ProbeSpec};
+    use crate::plan::{Destination, Endpoint, PlannedProbe, ProbeSpec};
     use crate::probe::Attempt;
     use crate::verdict::judge_run;
     use crate::vocab::Family;
@@ -238,7 +243,10 @@ pub(crate) mod tests {
         observed: Observed,
     ) -> (PlannedProbe, Attempt) {
         let (family, destination) = match addr.parse::<IpAddr>() {
-            Ok(address) => (Family::of(&address), Destination::Address(address)),
+            Ok(address) => (
+                Family::of(&address),
+                Destination::Address(Endpoint::new(address)),
+            ),
             Err(_) => (Family::Ipv6, Destination::None("no AAAA record".into())),
         };
         (
@@ -371,10 +379,15 @@ pub(crate) mod tests {
             "witnessed",
             "elapsed_ms",
             "detail",
+            "zone",
+            "record",
+            "local",
         ] {
             assert!(probe.get(key).is_some(), "{key}");
         }
-        assert_eq!(probe.as_object().unwrap().len(), 15, "{probe}");
+        assert_eq!(probe.as_object().unwrap().len(), 18, "{probe}");
+        assert_eq!(probe["local"], false);
+        assert_eq!(probe["record"], serde_json::Value::Null);
         assert_eq!(probe["family"], "ipv6");
         assert_eq!(probe["observed"], "refused");
         assert_eq!(probe["verdict"], "pass");

@@ -18,18 +18,22 @@ use tokio::sync::mpsc;
 pub use dispatch::Dispatch;
 pub use interrupt::{Interruption, Interrupts};
 
+use crate::address::HostInterfaces;
 use crate::plan::{self, Assignment, NameserverChoice, PlannedProbe};
 use crate::probe::Attempt;
 use crate::resolve::{self, expand};
 use crate::worker::{self, WorkerError, WorkerResult};
 
 /// Settings of a run that do not come from scenario files.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunSettings {
     /// How nameservers are chosen.
     pub nameservers: NameserverChoice,
     /// `--deadline`.
     pub deadline: Option<Duration>,
+    /// The interfaces of the namespace the probes run in: what "this host" is when DNS
+    /// answers and literal addresses are classified.
+    pub host: HostInterfaces,
 }
 
 /// What [`execute`] hands to the verdict stage: the exact probes and, in the same order,
@@ -44,7 +48,8 @@ pub struct Executed {
     pub interruption: Option<Interruption>,
 }
 
-/// Resolves and probes. Assignments must have passed [`plan::ensure_privileges`].
+/// Resolves and probes. Assignments must have passed [`plan::ensure_privileges`] and
+/// [`plan::check_literals`].
 pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Executed {
     let mut interrupts = Interrupts::new();
     let deadline = settings.deadline.map(|d| tokio::time::Instant::now() + d);
@@ -70,7 +75,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
         sig = interrupts.recv() => return stopped(Interruption::Signal(sig)),
         () = &mut until_deadline => return stopped(Interruption::Deadline),
     };
-    let probes = expand(assignments, |a| {
+    let probes = expand(assignments, &settings.host, |a| {
         resolutions[&(settings.nameservers.source_for(a), a.target.kind.clone())].clone()
     });
 
