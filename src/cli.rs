@@ -71,8 +71,9 @@ pub struct CommonArgs {
 /// `egress-check run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Scenario files (TOML).
-    #[arg(required = true, value_name = "FILE")]
+    /// Scenario files (TOML); a directory runs its *.toml files in lexical order; `-` reads
+    /// one scenario from standard input [default: /etc/egress-check].
+    #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Only run the checks of this user.
     #[arg(long = "as", value_name = "USER")]
@@ -263,7 +264,6 @@ mod tests {
             &["--as", "x", "--timeout", "soon"],
             &["--as", "x", "--expect", "maybe"],
             &["--as", "x", "--addr", "1.2.3"],
-            &["run"],
             &["run", "x.toml", "--nameserver", "dns.example"],
         ] {
             let err = parse(args).unwrap_err();

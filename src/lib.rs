@@ -3,7 +3,7 @@
 //!
 //! The data flows through small modules: [`scenario`] -> [`plan`] -> [`resolve`] ->
 //! [`probe`] (in per-user [`worker`] processes) -> [`verdict`] -> [`report`]; [`runner`]
-//! drives a run and [`cli`] is the command line.
+//! drives a run and [`cli`] is the command line. [`source`] finds a run's scenario files.
 
 pub mod cli;
 pub mod identity;
@@ -15,5 +15,6 @@ pub mod resolve;
 pub mod runner;
 pub mod sandbox;
 pub mod scenario;
+pub mod source;
 pub mod verdict;
 pub mod worker;

@@ -12,7 +12,7 @@ use egress_check::report::Report;
 use egress_check::runner::Interruption;
 use egress_check::runner::RunSettings;
 use egress_check::scenario::{self, AdHocTargets, Scenario};
-use egress_check::{netns, plan, resolve, runner, sandbox, worker};
+use egress_check::{netns, plan, resolve, runner, sandbox, source, worker};
 
 /// Exit code for usage, scenario and privilege errors (nothing was probed).
 const EXIT_USAGE: u8 = 2;
@@ -48,11 +48,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Some(Command::Run(args)) => {
-            let scenarios = args
-                .files
-                .iter()
-                .map(|f| scenario::load(f))
-                .collect::<Result<Vec<_>, _>>()?;
+            let scenarios = source::load_all(&args.files)?;
             run(scenarios, args.user.as_deref(), &args.common)
         }
         Some(Command::Resolve(args)) => {
