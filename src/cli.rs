@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::output::OutputSpec;
 use crate::sandbox::InternetArgs;
 use crate::scenario::{parse_nameserver, parse_timeout, Expectation};
 use crate::worker::WorkerArgs;
@@ -66,6 +67,10 @@ pub struct CommonArgs {
     /// Enter this network namespace (/run/netns/NAME) before resolving and probing.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, junit;
+    /// default: --format's); repeatable. An interrupted run replaces no file.
+    #[arg(long, value_name = "[FORMAT=]FILE")]
+    pub output: Vec<OutputSpec>,
 }
 
 /// `egress-check run`.
@@ -119,6 +124,10 @@ pub struct SandboxArgs {
     /// Bound on the whole run; probes still pending then are inconclusive.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub deadline: Option<Duration>,
+    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, junit;
+    /// default: --format's); repeatable. An interrupted run replaces no file.
+    #[arg(long, value_name = "[FORMAT=]FILE")]
+    pub output: Vec<OutputSpec>,
 }
 
 /// The ad hoc form: `egress-check --as USER [targets]`.
@@ -265,6 +274,7 @@ mod tests {
             &["--as", "x", "--expect", "maybe"],
             &["--as", "x", "--addr", "1.2.3"],
             &["run", "x.toml", "--nameserver", "dns.example"],
+            &["run", "x.toml", "--output", "jsn=x.json"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -8,11 +8,12 @@ use clap::Parser;
 
 use egress_check::cli::SandboxArgs;
 use egress_check::cli::{Cli, Command, CommonArgs, Format, ResolveFormat};
+use egress_check::output::PreparedOutputs;
 use egress_check::report::Report;
 use egress_check::runner::Interruption;
 use egress_check::runner::RunSettings;
 use egress_check::scenario::{self, AdHocTargets, Scenario};
-use egress_check::{netns, plan, resolve, runner, sandbox, source, worker};
+use egress_check::{netns, output, plan, resolve, runner, sandbox, source, worker};
 
 /// Exit code for usage, scenario and privilege errors (nothing was probed).
 const EXIT_USAGE: u8 = 2;
@@ -112,6 +113,7 @@ fn run(
 ) -> anyhow::Result<u8> {
     let assignments = plan::assignments(&scenarios, only_user, common.timeout)?;
     plan::ensure_privileges(&assignments)?;
+    let outputs = PreparedOutputs::prepare(&common.output, common.format)?;
     worker::raise_fd_limit();
     let netns_resolv_conf = match &common.netns {
         Some(name) => netns::enter(name)?,
@@ -123,11 +125,17 @@ fn run(
         deadline: common.deadline,
     };
     let result = runtime()?.block_on(runner::execute(&scenarios, &assignments, &settings));
-    Ok(emit(&result.report, result.interruption, common.format))
+    emit(&result.report, result.interruption, common.format, outputs)
 }
 
-/// Prints the report and returns the exit code.
-fn emit(report: &Report, interruption: Option<Interruption>, format: Format) -> u8 {
+/// Prints the report, writes the `--output` files unless interrupted, and returns the exit
+/// code; `Err` (exit 2) when an `--output` file could not be written.
+fn emit(
+    report: &Report,
+    interruption: Option<Interruption>,
+    format: Format,
+    outputs: PreparedOutputs,
+) -> anyhow::Result<u8> {
     let signal_code = interruption.and_then(|i| i.exit_code());
     if signal_code.is_some() {
         // Interrupted: what finished goes to stderr for the person at the terminal; a
@@ -136,11 +144,19 @@ fn emit(report: &Report, interruption: Option<Interruption>, format: Format) -> 
     }
     match format {
         Format::Human if signal_code.is_some() => {}
-        Format::Human => print!("{}", report.to_human(use_color(&std::io::stdout()))),
-        Format::Json => println!("{}", report.to_json()),
-        Format::Junit => println!("{}", report.to_junit()),
+        _ => print!(
+            "{}",
+            output::render(report, format, use_color(&std::io::stdout()))
+        ),
     }
-    signal_code.unwrap_or(report.exit_code()) as u8
+    match signal_code {
+        // Interrupted: the previous reports stay, the outputs are dropped unwritten.
+        Some(code) => Ok(code as u8),
+        None => {
+            outputs.commit(report)?;
+            Ok(report.exit_code() as u8)
+        }
+    }
 }
 
 /// `egress-check sandbox`: the scenario, run unchanged inside a throwaway host namespace
@@ -156,6 +172,7 @@ fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
         .collect::<Result<Vec<_>, _>>()?;
     let assignments = plan::assignments(&scenarios, args.user.as_deref(), args.timeout)?;
     plan::ensure_privileges(&assignments)?;
+    let outputs = PreparedOutputs::prepare(&args.output, args.format)?;
     worker::raise_fd_limit();
     if assignments
         .iter()
@@ -217,7 +234,7 @@ fn run_sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
                 };
                 let result =
                     runtime()?.block_on(runner::execute(&scenarios, &assignments, &settings));
-                Ok(emit(&result.report, result.interruption, args.format))
+                emit(&result.report, result.interruption, args.format, outputs)
             })
     };
     // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
