@@ -440,3 +440,17 @@ fn an_interrupted_run_replaces_no_output_file() {
         assert!(!json(&out)["interrupted"].is_null(), "{signal}");
     }
 }
+
+/// The example the Debian package ships for /etc/egress-check/ must be a valid scenario
+/// that checks only users every Debian system has.
+#[test]
+fn the_packaged_example_scenario_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/examples/mail-egress.toml");
+    let example = egress_check::scenario::load(&path).expect("the example is valid");
+    let users: Vec<&str> = example
+        .checks
+        .iter()
+        .flat_map(|c| c.users.iter().map(|u| u.name.as_str()))
+        .collect();
+    assert_eq!(users, ["www-data", "nobody"]);
+}
