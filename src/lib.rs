@@ -17,8 +17,10 @@
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
 //! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
 //! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop),
-//! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line), and
-//! [`sandbox`] (throwaway namespaces with a simulated internet for `egress-check sandbox`).
+//! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line),
+//! [`source`] (which files a run reads its scenarios from), [`output`] (reports written to
+//! files, atomically), [`lab`] (throwaway namespaces with a simulated internet) and
+//! [`sandbox`] (the lab as `egress-check sandbox` builds it).
 //! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes.
 //!
 //! # Glossary of the types that cross stages
@@ -52,6 +54,7 @@ pub mod exit_codes;
 pub mod identity;
 pub mod lab;
 pub mod netns;
+pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod report;
@@ -59,6 +62,7 @@ pub mod resolve;
 pub mod runner;
 pub mod sandbox;
 pub mod scenario;
+pub mod source;
 pub mod verdict;
 pub mod vocab;
 pub mod worker;

@@ -215,9 +215,15 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         });
     }
     let bytes = std::fs::read(path).map_err(read_error)?;
+    parse_bytes(&file, bytes)
+}
+
+/// Validates raw scenario bytes read from somewhere other than a named file (standard
+/// input); `file` is the name used in error locations.
+pub fn parse_bytes(file: &str, bytes: Vec<u8>) -> Result<Scenario, ScenarioError> {
     if bytes.len() > MAX_SCENARIO_BYTES {
         return Err(ScenarioError::TooLarge {
-            file,
+            file: file.to_string(),
             size: bytes.len() as u64,
         });
     }
@@ -227,11 +233,11 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
             let valid = err.utf8_error().valid_up_to();
             let prefix = String::from_utf8_lossy(&err.as_bytes()[..valid]).into_owned();
             return Err(ScenarioError::NotUtf8 {
-                location: Location::at(&file, &prefix, valid),
+                location: Location::at(file, &prefix, valid),
             });
         }
     };
-    parse(&file, &text)
+    parse(file, &text)
 }
 
 /// Parses and validates scenario text; `file` is used in error locations.
