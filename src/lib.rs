@@ -17,7 +17,9 @@
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
 //! [`vocab::Expectation`], value parsers), [`identity`] (accounts and the privilege drop),
 //! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line), and
-//! [`sandbox`] (throwaway namespaces with a simulated internet for `egress-check sandbox`).
+//! [`sandbox`] (throwaway namespaces with a simulated internet for `egress-check sandbox`),
+//! and [`explain`] (`--explain`: nftables tracing names the rule that decided each probe;
+//! the runner starts and finishes it, the report prints it, verdicts never depend on it).
 //! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes.
 //!
 //! # Glossary of the types that cross stages
@@ -42,6 +44,7 @@
 
 pub mod cli;
 pub mod exit_codes;
+pub mod explain;
 pub mod identity;
 pub mod netns;
 pub mod plan;
