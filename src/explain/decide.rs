@@ -70,6 +70,24 @@ pub struct Place {
     /// The rule as `nft -a list ruleset` prints it (counters elided).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// For rules iptables-nft made: the rule as `iptables-save` prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iptables: Option<String>,
+}
+
+impl Place {
+    /// The rule as the admin will recognise it: nft's text, except where nft can only say
+    /// `xt match ...` (an iptables extension it cannot translate, e.g. `--suppl-groups`);
+    /// then the `iptables-save` line.
+    pub fn readable_rule(&self) -> Option<&str> {
+        match (&self.rule, &self.iptables) {
+            (Some(nft), Some(ipt)) if nft.contains("xt match") || nft.contains("xt target") => {
+                Some(ipt)
+            }
+            (Some(nft), _) => Some(nft),
+            (None, ipt) => ipt.as_deref(),
+        }
+    }
 }
 
 /// One step of the trace: a rule verdict, a return, or a policy.
@@ -108,7 +126,7 @@ impl Explanation {
                 at.family,
                 at.table,
                 at.chain,
-                at.rule.as_deref().unwrap_or("(rule text not listed)")
+                at.readable_rule().unwrap_or("(rule text not listed)")
             ),
             ("policy", Some(at)) => format!(
                 "policy {} of {} {} {}",
@@ -226,6 +244,13 @@ fn place(ctx: &Context, seg: &Segment, event: &TraceEvent) -> Place {
         rule: event
             .rule_handle
             .and_then(|h| ctx.ruleset.rule(&family, &event.table, &event.chain, h))
+            .map(str::to_owned),
+        iptables: event
+            .rule_handle
+            .and_then(|h| {
+                ctx.ruleset
+                    .iptables_form(&family, &event.table, &event.chain, h)
+            })
             .map(str::to_owned),
         handle: event.rule_handle,
         family,
@@ -354,7 +379,7 @@ fn from_outcome(o: &ChainOutcome, direction: &'static str) -> DecidedBy {
                 at.table,
                 at.chain,
                 at.handle.map_or_else(|| "?".into(), |h| h.to_string()),
-                at.rule.as_deref().unwrap_or("(rule text not listed)")
+                at.readable_rule().unwrap_or("(rule text not listed)")
             ),
         ),
     };

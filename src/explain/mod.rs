@@ -140,10 +140,22 @@ impl Tracer {
         }
         let mut failed = self.failed.take();
         let ruleset = match listing {
-            Ok((json, text)) => ruleset::Ruleset::parse(&json, &text).unwrap_or_else(|err| {
-                eprintln!("egress-check: cannot read nft's JSON ruleset: {err}");
-                ruleset::Ruleset::default()
-            }),
+            Ok((json, text)) => match ruleset::Ruleset::parse(&json, &text) {
+                Ok(mut ruleset) => {
+                    for (family, tool) in
+                        [("ip", "iptables-nft-save"), ("ip6", "ip6tables-nft-save")]
+                    {
+                        if let Some(save) = quiet_output(tool) {
+                            ruleset.add_iptables_save(family, &save);
+                        }
+                    }
+                    ruleset
+                }
+                Err(err) => {
+                    eprintln!("egress-check: cannot read nft's JSON ruleset: {err}");
+                    ruleset::Ruleset::default()
+                }
+            },
             Err(err) => {
                 eprintln!("egress-check: cannot list the ruleset: {err}");
                 ruleset::Ruleset::default()
@@ -188,6 +200,18 @@ impl Tracer {
     }
 }
 
+/// The stdout of `tool` when it runs and succeeds (its stderr, e.g. iptables-nft's warnings,
+/// is not wanted).
+fn quiet_output(tool: &str) -> Option<String> {
+    std::process::Command::new(tool)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
 /// iptables-legacy rules per family, which nf_tables tracing cannot see. Read only where
 /// legacy tables exist (`/proc/net/ip{,6}_tables_names`, per network namespace): running
 /// `iptables-legacy-save` elsewhere would load the legacy modules and create empty tables.
@@ -210,18 +234,8 @@ fn legacy_rules() -> HashMap<Family, usize> {
         if tables.trim().is_empty() {
             continue;
         }
-        let rules = std::process::Command::new(tool)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter(|l| l.starts_with("-A "))
-                    .count()
-            });
+        let rules =
+            quiet_output(tool).map(|save| save.lines().filter(|l| l.starts_with("-A ")).count());
         match rules {
             Some(0) => {}
             Some(n) => {

@@ -30,6 +30,10 @@ pub struct Ruleset {
     pub chains: HashMap<ChainKey, Chain>,
     /// Rule text by (chain, handle), as `nft -a list ruleset` prints it, counters elided.
     pub rules: HashMap<(ChainKey, u64), String>,
+    /// Handles of each chain's rules, in the chain's order.
+    pub order: HashMap<ChainKey, Vec<u64>>,
+    /// The `iptables-save` form of rules that iptables-nft made, by (chain, handle).
+    pub iptables: HashMap<(ChainKey, u64), String>,
 }
 
 /// The `nft` name of a netfilter family number (`nfgen_family`).
@@ -75,8 +79,52 @@ impl Ruleset {
                 },
             );
         }
-        ruleset.rules = rule_texts(text);
+        (ruleset.rules, ruleset.order) = rule_texts(text);
         Ok(ruleset)
+    }
+
+    /// Adds the `iptables-save` form of the rules of `family` (`ip` or `ip6`) from the output
+    /// of `iptables-nft-save`/`ip6tables-nft-save`. A chain's `-A` lines are matched to its
+    /// rules by position, and only when both have the same number of rules (the same chain,
+    /// read moments apart): otherwise nothing is added rather than a wrong line.
+    pub fn add_iptables_save(&mut self, family: &str, save: &str) {
+        let mut table = String::new();
+        let mut lines: HashMap<ChainKey, Vec<String>> = HashMap::new();
+        for line in save.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                table = name.trim().to_owned();
+            } else if let Some(rest) = line.strip_prefix("-A ") {
+                let chain = rest.split_whitespace().next().unwrap_or_default();
+                lines
+                    .entry((family.to_owned(), table.clone(), chain.to_owned()))
+                    .or_default()
+                    .push(line.trim_end().to_owned());
+            }
+        }
+        for (key, save_lines) in lines {
+            let Some(handles) = self.order.get(&key) else {
+                continue;
+            };
+            if handles.len() != save_lines.len() {
+                continue;
+            }
+            for (handle, line) in handles.iter().zip(save_lines) {
+                self.iptables.insert((key.clone(), *handle), line);
+            }
+        }
+    }
+
+    /// The `iptables-save` form of a rule, if known.
+    pub fn iptables_form(
+        &self,
+        family: &str,
+        table: &str,
+        chain: &str,
+        handle: u64,
+    ) -> Option<&str> {
+        self.iptables
+            .get(&((family.into(), table.into(), chain.into()), handle))
+            .map(String::as_str)
     }
 
     /// The text of a rule, if listed.
@@ -95,8 +143,15 @@ impl Ruleset {
 
 /// Rule lines of `nft -a list ruleset`: inside `table F T {` and `chain C {`, each line
 /// that ends in `# handle N`.
-fn rule_texts(text: &str) -> HashMap<(ChainKey, u64), String> {
+#[allow(clippy::type_complexity)]
+fn rule_texts(
+    text: &str,
+) -> (
+    HashMap<(ChainKey, u64), String>,
+    HashMap<ChainKey, Vec<u64>>,
+) {
     let mut rules = HashMap::new();
+    let mut order: HashMap<ChainKey, Vec<u64>> = HashMap::new();
     let mut table: Option<(String, String)> = None;
     let mut chain: Option<String> = None;
     let mut depth = 0usize;
@@ -122,10 +177,9 @@ fn rule_texts(text: &str) -> HashMap<(ChainKey, u64), String> {
                 (&table, &chain, strip_handle(trimmed))
             {
                 if opens == closes {
-                    rules.insert(
-                        ((family.clone(), tname.clone(), cname.clone()), handle),
-                        elide_counters(code),
-                    );
+                    let key = (family.clone(), tname.clone(), cname.clone());
+                    order.entry(key.clone()).or_default().push(handle);
+                    rules.insert((key, handle), elide_counters(code));
                 }
             }
         }
@@ -134,7 +188,7 @@ fn rule_texts(text: &str) -> HashMap<(ChainKey, u64), String> {
             chain = None;
         }
     }
-    rules
+    (rules, order)
 }
 
 /// Splits `... # handle N` into the code and N.
@@ -254,6 +308,26 @@ table inet fw { # handle 2
             r.chain("inet", "fw", "out").unwrap().policy.as_deref(),
             Some("drop")
         );
+    }
+
+    #[test]
+    fn iptables_save_lines_by_position_only_when_counts_agree() {
+        let mut r = Ruleset::parse(JSON, TEXT).unwrap();
+        r.add_iptables_save(
+            "ip",
+            "*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 203.0.113.10/32 -j DROP\n\
+             -A OUTPUT -j smtp\n-A smtp -j REJECT\n-A smtp -j DROP\nCOMMIT\n",
+        );
+        assert_eq!(
+            r.iptables_form("ip", "filter", "OUTPUT", 2),
+            Some("-A OUTPUT -d 203.0.113.10/32 -j DROP")
+        );
+        assert_eq!(
+            r.iptables_form("ip", "filter", "OUTPUT", 4),
+            Some("-A OUTPUT -j smtp")
+        );
+        // smtp has one rule in nft and two -A lines: not matched.
+        assert_eq!(r.iptables_form("ip", "filter", "smtp", 5), None);
     }
 
     #[test]
