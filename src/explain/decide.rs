@@ -640,9 +640,12 @@ fn explain_one(
             accepted_by: Some(Box::new(host_says)),
             ..decided(
                 "beyond-host",
+                // A BPF cgroup egress program runs after the last netfilter hook and is not
+                // traced: say that it is the one thing on this host that could still have done it.
                 format!(
                     "accepted by this host ({summary}); blocked beyond it ({came_back}): not \
-                     this host's policy at work"
+                     this host's policy at work (unless a BPF cgroup filter, which tracing \
+                     cannot see, dropped it)"
                 ),
             )
         },
@@ -852,7 +855,8 @@ mod tests {
         assert_eq!(
             e.decided_by.text,
             "accepted by this host (policy accept of ip filter OUTPUT); blocked beyond it (no \
-             reply reached this host's firewall): not this host's policy at work"
+             reply reached this host's firewall): not this host's policy at work (unless a BPF \
+             cgroup filter, which tracing cannot see, dropped it)"
         );
         let by = e.decided_by.accepted_by.unwrap();
         assert_eq!(by.kind, "policy");
