@@ -85,6 +85,9 @@ pub struct CommonArgs {
     /// Where they start from.
     #[command(flatten)]
     pub host: HostOptions,
+    /// Name the firewall rule that decided each probe (nftables tracing; needs root).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// `egress-check run`.
@@ -129,6 +132,9 @@ pub struct SandboxArgs {
     /// Only run the checks of this user.
     #[arg(long = "as", value_name = "USER")]
     pub user: Option<String>,
+    /// Do not name the rule that decided each probe (on by default in the sandbox).
+    #[arg(long)]
+    pub no_explain: bool,
     /// How probes are made and reported.
     #[command(flatten)]
     pub probe: ProbeOptions,

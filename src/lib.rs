@@ -19,8 +19,10 @@
 //! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop),
 //! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line),
 //! [`source`] (which files a run reads its scenarios from), [`output`] (reports written to
-//! files, atomically), [`lab`] (throwaway namespaces with a simulated internet) and
-//! [`sandbox`] (the lab as `egress-check sandbox` builds it).
+//! files, atomically), [`lab`] (throwaway namespaces with a simulated internet),
+//! [`sandbox`] (the lab as `egress-check sandbox` builds it), and [`explain`] (`--explain`:
+//! nftables tracing names the rule that decided each probe; the runner starts and
+//! finishes it, the report prints it, verdicts never depend on it).
 //! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes.
 //!
 //! # Glossary of the types that cross stages
@@ -51,6 +53,7 @@
 pub mod address;
 pub mod cli;
 pub mod exit_codes;
+pub mod explain;
 pub mod identity;
 pub mod lab;
 pub mod netns;

@@ -19,7 +19,7 @@ use egress_check::report::{self, ResolveReport};
 use egress_check::resolve::Resolver;
 use egress_check::runner::{self, RunSettings};
 use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
-use egress_check::{exit_codes, netns, sandbox, source, verdict, vocab, worker};
+use egress_check::{exit_codes, explain, netns, sandbox, source, verdict, vocab, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -53,7 +53,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     let scenarios = source::load_all(&args.files)?;
     let prepared = prepare(&scenarios, args.user.as_deref(), &args.common.probe)?;
     let nameservers = enter_host(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe)
+    let explain = explain_requested(&args.common)?;
+    probe_and_report(prepared, nameservers, &args.common.probe, explain)
 }
 
 /// `egress-check --as USER [targets]`: one user, the command line's targets (or the
@@ -79,7 +80,8 @@ fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
     };
     let prepared = prepare(std::slice::from_ref(&scenario), None, &args.common.probe)?;
     let nameservers = enter_host(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe)
+    let explain = explain_requested(&args.common)?;
+    probe_and_report(prepared, nameservers, &args.common.probe, explain)
 }
 
 /// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host
@@ -148,7 +150,17 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
                     server: Some(sandbox.nameserver()),
                     netns_resolv_conf: None,
                 };
-                probe_and_report(prepared, nameservers, &args.probe)
+                // On by default here: a sandbox is root's throwaway namespace, so tracing is
+                // always possible unless the kernel lacks nf_tables; then say so and go on.
+                let explain = !args.no_explain
+                    && match explain::preflight() {
+                        Ok(()) => true,
+                        Err(err) => {
+                            eprintln!("egress-check: warning: running without explanations: {err}");
+                            false
+                        }
+                    };
+                probe_and_report(prepared, nameservers, &args.probe, explain)
             })
     };
     // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
@@ -231,6 +243,15 @@ fn enter_host(common: &CommonArgs) -> anyhow::Result<NameserverChoice> {
     })
 }
 
+/// `--explain`, checked in the namespace that will be probed: exit 2 before anything is
+/// probed when tracing cannot work there.
+fn explain_requested(common: &CommonArgs) -> anyhow::Result<bool> {
+    if common.explain {
+        explain::preflight()?;
+    }
+    Ok(common.explain)
+}
+
 /// The path every probing mode shares from a plan to an exit code: resolve and probe
 /// ([`runner`]), judge ([`verdict`]), print ([`report`]) and write the `--output` files
 /// ([`output`]).
@@ -238,6 +259,7 @@ fn probe_and_report(
     prepared: Prepared,
     nameservers: NameserverChoice,
     options: &ProbeOptions,
+    explain: bool,
 ) -> anyhow::Result<u8> {
     let Prepared {
         assignments,
@@ -252,13 +274,17 @@ fn probe_and_report(
         nameservers,
         deadline: options.deadline,
         host,
+        explain,
     };
     let executed = runtime()?.block_on(runner::execute(assignments, &settings));
-    let judgement = verdict::judge_run(
+    let mut judgement = verdict::judge_run(
         executed.probes,
         executed.attempts,
         executed.interruption.map(|i| i.describe()),
     );
+    if let Some(explanations) = executed.explanations {
+        judgement.attach_explanations(explanations);
+    }
     let signal_code = executed.interruption.and_then(|i| i.exit_code());
     if signal_code.is_some() {
         // Interrupted: what finished goes to stderr for the person at the terminal; a

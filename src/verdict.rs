@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::exit_codes;
+use crate::explain::Explanation;
 use crate::plan::{PlannedProbe, ProbeSpec};
 use crate::probe::{Attempt, Observed};
 use crate::vocab::{Expectation, Family};
@@ -99,6 +100,9 @@ pub struct ProbeRecord {
     pub elapsed_ms: u64,
     /// OS error, DNS failure or other explanation.
     pub detail: Option<String>,
+    /// With `--explain`: `decided_by` and `trace` ([`crate::explain`]); absent otherwise.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
 }
 
 /// A user reaches an exchange and port over one family while the other is blocked.
@@ -141,11 +145,34 @@ pub struct Judgement {
     pub family_splits: Vec<FamilySplit>,
     /// Set when the run was cut short (signal or deadline).
     pub interrupted: Option<String>,
+    /// With `--explain`: passing denies that this host did not enforce (it accepted the SYN;
+    /// something beyond it blocked the connection). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_enforced_by_host: Option<usize>,
     /// Every planned probe, exactly once.
     pub probes: Vec<ProbeRecord>,
 }
 
 impl Judgement {
+    /// Adds `--explain`'s explanations (`explanations[i]` for `probes[i]`); verdicts and
+    /// counts are left exactly as judged.
+    pub fn attach_explanations(&mut self, explanations: Vec<Option<Explanation>>) {
+        for (record, explanation) in self.probes.iter_mut().zip(explanations) {
+            record.explanation = explanation;
+        }
+        self.not_enforced_by_host = Some(
+            self.probes
+                .iter()
+                .filter(|p| p.verdict == Verdict::Pass && p.spec.expect == Expectation::Deny)
+                .filter(|p| {
+                    p.explanation
+                        .as_ref()
+                        .is_some_and(Explanation::blocked_beyond_host)
+                })
+                .count(),
+        );
+    }
+
     /// 0 all passed, 1 a failure, 3 inconclusive only.
     pub fn exit_code(&self) -> u8 {
         exit_codes::of_counts(self.failed, self.inconclusive)
@@ -179,6 +206,7 @@ pub fn judge_run(
                 observed: attempt.observed,
                 witnessed: None,
                 elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
+                explanation: None,
             }
         })
         .collect();
@@ -207,6 +235,7 @@ pub fn judge_run(
             .count(),
         family_splits: family_splits(&records),
         interrupted,
+        not_enforced_by_host: None,
         probes: records,
     }
 }

@@ -73,6 +73,7 @@ impl Dispatch {
                     observed: Observed::NoAddress,
                     elapsed: Duration::ZERO,
                     detail: Some(why.clone()),
+                    local: None,
                 }),
                 Destination::Address(_) => None,
             })
@@ -90,6 +91,7 @@ impl Dispatch {
                     observed: Observed::Error,
                     elapsed: Duration::ZERO,
                     detail: Some(missing(probe)),
+                    local: None,
                 })
             })
             .collect()
@@ -132,6 +134,7 @@ mod tests {
             observed,
             elapsed: Duration::from_millis(5),
             detail: None,
+            local: None,
         }
     }
 

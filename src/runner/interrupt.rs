@@ -84,6 +84,7 @@ pub fn during_resolution(
             observed: Observed::Error,
             elapsed: std::time::Duration::ZERO,
             detail: Some(reason.clone()),
+            local: None,
         })
         .collect();
     (probes, attempts)

@@ -5,6 +5,7 @@
 //! outside CI, `EGRESS_CHECK_SKIP_NETNS=1` skips them knowingly (see [`util::lab`]).
 
 mod edges;
+mod explain;
 mod fault_matrix;
 mod hostile_input;
 mod netns_core;
