@@ -2,7 +2,8 @@
 //! every address of a namespace (one `[::]` socket that also takes IPv4, so loopback and
 //! link-local addresses answer too), or on one link-local address, and counts the
 //! connections it accepted, so a test can prove that a probe that must not reach the host
-//! did not.
+//! did not. Started in the simulated internet ([`crate::TestLab::internet_mta`]), it is a
+//! counting destination: proof that a run probed, or that it probed nothing.
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::Path;

@@ -317,6 +317,15 @@ impl TestLab {
         Ok(mta::start(self.lab.host_netns_path(), port)?)
     }
 
+    /// Starts a mail server on TCP `port` on every address of the simulated internet (the
+    /// sinks and the link's internet end; [`mta`]): a destination that counts the
+    /// connections it accepted, so a test can tell whether a run probed at all. `port` must
+    /// be one the sinks do not use (not [`PORTS`], [`CLOSED_PORT`] or a reset listener's).
+    /// It stops when the returned value is dropped.
+    pub fn internet_mta(&self, port: u16) -> Result<mta::Mta, TestkitError> {
+        Ok(mta::start(self.lab.internet_netns_path(), port)?)
+    }
+
     /// Starts a mail server on TCP `port` of the simulated internet's link-local address
     /// `addr` (the peer of the host's link; the lab's sinks do not listen there).
     pub fn peer_link_local_mta(&self, addr: Ipv6Addr, port: u16) -> Result<mta::Mta, TestkitError> {

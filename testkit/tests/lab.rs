@@ -1,8 +1,8 @@
 //! The lab and the test kit against the real kernel: the test lab's zone
 //! through egress-check's own resolver, its sinks, closed port, added
-//! sinks, reset listener and NFQUEUE delayer from the host namespace, an
-//! AnyIP lab with a slow nameserver, the test users, and that nothing is
-//! left behind.
+//! sinks, reset listener, counting internet MTA and NFQUEUE delayer from
+//! the host namespace, an AnyIP lab with a slow nameserver, the test users,
+//! and that nothing is left behind.
 //!
 //! Needs root and network namespaces; fails when they are missing (see
 //! [`egress_check_testkit::prerequisites`]).
@@ -20,6 +20,7 @@ use egress_check::plan::NameserverSource;
 use egress_check::resolve::{Addresses, Resolution, Resolver};
 use egress_check::scenario::TargetKind;
 use egress_check_testkit::dns::Delay;
+use egress_check_testkit::mta;
 use egress_check_testkit::test_lab::{self, LINK, SINKS_V4, SINKS_V6};
 use egress_check_testkit::{prerequisites, users, TestLab};
 use nix::sched::{setns, CloneFlags};
@@ -263,6 +264,25 @@ fn sinks_closed_ports_added_sinks_and_resets() {
         let link = fetch(SocketAddr::new(LINK.internet4.into(), 25)).unwrap_err();
         assert_eq!(link.kind(), io::ErrorKind::ConnectionRefused);
     });
+}
+
+#[test]
+fn an_internet_mta_answers_on_every_sink_and_counts_what_it_accepted() {
+    let Some(lab) = up() else { return };
+    let port = 2526;
+    let mta = lab.internet_mta(port).unwrap();
+    assert_eq!(mta.accepted(), 0);
+    let host = lab.lab().host_netns_path().to_owned();
+    let sinks = [IpAddr::V4(SINKS_V4[0]), IpAddr::V6(SINKS_V6[2])];
+    in_netns(&host, move || {
+        for ip in sinks {
+            let got = fetch(SocketAddr::new(ip, port))
+                .unwrap_or_else(|e| panic!("{ip} port {port}: {e}"));
+            assert_eq!(got, mta::BANNER, "{ip} port {port}");
+        }
+    });
+    // Each fetch read the banner, so each connection was accepted (and counted) already.
+    assert_eq!(mta.accepted(), 2);
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub const LAB_DNS_V6: &str = "2001:db8:100::2";
 
 /// Wall-clock bound on one run of the binary, so that a hang fails the test instead of
 /// stalling the suite.
-const RUN_LIMIT_SECS: &str = "120";
+pub const RUN_LIMIT_SECS: &str = "120";
 
 /// Checks, once per test binary, that the lab can be built here (and reaps the labs of killed
 /// test processes): see [`egress_check_testkit::prerequisites`].
@@ -112,6 +112,32 @@ impl Lab {
         self.run_as_root_or(None, Path::new(BIN), args)
     }
 
+    /// The command [`Lab::run`] runs (`egress-check ARGS` as root in the host namespace,
+    /// bounded in time, `NO_COLOR=1`, no standard input), for a test to adjust before it
+    /// runs it with [`within_limit`].
+    pub fn run_command(&self, args: &[&str]) -> Command {
+        self.command_as(None, Path::new(BIN), args)
+    }
+
+    /// Runs `egress-check ARGS` as [`Lab::run`] does, with `input` on its standard input.
+    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .run_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        // A scenario that is refused may be refused before all of it is read (EPIPE).
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("cannot wait for {BIN}: {e}"));
+        within_limit(out, args)
+    }
+
     /// Runs `egress-check ARGS` as the unprivileged `user` in the host namespace.
     ///
     /// Runs the [shared copy](binary_for_other_users) of the binary: `user` may not be able
@@ -128,6 +154,14 @@ impl Lab {
     }
 
     fn run_as_root_or(&self, user: Option<&str>, bin: &Path, args: &[&str]) -> Output {
+        let out = self
+            .command_as(user, bin, args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        within_limit(out, args)
+    }
+
+    fn command_as(&self, user: Option<&str>, bin: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new("timeout");
         cmd.args(["--kill-after=10", RUN_LIMIT_SECS, "ip", "netns", "exec"])
             .arg(self.host_ns());
@@ -138,17 +172,7 @@ impl Lab {
             .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        if out.status.code() == Some(124) || out.status.code() == Some(137) {
-            panic!(
-                "egress-check {} did not finish within {RUN_LIMIT_SECS}s\n{}",
-                args.join(" "),
-                describe(&out)
-            );
-        }
-        out
+        cmd
     }
 
     /// Runs `egress-check ARGS --format json` and parses the report on stdout.
@@ -159,6 +183,19 @@ impl Lab {
         let report = Report::parse(&out);
         (out, report)
     }
+}
+
+/// `out` of `egress-check ARGS` run through `timeout` (as [`Lab::run_command`] does); panics
+/// when the time limit stopped it, so that a hang fails the test as a hang.
+pub fn within_limit(out: Output, args: &[&str]) -> Output {
+    if out.status.code() == Some(124) || out.status.code() == Some(137) {
+        panic!(
+            "egress-check {} did not finish within {RUN_LIMIT_SECS}s\n{}",
+            args.join(" "),
+            describe(&out)
+        );
+    }
+    out
 }
 
 /// Makes sure the lab's test users (`ec-postfix`, `ec-web`, `ec-suppl`, `ec-nologin`,
@@ -196,6 +233,15 @@ impl Lab {
         self.inner
             .host_mta(port)
             .unwrap_or_else(|e| panic!("host MTA on port {port}: {e}"))
+    }
+
+    /// Starts a mail server on `port` on every address of the simulated internet (every
+    /// sink answers on it); it counts the connections it accepted, so a test can tell
+    /// whether a run probed at all. `port` must be one the sinks do not use (not 25, 26, 587).
+    pub fn internet_mta(&self, port: u16) -> egress_check_testkit::mta::Mta {
+        self.inner
+            .internet_mta(port)
+            .unwrap_or_else(|e| panic!("internet MTA on port {port}: {e}"))
     }
 
     /// Starts a mail server on `port` of the simulated internet's link-local address `addr`.
