@@ -32,8 +32,9 @@
 //!   tested: it cannot give a fixed expected outcome.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::util::fixtures::scenario;
@@ -833,58 +834,83 @@ fn sink_addr(case: &Case, family: &str) -> &'static str {
     }
 }
 
+/// What a row came to: `Ok` with its summary (see [`summary`]), or why it did not hold.
+type RowResult = Result<String, RowFailure>;
+
+/// Why a row did not hold.
+#[derive(Debug)]
+enum RowFailure {
+    /// The row ran, and these of its expectations did not hold; `context` has the scenario,
+    /// the report's probes and the run's output.
+    Mismatches {
+        errors: Vec<String>,
+        context: String,
+    },
+    /// The row's thread panicked (in its setup, or in an assertion of a helper): the message.
+    Panicked(String),
+}
+
+impl fmt::Display for RowFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowFailure::Mismatches { errors, context } => {
+                write!(f, "- {}\n{context}", errors.join("\n- "))
+            }
+            RowFailure::Panicked(message) => write!(f, "panicked: {message}"),
+        }
+    }
+}
+
 /// Runs every row of `table` in one lab, all at once.
 fn run_shared(table: &'static [Case]) {
     let Some(lab) = Lab::up() else { return };
     for case in table {
         prepare(&lab, case);
     }
-    let results: Vec<Result<String, String>> = std::thread::scope(|s| {
-        let lab = &lab;
-        let handles: Vec<_> = table
-            .iter()
-            .map(|case| s.spawn(move || run_case(lab, case)))
-            .collect();
-        handles.into_iter().map(join).collect()
-    });
-    conclude(table, results);
+    run_rows(table, |case| run_case(&lab, case));
 }
 
 /// Runs every row of `table` in a lab of its own, all at once.
 fn run_isolated(table: &'static [Case]) {
-    let results: Vec<Result<String, String>> = std::thread::scope(|s| {
+    run_rows(table, |case| {
+        let Some(lab) = Lab::up() else {
+            return Ok(String::new());
+        };
+        prepare(&lab, case);
+        run_case(&lab, case)
+    });
+}
+
+/// Runs `row` for every case of `table`, each in a thread of its own, all at once, and
+/// concludes on their results: one row's failure or panic does not hide the others'.
+fn run_rows(table: &'static [Case], row: impl Fn(&'static Case) -> RowResult + Sync) {
+    let results: Vec<RowResult> = std::thread::scope(|s| {
+        let row = &row;
         let handles: Vec<_> = table
             .iter()
-            .map(|case| {
-                s.spawn(move || {
-                    let Some(lab) = Lab::up() else {
-                        return Ok(String::new());
-                    };
-                    prepare(&lab, case);
-                    run_case(&lab, case)
-                })
-            })
+            .map(|case| s.spawn(move || row(case)))
             .collect();
         handles.into_iter().map(join).collect()
     });
     conclude(table, results);
 }
 
-fn join(
-    handle: std::thread::ScopedJoinHandle<'_, Result<String, String>>,
-) -> Result<String, String> {
+/// The result of a row's thread, its panic turned into [`RowFailure::Panicked`].
+fn join(handle: ScopedJoinHandle<'_, RowResult>) -> RowResult {
     handle.join().unwrap_or_else(|panic| {
-        Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panicked".to_string()))
+        Err(RowFailure::Panicked(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(no message)".to_string()),
+        ))
     })
 }
 
 /// Prints every row's observations (visible with `--nocapture`) and fails naming every row
 /// that did not hold.
-fn conclude(table: &[Case], results: Vec<Result<String, String>>) {
+fn conclude(table: &[Case], results: Vec<RowResult>) {
     let mut failures = String::new();
     for (case, result) in table.iter().zip(results) {
         match result {
@@ -1001,7 +1027,7 @@ fn scenario_text(case: &Case) -> String {
 }
 
 /// Runs one row and checks it; `Ok` carries the row's summary, `Err` every mismatch.
-fn run_case(lab: &Lab, case: &Case) -> Result<String, String> {
+fn run_case(lab: &Lab, case: &Case) -> RowResult {
     let text = scenario_text(case);
     let file = scenario(&text);
     let start = Instant::now();
@@ -1026,12 +1052,14 @@ fn run_case(lab: &Lab, case: &Case) -> Result<String, String> {
     if errors.is_empty() {
         Ok(summary(case, &report, exit, wall))
     } else {
-        Err(format!(
-            "- {}\nscenario:\n{text}\nreport probes: {:#?}\n{}",
-            errors.join("\n- "),
-            report.probes,
-            describe(&out)
-        ))
+        Err(RowFailure::Mismatches {
+            errors,
+            context: format!(
+                "scenario:\n{text}\nreport probes: {:#?}\n{}",
+                report.probes,
+                describe(&out)
+            ),
+        })
     }
 }
 
