@@ -35,6 +35,16 @@ fn prerequisites() -> Result<(), Skip> {
     egress_check_testkit::prerequisites()
 }
 
+/// Says on stderr that the current test (a `what`) is skipped, and why.
+fn announce_skip(what: &str, reason: &Skip) {
+    // Straight to stderr, past the test harness's output capture: a skip is never silent.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {what} ({}): {reason}",
+        std::thread::current().name().unwrap_or("?")
+    );
+}
+
 /// A running namespace lab ([`TestLab`]): the host under test's namespace, and the simulated
 /// internet's with DNS, SMTP listeners and sink addresses.
 pub struct Lab {
@@ -48,13 +58,7 @@ impl Lab {
     /// CI); the skip is announced on stderr. Panics when the lab cannot be built.
     pub fn up() -> Option<Lab> {
         if let Err(reason) = prerequisites() {
-            // Straight to stderr, past the test harness's output capture: a skip is never
-            // silent.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED network namespace test ({}): {reason}",
-                std::thread::current().name().unwrap_or("?")
-            );
+            announce_skip("network namespace test", &reason);
             return None;
         }
         let inner = TestLab::up().unwrap_or_else(|e| panic!("cannot bring the lab up: {e}"));
@@ -169,11 +173,7 @@ impl Lab {
 /// be created.
 pub fn ensure_lab_users() -> bool {
     if let Err(reason) = prerequisites() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED test needing the lab's users ({}): {reason}",
-            std::thread::current().name().unwrap_or("?")
-        );
+        announce_skip("test needing the lab's users", &reason);
         return false;
     }
     egress_check_testkit::users::ensure()
