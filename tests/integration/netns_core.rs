@@ -10,33 +10,10 @@
 //! - Users `ec-postfix`, `ec-web`, `ec-suppl` (supplementary group `ec-mailers`), `www-data`.
 
 use crate::util::fixtures::{fixture, fixture_text, scenario, ScenarioFile};
-use crate::util::lab::{Lab, LAB_DNS_V4, LAB_DNS_V6};
-use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::lab::{port25_as, Lab, LAB_DNS_V4, LAB_DNS_V6, STORY, STORY_RULES};
+use crate::util::process::{code, describe, stderr, stdout, words};
 use crate::util::report::{exchanges_and_families, Report};
 use crate::util::users::uid_of;
-
-/// The story on the lab's names (`tests/fixtures/lab/story.toml`): ec-postfix may send
-/// mail, www-data may not; dual.test has two dual-stack MXs.
-const STORY: &str = "lab/story.toml";
-
-/// The story's firewall: only ec-postfix may connect to port 25.
-const STORY_RULES: [&[&str]; 2] = [
-    &[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-m",
-        "owner",
-        "--uid-owner",
-        "ec-postfix",
-        "-j",
-        "ACCEPT",
-    ],
-    &["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"],
-];
 
 fn mx_address(exchange: &str, family: &str) -> &'static str {
     match (exchange, family) {
@@ -90,7 +67,7 @@ fn assert_dual_test_probes(report: &Report, users: &[(&str, &str)]) {
 fn story_iptables_only_leaks_over_ipv6() {
     let Some(lab) = Lab::up() else { return };
     for rule in STORY_RULES {
-        lab.iptables(rule);
+        lab.iptables(&words(rule));
     }
     let file = fixture(STORY);
 
@@ -128,7 +105,7 @@ fn story_iptables_only_leaks_over_ipv6() {
 fn story_iptables_and_ip6tables_pass() {
     let Some(lab) = Lab::up() else { return };
     for rule in STORY_RULES {
-        lab.ip46tables(rule);
+        lab.ip46tables(&words(rule));
     }
     let file = fixture(STORY);
 
@@ -210,49 +187,23 @@ fn expect_target(report: &Report, target: &str, addrs: [&str; 2], observed: &[&s
 #[test]
 fn drop_times_out_and_reject_is_refused_or_unreachable() {
     let Some(lab) = Lab::up() else { return };
-    let tcp = |dst: &str, port: &str, target: &[&str]| -> Vec<String> {
-        let mut rule: Vec<String> = ["-A", "OUTPUT", "-p", "tcp", "-d", dst, "--dport", port]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        rule.extend(target.iter().map(|s| s.to_string()));
-        rule
-    };
-    let v4 = |rule: Vec<String>| lab.iptables(&rule.iter().map(String::as_str).collect::<Vec<_>>());
-    let v6 =
-        |rule: Vec<String>| lab.ip6tables(&rule.iter().map(String::as_str).collect::<Vec<_>>());
-    v4(tcp("203.0.113.10", "25", &["-j", "DROP"]));
-    v6(tcp("2001:db8:200::10", "25", &["-j", "DROP"]));
-    v4(tcp(
-        "203.0.113.11",
-        "25",
-        &["-j", "REJECT", "--reject-with", "tcp-reset"],
-    ));
-    v6(tcp(
-        "2001:db8:200::11",
-        "25",
-        &["-j", "REJECT", "--reject-with", "tcp-reset"],
-    ));
-    v4(tcp(
-        "203.0.113.12",
-        "25",
-        &["-j", "REJECT", "--reject-with", "icmp-port-unreachable"],
-    ));
-    v6(tcp(
-        "2001:db8:200::12",
-        "25",
-        &["-j", "REJECT", "--reject-with", "icmp6-port-unreachable"],
-    ));
-    v4(tcp(
-        "203.0.113.12",
-        "587",
-        &["-j", "REJECT", "--reject-with", "icmp-host-unreachable"],
-    ));
-    v6(tcp(
-        "2001:db8:200::12",
-        "587",
-        &["-j", "REJECT", "--reject-with", "icmp6-addr-unreachable"],
-    ));
+    // The same faults for each family, at .10 (DROP), .11 (reset) and .12 (ICMP errors).
+    for rule in [
+        "-d 203.0.113.10 --dport 25 -j DROP",
+        "-d 203.0.113.11 --dport 25 -j REJECT --reject-with tcp-reset",
+        "-d 203.0.113.12 --dport 25 -j REJECT --reject-with icmp-port-unreachable",
+        "-d 203.0.113.12 --dport 587 -j REJECT --reject-with icmp-host-unreachable",
+    ] {
+        lab.iptables(&words(&format!("-A OUTPUT -p tcp {rule}")));
+    }
+    for rule in [
+        "-d 2001:db8:200::10 --dport 25 -j DROP",
+        "-d 2001:db8:200::11 --dport 25 -j REJECT --reject-with tcp-reset",
+        "-d 2001:db8:200::12 --dport 25 -j REJECT --reject-with icmp6-port-unreachable",
+        "-d 2001:db8:200::12 --dport 587 -j REJECT --reject-with icmp6-addr-unreachable",
+    ] {
+        lab.ip6tables(&words(&format!("-A OUTPUT -p tcp {rule}")));
+    }
 
     let dropped = scenario(
         r#"
@@ -345,30 +296,13 @@ expect = "deny"
 #[test]
 fn owner_match_by_uid_and_supplementary_group() {
     let Some(lab) = Lab::up() else { return };
-    fn rule<'a>(tail: &[&'a str]) -> Vec<&'a str> {
-        let dport = ["-A", "OUTPUT", "-p", "tcp", "--dport", "25"];
-        dport.iter().chain(tail).copied().collect()
+    for rule in [
+        "-m owner --uid-owner ec-web -j REJECT --reject-with tcp-reset",
+        "-m owner --gid-owner ec-mailers --suppl-groups -j ACCEPT",
+        "-j DROP",
+    ] {
+        lab.ip46tables(&words(&format!("-A OUTPUT -p tcp --dport 25 {rule}")));
     }
-    lab.ip46tables(&rule(&[
-        "-m",
-        "owner",
-        "--uid-owner",
-        "ec-web",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]));
-    lab.ip46tables(&rule(&[
-        "-m",
-        "owner",
-        "--gid-owner",
-        "ec-mailers",
-        "--suppl-groups",
-        "-j",
-        "ACCEPT",
-    ]));
-    lab.ip46tables(&rule(&["-j", "DROP"]));
 
     let file = scenario(&format!(
         r#"
@@ -407,37 +341,24 @@ expect = "deny"
     }
 }
 
+/// The arguments of an ad hoc check that ec-web may not reach port 25 of `domain`'s exchanges
+/// (timeout 1 s), followed by `more`.
+fn web_denies_mx<'a>(domain: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--as", "ec-web", "--mx", domain];
+    args.extend(words("--port 25 --expect deny --timeout 1s"));
+    args.extend_from_slice(more);
+    args
+}
+
 /// Test 6: a family without addresses is never a pass: v4only.test has no AAAA, so the IPv6
 /// probe is `no-address`/`inconclusive` and the run exits 3 although IPv4 passed.
 #[test]
 fn missing_family_is_inconclusive() {
     let Some(lab) = Lab::up() else { return };
-    lab.ip46tables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
-    let (out, report) = lab.run_json(&[
-        "--as",
-        "ec-web",
-        "--mx",
-        "v4only.test",
-        "--port",
-        "25",
-        "--expect",
-        "deny",
-        "--timeout",
-        "1s",
-        "--nameserver",
-        LAB_DNS_V4,
-    ]);
+    lab.ip46tables(&words(
+        "-A OUTPUT -p tcp --dport 25 -j REJECT --reject-with tcp-reset",
+    ));
+    let (out, report) = lab.run_json(&web_denies_mx("v4only.test", &["--nameserver", LAB_DNS_V4]));
     assert_eq!(code(&out), 3, "{}", describe(&out));
     report.expect_probes("ec-web", "ipv4", 1, &["refused"], "pass");
     report.expect_probes("ec-web", "ipv6", 1, &["no-address"], "inconclusive");
@@ -458,20 +379,7 @@ fn missing_family_is_inconclusive() {
 /// inconclusive and the exit code is 3.
 #[track_caller]
 fn assert_dns_failure_inconclusive(lab: &Lab, domain: &str, extra: &[&str]) -> (String, Report) {
-    let mut args = vec![
-        "--as",
-        "ec-web",
-        "--mx",
-        domain,
-        "--port",
-        "25",
-        "--expect",
-        "deny",
-        "--timeout",
-        "1s",
-    ];
-    args.extend_from_slice(extra);
-    let (out, report) = lab.run_json(&args);
+    let (out, report) = lab.run_json(&web_denies_mx(domain, extra));
     assert_eq!(
         code(&out),
         3,
@@ -599,16 +507,7 @@ fn broken_scenario_is_exit_2_with_line_and_column() {
 #[test]
 fn unknown_user_is_exit_2_naming_the_user() {
     let Some(lab) = Lab::up() else { return };
-    let out = lab.run(&[
-        "--as",
-        "ec-no-such-user",
-        "--addr",
-        "203.0.113.10",
-        "--port",
-        "25",
-        "--timeout",
-        "1s",
-    ]);
+    let out = lab.run(&port25_as("ec-no-such-user", &["--timeout", "1s"]));
     assert_eq!(code(&out), 2, "{}", describe(&out));
     assert!(
         stderr(&out).contains("ec-no-such-user"),
@@ -638,19 +537,7 @@ expect = "deny"
 #[test]
 fn probing_without_root_is_exit_2() {
     let Some(lab) = Lab::up() else { return };
-    let out = lab.run_as(
-        "ec-web",
-        &[
-            "--as",
-            "www-data",
-            "--addr",
-            "203.0.113.10",
-            "--port",
-            "25",
-            "--timeout",
-            "1s",
-        ],
-    );
+    let out = lab.run_as("ec-web", &port25_as("www-data", &["--timeout", "1s"]));
     assert_eq!(code(&out), 2, "{}", describe(&out));
 }
 

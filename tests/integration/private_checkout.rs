@@ -12,8 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::util::lab::{Lab, LAB_DNS_V4};
-use crate::util::process::{code, describe, stdout};
+use crate::util::lab::{port25_as, Lab, LAB_DNS_V4};
+use crate::util::process::{code, describe, stdout, words};
 use crate::util::report::Report;
 use crate::util::users::{id_numbers, uid_of, SharedBinary};
 use crate::util::BIN;
@@ -90,41 +90,15 @@ fn a_checkout_other_users_cannot_enter_works() {
     assert!(executable_by("root", &private), "control: root can");
 
     // (a) Only ec-web may connect to port 25; everyone else is reset.
-    lab.ip46tables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        "ec-web",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    lab.ip46tables(&words(
+        "-A OUTPUT -p tcp --dport 25 -m owner ! --uid-owner ec-web -j REJECT --reject-with tcp-reset",
+    ));
     let mut cmd = lab.command(private.to_str().expect("UTF-8 path"));
     let out = cmd
-        .args([
-            "--as",
+        .args(port25_as(
             "ec-web",
-            "--addr",
-            "203.0.113.10",
-            "--addr",
-            "2001:db8:200::10",
-            "--port",
-            "25",
-            "--expect",
-            "allow",
-            "--timeout",
-            "5s",
-            "--format",
-            "json",
-        ])
+            &words("--addr 2001:db8:200::10 --expect allow --timeout 5s --format json"),
+        ))
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()

@@ -5,9 +5,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::fixtures::{fixture, shipped};
-use crate::util::lab::{ensure_lab_users, Lab};
+use crate::util::lab::{ensure_lab_users, Lab, STORY, STORY_RULES};
 use crate::util::leftovers;
-use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::process::{code, describe, stderr, stdout, words};
 use crate::util::report::Report;
 use crate::util::users::{binary_for_other_users, ensure_story_users};
 use crate::util::BIN;
@@ -401,22 +401,10 @@ fn junit_counts_match_the_json_report() {
 #[test]
 fn netns_option_matches_ip_netns_exec() {
     let Some(lab) = Lab::up() else { return };
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-m",
-        "owner",
-        "--uid-owner",
-        "ec-postfix",
-        "-j",
-        "ACCEPT",
-    ]);
-    lab.iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"]);
-    let story = fixture("lab/story.toml");
+    for rule in STORY_RULES {
+        lab.iptables(&words(rule));
+    }
+    let story = fixture(STORY);
     let via_exec = lab.run(&["run", &story, "--format", "json"]);
     let via_option = Command::new(BIN)
         .args(["run", &story, "--format", "json", "--netns", &lab.host_ns()])

@@ -25,6 +25,28 @@ pub const LAB_DNS_V4: &str = "198.51.100.2";
 /// The lab's DNS server, IPv6.
 pub const LAB_DNS_V6: &str = "2001:db8:100::2";
 
+/// The story on the lab's names (`tests/fixtures/lab/story.toml`): ec-postfix may send
+/// mail, www-data may not; dual.test has two dual-stack MXs.
+pub const STORY: &str = "lab/story.toml";
+
+/// The story's firewall, as `iptables`/`ip6tables` rules (see [`words`]): only ec-postfix
+/// may connect to port 25.
+///
+/// [`words`]: super::process::words
+pub const STORY_RULES: [&str; 2] = [
+    "-A OUTPUT -p tcp --dport 25 -m owner --uid-owner ec-postfix -j ACCEPT",
+    "-A OUTPUT -p tcp --dport 25 -j DROP",
+];
+
+/// The arguments of an ad hoc check as `user` of port 25 on the lab's sink 203.0.113.10
+/// (`--as USER --addr 203.0.113.10 --port 25`), followed by `more` (`--expect`,
+/// `--timeout`, further `--addr`s, ...).
+pub fn port25_as<'a>(user: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--as", user, "--addr", "203.0.113.10", "--port", "25"];
+    args.extend_from_slice(more);
+    args
+}
+
 /// Wall-clock bound on one run of the binary, so that a hang fails the test instead of
 /// stalling the suite.
 const RUN_LIMIT_SECS: &str = "120";

@@ -1,6 +1,6 @@
-//! Running processes for the tests: rendering their output for assertion messages, exit
-//! codes, commands that must succeed, children whose output is drained while they run, and
-//! polling for a condition.
+//! Running processes for the tests: command lines written as one line, rendering their
+//! output for assertion messages, exit codes, commands that must succeed, children whose
+//! output is drained while they run, and polling for a condition.
 
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +15,12 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The words of a command line, split on whitespace: for rules and arguments written as one
+/// line (`"-A OUTPUT -p tcp --dport 25 -j DROP"`), where no word has a space in it.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 /// Runs `cmd`, panicking with its output unless it succeeds.
