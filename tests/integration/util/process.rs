@@ -40,6 +40,22 @@ pub fn code(out: &Output) -> i32 {
         .unwrap_or_else(|| panic!("killed by a signal\n{}", describe(out)))
 }
 
+/// Asserts that the run `out` succeeded (exit 0) and that its stdout names every one of
+/// `needles`; returns that stdout.
+#[track_caller]
+pub fn assert_ok_naming<S: AsRef<str>>(
+    out: &Output,
+    needles: impl IntoIterator<Item = S>,
+) -> String {
+    assert_eq!(code(out), 0, "{}", describe(out));
+    let text = stdout(out);
+    for needle in needles {
+        let needle = needle.as_ref();
+        assert!(text.contains(needle), "{needle} missing\n{}", describe(out));
+    }
+    text
+}
+
 /// stdout as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
