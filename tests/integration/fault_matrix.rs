@@ -23,9 +23,10 @@
 //! This kernel has no `sch_netem` (CONFIG_NET_SCH_NETEM is not set and modules cannot be
 //! loaded), so delays and loss are made deterministic instead:
 //! - a slow handshake or a slow nameserver is an NFQUEUE in the simulated internet whose
-//!   listener (the test kit's NFQUEUE delayer) holds every queued packet for a fixed time; the rules use
-//!   `--queue-bypass`, so if the delayer were missing the packets would pass at once and the
-//!   row would fail (the "under" rows also check that the connect took at least the delay);
+//!   listener (the test kit's NFQUEUE delayer) holds every queued packet for a fixed time;
+//!   the rules use `--queue-bypass`, so if the delayer were missing the packets would pass at
+//!   once and the row would fail (the "under" rows also check that the connect took at least
+//!   the delay);
 //! - loss is `-m statistic --mode nth` dropping exactly the first SYN of a family, so that
 //!   only the kernel's SYN retransmission (after 1 s) can get through: a timeout above 1 s
 //!   allows the retry, one below it does not. Random loss (netem or `--mode random`) is not
@@ -456,10 +457,10 @@ const DUAL: &[&str] = &[
     "2001:db8:200::11",
 ];
 
-/// DNS faults (the lab's zone, see `testkit/src/test_lab.rs`). A failed lookup is `no-address` and
-/// inconclusive (exit 3) with the name and the reason in the detail, never a pass. Only the
-/// `cname` row firewalls (www-data on mx1.dual.test port 25) and only the `many-exchanges`
-/// row uses port 587 (ec-web rejected there), so the rows do not interfere.
+/// DNS faults (the lab's zone, see `testkit/src/test_lab.rs`). A failed lookup is
+/// `no-address` and inconclusive (exit 3) with the name and the reason in the detail, never a
+/// pass. Only the `cname` row firewalls (www-data on mx1.dual.test port 25) and only the
+/// `many-exchanges` row uses port 587 (ec-web rejected there), so the rows do not interfere.
 const DNS: &[Case] = &[
     Case {
         name: "nxdomain",

@@ -1,6 +1,6 @@
 //! End-to-end tests: the real `egress-check` binary, run as root inside a network namespace
-//! lab (the test kit's `TestLab`) with real firewall rules (iptables, ip6tables, nftables), real users and a
-//! simulated dual-stack internet.
+//! lab (the test kit's `TestLab`) with real firewall rules (iptables, ip6tables, nftables),
+//! real users and a simulated dual-stack internet.
 //!
 //! Lab facts the tests rely on (see `testkit/src/test_lab.rs`):
 //! - `dual.test`: MX 10 `mx1.dual.test` (203.0.113.10, 2001:db8:200::10) and MX 20

@@ -4,9 +4,9 @@
 //! `--deadline`.
 //!
 //! Like `netns_core`, these run the real binary as root; every probe goes only into a
-//! namespace lab of the test's own (the test kit's `TestLab`), never out of the machine. Missing
-//! prerequisites fail the tests; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1` (refused
-//! under `CI=true`).
+//! namespace lab of the test's own (the test kit's `TestLab`), never out of the machine.
+//! Missing prerequisites fail the tests; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1`
+//! (refused under `CI=true`).
 //!
 //! The scale tests print their measurements (wall time, peak memory, descriptors):
 //! `cargo test --test integration ten_thousand -- --nocapture`.

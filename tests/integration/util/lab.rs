@@ -4,6 +4,10 @@
 //! Every test gets a lab of its own ([`Lab::up`]), so tests run in parallel. The lab is torn
 //! down when the [`Lab`] is dropped, also when the test panics.
 //!
+//! What several tests run in it is here too: the story on the lab's names ([`STORY`]) with
+//! its firewall ([`STORY_RULES`]), and the ad hoc check of the lab's first sink
+//! ([`port25_as`]).
+//!
 //! These tests need root and the lab's tools. Missing prerequisites make the test **fail**
 //! with a message naming what is missing; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1`,
 //! which is refused when `CI=true`.
