@@ -1,12 +1,14 @@
 //! The command line. The names here are a contract used by scripts: keep them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::address::Literal;
 use crate::exit_codes;
+use crate::output::OutputSpec;
 use crate::vocab::{parse_nameserver, parse_timeout, Expectation};
 use crate::worker::WorkerArgs;
 
@@ -57,6 +59,10 @@ pub struct ProbeOptions {
     /// Bound on the whole run; probes still pending then are inconclusive.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub deadline: Option<Duration>,
+    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, junit;
+    /// default: --format's); repeatable. An interrupted run replaces no file.
+    #[arg(long, value_name = "[FORMAT=]FILE")]
+    pub output: Vec<OutputSpec>,
 }
 
 /// Where names are resolved and probes start from: this host, or one of its namespaces.
@@ -79,13 +85,17 @@ pub struct CommonArgs {
     /// Where they start from.
     #[command(flatten)]
     pub host: HostOptions,
+    /// Name the firewall rule that decided each probe (nftables tracing; needs root).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// `egress-check run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Scenario files (TOML).
-    #[arg(required = true, value_name = "FILE")]
+    /// Scenario files (TOML); a directory runs its *.toml files in lexical order; `-` reads
+    /// one scenario from standard input [default: /etc/egress-check].
+    #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Only run the checks of this user.
     #[arg(long = "as", value_name = "USER")]
@@ -122,6 +132,9 @@ pub struct SandboxArgs {
     /// Only run the checks of this user.
     #[arg(long = "as", value_name = "USER")]
     pub user: Option<String>,
+    /// Do not name the rule that decided each probe (on by default in the sandbox).
+    #[arg(long)]
+    pub no_explain: bool,
     /// How probes are made and reported.
     #[command(flatten)]
     pub probe: ProbeOptions,
@@ -139,9 +152,13 @@ pub struct AdHocArgs {
     /// A host name to probe (repeatable).
     #[arg(long, value_name = "NAME")]
     pub host: Vec<String>,
-    /// An address to probe (repeatable).
-    #[arg(long = "addr", value_name = "IP")]
-    pub addr: Vec<IpAddr>,
+    /// An address to probe (repeatable); IPv6 link-local with its interface: fe80::1%eth0.
+    #[arg(long = "addr", value_name = "IP", value_parser = clap::value_parser!(Literal))]
+    pub addr: Vec<Literal>,
+    /// The --addr targets may be loopback or this host's own addresses (such probes do not
+    /// cross the egress path and are never a pass).
+    #[arg(long, requires = "addr")]
+    pub local: bool,
     /// A port to probe (repeatable) [default: 25].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Vec<u16>,
@@ -188,4 +205,75 @@ pub enum ResolveFormat {
     Human,
     /// One JSON document on stdout.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("egress-check").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn contract_names_parse() {
+        let cli = parse(&[
+            "run",
+            "a.toml",
+            "b.toml",
+            "--as",
+            "www-data",
+            "--format",
+            "json",
+            "--nameserver",
+            "192.0.2.53:5353",
+            "--timeout",
+            "500ms",
+        ])
+        .unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.files.len(), 2);
+        assert_eq!(run.user.as_deref(), Some("www-data"));
+        assert_eq!(run.common.probe.timeout, Some(Duration::from_millis(500)));
+
+        let cli = parse(&[
+            "--as",
+            "www-data",
+            "--mx",
+            "gmail.com",
+            "--port",
+            "25",
+            "--port",
+            "587",
+            "--expect",
+            "allow",
+            "--addr",
+            "2001:db8::1",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.ad_hoc.port, vec![25, 587]);
+        assert_eq!(cli.ad_hoc.expect, Expectation::Allow);
+
+        let cli = parse(&["resolve", "gmail.com", "outlook.com"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Resolve(_))));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["--as", "x", "--port", "0"][..],
+            &["--as", "x", "--port", "65536"],
+            &["--as", "x", "--timeout", "soon"],
+            &["--as", "x", "--expect", "maybe"],
+            &["--as", "x", "--addr", "1.2.3"],
+            &["run", "x.toml", "--nameserver", "dns.example"],
+            &["run", "x.toml", "--output", "jsn=x.json"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
 }

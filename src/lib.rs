@@ -15,9 +15,14 @@
 //! | 6 | [`report`] | judgement | human, JSON, JUnit text |
 //!
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
-//! [`vocab::Expectation`], value parsers), [`identity`] (accounts and the privilege drop),
-//! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line), and
-//! [`sandbox`] (throwaway namespaces with a simulated internet for `egress-check sandbox`).
+//! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
+//! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop),
+//! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line),
+//! [`source`] (which files a run reads its scenarios from), [`output`] (reports written to
+//! files, atomically), [`lab`] (throwaway namespaces with a simulated internet),
+//! [`sandbox`] (the lab as `egress-check sandbox` builds it), and [`explain`] (`--explain`:
+//! nftables tracing names the rule that decided each probe; the runner starts and
+//! finishes it, the report prints it, verdicts never depend on it).
 //! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes.
 //!
 //! # Glossary of the types that cross stages
@@ -27,10 +32,15 @@
 //! - **Assignment** ([`plan::Assignment`]): one user, one target, one expectation, with the
 //!   timeout and the scenario's nameserver. Made before DNS.
 //! - **Exchange** ([`resolve::Exchange`]): a host that will be connected to, with its A and
-//!   AAAA answers: an MX exchange, but also a `host` target or the pseudo-exchange of literal
-//!   addresses (then without a name).
+//!   AAAA answers and the nameserver that gave them: an MX exchange, or a `host` target.
+//!   Literal addresses resolve to themselves ([`resolve::Resolution::Literals`]).
 //! - **PlannedProbe** ([`plan::PlannedProbe`]): one exact connection attempt to make (user,
 //!   address or the reason there is none, port, family, expectation). Made after DNS.
+//! - **Endpoint** ([`plan::Endpoint`]): where a planned probe connects: the address on the
+//!   wire, its interface for IPv6 link-local, the record it came from when that differs,
+//!   and whether it is local (an opted-in loopback or own address, never a pass).
+//! - **Class** ([`address::Class`]): what an address is as a destination (ordinary, or
+//!   unspecified, loopback, the host's own, link-local, multicast, broadcast).
 //! - **WorkerProbe** ([`worker::WorkerProbe`]): one distinct attempt sent to a user's worker;
 //!   several planned probes can share it ([`runner::Dispatch`]).
 //! - **Attempt** ([`probe::Attempt`]): what one connect observed ([`probe::Observed`]), how
@@ -40,11 +50,14 @@
 //! - **Judgement** ([`verdict::Judgement`]): the run judged: records, counts, family splits,
 //!   witnesses; what every report format renders.
 
+pub mod address;
 pub mod cli;
 pub mod exit_codes;
+pub mod explain;
 pub mod identity;
 pub mod lab;
 pub mod netns;
+pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod report;
@@ -52,6 +65,7 @@ pub mod resolve;
 pub mod runner;
 pub mod sandbox;
 pub mod scenario;
+pub mod source;
 pub mod verdict;
 pub mod vocab;
 pub mod worker;

@@ -8,16 +8,18 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+use egress_check::address::HostInterfaces;
 use egress_check::cli::{
     AdHocArgs, Cli, Command, CommonArgs, Format, ProbeOptions, ResolveArgs, ResolveFormat, RunArgs,
     SandboxArgs,
 };
+use egress_check::output::{self, PreparedOutputs};
 use egress_check::plan::{self, Assignment, NameserverChoice};
 use egress_check::report::{self, ResolveReport};
 use egress_check::resolve::Resolver;
 use egress_check::runner::{self, RunSettings};
 use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
-use egress_check::{exit_codes, netns, sandbox, verdict, vocab, worker};
+use egress_check::{exit_codes, explain, netns, sandbox, source, verdict, vocab, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,10 +50,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 
 /// `egress-check run FILE...`: the scenarios' checks, from this host (or `--netns`).
 fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let scenarios = load_all(&args.files)?;
-    let assignments = prepare(&scenarios, args.user.as_deref(), &args.common.probe)?;
+    let scenarios = source::load_all(&args.files)?;
+    let prepared = prepare(&scenarios, args.user.as_deref(), &args.common.probe)?;
     let nameservers = enter_host(&args.common)?;
-    probe_and_report(&assignments, nameservers, &args.common.probe)
+    let explain = explain_requested(&args.common)?;
+    probe_and_report(prepared, nameservers, &args.common.probe, explain)
 }
 
 /// `egress-check --as USER [targets]`: one user, the command line's targets (or the
@@ -68,15 +71,17 @@ fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
         hosts: args.host,
         addresses: args.addr,
         ports: args.port,
+        local: args.local,
     };
     let scenario = if targets.is_empty() {
         scenario::default_scenario_for(&user)?
     } else {
         targets.into_scenario(&user, args.expect)?
     };
-    let assignments = prepare(std::slice::from_ref(&scenario), None, &args.common.probe)?;
+    let prepared = prepare(std::slice::from_ref(&scenario), None, &args.common.probe)?;
     let nameservers = enter_host(&args.common)?;
-    probe_and_report(&assignments, nameservers, &args.common.probe)
+    let explain = explain_requested(&args.common)?;
+    probe_and_report(prepared, nameservers, &args.common.probe, explain)
 }
 
 /// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host
@@ -85,8 +90,9 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    let scenarios = load_all(&args.files)?;
-    let assignments = prepare(&scenarios, args.user.as_deref(), &args.probe)?;
+    let scenarios = source::load_all(&args.files)?;
+    let prepared = prepare(&scenarios, args.user.as_deref(), &args.probe)?;
+    let assignments = &prepared.assignments;
     if assignments
         .iter()
         .any(|a| matches!(a.target.kind, TargetKind::Addresses(_)))
@@ -144,7 +150,17 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
                     server: Some(sandbox.nameserver()),
                     netns_resolv_conf: None,
                 };
-                probe_and_report(&assignments, nameservers, &args.probe)
+                // On by default here: a sandbox is root's throwaway namespace, so tracing is
+                // always possible unless the kernel lacks nf_tables; then say so and go on.
+                let explain = !args.no_explain
+                    && match explain::preflight() {
+                        Ok(()) => true,
+                        Err(err) => {
+                            eprintln!("egress-check: warning: running without explanations: {err}");
+                            false
+                        }
+                    };
+                probe_and_report(prepared, nameservers, &args.probe, explain)
             })
     };
     // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
@@ -177,6 +193,7 @@ fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
             .iter()
             .zip(&kinds)
             .map(|(domain, kind)| (domain.as_str(), &resolutions[kind])),
+        &HostInterfaces::current()?,
     );
     match args.format {
         ResolveFormat::Human => print!("{}", report.to_human()),
@@ -189,25 +206,29 @@ fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Reads every scenario file; the first error stops the run (exit 2, `file:line:col`).
-fn load_all(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<Scenario>> {
-    Ok(files
-        .iter()
-        .map(|f| scenario::load(f))
-        .collect::<Result<Vec<_>, _>>()?)
+/// What a run has settled before anything is sent.
+struct Prepared {
+    /// The plan, every user looked up and becomable.
+    assignments: Vec<Assignment>,
+    /// The `--output` files, their directories checked writable.
+    outputs: PreparedOutputs,
 }
 
 /// Before anything is sent: the plan (every user looked up), the privileges to become
-/// them, and descriptors for the workers.
+/// them, the `--output` files' directories, and descriptors for the workers.
 fn prepare(
     scenarios: &[Scenario],
     only_user: Option<&str>,
     options: &ProbeOptions,
-) -> anyhow::Result<Vec<Assignment>> {
+) -> anyhow::Result<Prepared> {
     let assignments = plan::assignments(scenarios, only_user, options.timeout)?;
     plan::ensure_privileges(&assignments)?;
+    let outputs = PreparedOutputs::prepare(&options.output, options.format)?;
     worker::raise_fd_limit();
-    Ok(assignments)
+    Ok(Prepared {
+        assignments,
+        outputs,
+    })
 }
 
 /// Enters `--netns` if given; returns how nameservers are chosen there.
@@ -222,23 +243,48 @@ fn enter_host(common: &CommonArgs) -> anyhow::Result<NameserverChoice> {
     })
 }
 
+/// `--explain`, checked in the namespace that will be probed: exit 2 before anything is
+/// probed when tracing cannot work there.
+fn explain_requested(common: &CommonArgs) -> anyhow::Result<bool> {
+    if common.explain {
+        explain::preflight()?;
+    }
+    Ok(common.explain)
+}
+
 /// The path every probing mode shares from a plan to an exit code: resolve and probe
-/// ([`runner`]), judge ([`verdict`]), print ([`report`]).
+/// ([`runner`]), judge ([`verdict`]), print ([`report`]) and write the `--output` files
+/// ([`output`]).
 fn probe_and_report(
-    assignments: &[Assignment],
+    prepared: Prepared,
     nameservers: NameserverChoice,
     options: &ProbeOptions,
+    explain: bool,
 ) -> anyhow::Result<u8> {
+    let Prepared {
+        assignments,
+        outputs,
+    } = prepared;
+    let assignments = &assignments[..];
+    // "This host" is the namespace the probes run in, entered by now; literal addresses are
+    // checked against it before anything is sent.
+    let host = HostInterfaces::current()?;
+    plan::check_literals(assignments, &host)?;
     let settings = RunSettings {
         nameservers,
         deadline: options.deadline,
+        host,
+        explain,
     };
     let executed = runtime()?.block_on(runner::execute(assignments, &settings));
-    let judgement = verdict::judge_run(
+    let mut judgement = verdict::judge_run(
         executed.probes,
         executed.attempts,
         executed.interruption.map(|i| i.describe()),
     );
+    if let Some(explanations) = executed.explanations {
+        judgement.attach_explanations(explanations);
+    }
     let signal_code = executed.interruption.and_then(|i| i.exit_code());
     if signal_code.is_some() {
         // Interrupted: what finished goes to stderr for the person at the terminal; a
@@ -250,14 +296,21 @@ fn probe_and_report(
     }
     match options.format {
         Format::Human if signal_code.is_some() => {}
-        Format::Human => print!(
+        format => print!(
             "{}",
-            report::to_human(&judgement, use_color(&std::io::stdout()))
+            output::render(&judgement, format, use_color(&std::io::stdout()))
         ),
-        Format::Json => println!("{}", report::to_json(&judgement)),
-        Format::Junit => println!("{}", report::to_junit(&judgement)),
     }
-    Ok(signal_code.unwrap_or(judgement.exit_code()))
+    match signal_code {
+        // Interrupted: the previous reports stay; the outputs are dropped unwritten.
+        Some(code) => Ok(code),
+        None => {
+            // A report that cannot be written is exit 2: a timer's reader must not keep
+            // reading a stale file while the run looked fine.
+            outputs.commit(&judgement)?;
+            Ok(judgement.exit_code())
+        }
+    }
 }
 
 /// One thread: the parent only waits on DNS and workers, and a single thread keeps the

@@ -7,10 +7,15 @@
 //! The exact probes depend on DNS answers, so they are made after resolution
 //! ([`crate::resolve::expand`]) but are of this stage's type, [`PlannedProbe`]: what will
 //! be tried, before anything was tried.
+//!
+//! Literal addresses are checked twice before anything is sent: what needs no namespace
+//! when the scenario is parsed, and against the interfaces of the namespace the probes run
+//! in ([`check_literals`]) once it has been entered.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
+use crate::address::{HostInterfaces, LiteralError, Scope};
 use crate::identity::{self, Account, IdentityError};
 use crate::scenario::{Location, Scenario, Target, TargetKind};
 use crate::vocab::{Expectation, Family};
@@ -28,6 +33,15 @@ pub enum PlanError {
         location: Option<Location>,
         /// What is wrong.
         error: IdentityError,
+    },
+    /// A literal address that cannot be probed from this namespace (the host's own without
+    /// the opt-in, a directed broadcast, a zone naming no interface).
+    #[error("{}{error}", .location.as_ref().map(|l| format!("{l}: ")).unwrap_or_else(|| "--addr: ".to_string()))]
+    Address {
+        /// Where the scenario gives the address (`None`: `--addr`).
+        location: Option<Location>,
+        /// What is wrong.
+        error: LiteralError,
     },
     /// `--as USER` matched no check.
     #[error("no check in {scenarios} runs as `{user}`; the users checked are: {known}")]
@@ -121,6 +135,25 @@ pub fn assignments(
 pub fn ensure_privileges(assignments: &[Assignment]) -> Result<(), IdentityError> {
     for a in assignments {
         identity::ensure_can_become(&a.account)?;
+    }
+    Ok(())
+}
+
+/// Checks every literal address of `assignments` against the interfaces of the namespace
+/// the probes will run in (`host`): the host's own addresses need the target's opt-in,
+/// directed broadcasts are no destination, zones must name an interface there. Call it
+/// after the namespace was entered and before anything is sent.
+pub fn check_literals(assignments: &[Assignment], host: &HostInterfaces) -> Result<(), PlanError> {
+    for a in assignments {
+        if let TargetKind::Addresses(list) = &a.target.kind {
+            for given in list {
+                host.check_literal(&given.literal, a.target.local)
+                    .map_err(|error| PlanError::Address {
+                        location: given.location.clone(),
+                        error,
+                    })?;
+            }
+        }
     }
     Ok(())
 }
@@ -223,19 +256,70 @@ pub struct PlannedProbe {
 }
 
 impl PlannedProbe {
-    /// The socket address to connect to, if there is one.
+    /// The socket address to connect to (with its interface for IPv6 link-local), if there
+    /// is one.
     pub fn connect_to(&self) -> Option<SocketAddr> {
         match &self.destination {
-            Destination::Address(addr) => Some(SocketAddr::new(*addr, self.spec.port)),
+            Destination::Address(endpoint) => Some(endpoint.socket_addr(self.spec.port)),
             Destination::None(_) => None,
         }
     }
 
     /// The address, if there is one.
     pub fn address(&self) -> Option<IpAddr> {
+        self.endpoint().map(|e| e.ip)
+    }
+
+    /// Where it connects, if anywhere.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
         match &self.destination {
-            Destination::Address(addr) => Some(*addr),
+            Destination::Address(endpoint) => Some(endpoint),
             Destination::None(_) => None,
+        }
+    }
+
+    /// True when the destination is this host (loopback or its own address, opted in):
+    /// the connection does not cross the egress path and proves nothing about it.
+    pub fn is_local(&self) -> bool {
+        self.endpoint().is_some_and(|e| e.local)
+    }
+}
+
+/// Where a probe connects: an address on the wire, and what the report must know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The address on the wire; its family is the probe's family (an IPv4-mapped AAAA
+    /// record or literal is its IPv4 address, [`crate::address::on_the_wire`]).
+    pub ip: IpAddr,
+    /// The interface of an IPv6 link-local address (its RFC 4007 zone).
+    pub scope: Option<Scope>,
+    /// The records or the literal the address came from, when they are not simply the
+    /// address (`AAAA ::ffff:203.0.113.10`, `fe80::1%eth0`).
+    pub record: Option<String>,
+    /// A loopback or own address a target opted in to (`local = true`): the probe is made
+    /// and reported, but proves nothing about the firewall, so it never passes.
+    pub local: bool,
+}
+
+impl Endpoint {
+    /// An ordinary address.
+    pub fn new(ip: IpAddr) -> Endpoint {
+        Endpoint {
+            ip,
+            scope: None,
+            record: None,
+            local: false,
+        }
+    }
+
+    /// The socket address at `port`; a link-local IPv6 address carries its interface in
+    /// `sin6_scope_id`, without which Linux refuses the connect (EINVAL).
+    pub fn socket_addr(&self, port: u16) -> SocketAddr {
+        match (self.ip, &self.scope) {
+            (IpAddr::V6(v6), Some(scope)) => {
+                SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope.index))
+            }
+            (ip, _) => SocketAddr::new(ip, port),
         }
     }
 }
@@ -243,8 +327,8 @@ impl PlannedProbe {
 /// Where a probe connects to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
-    /// This address (at the probe's port).
-    Address(IpAddr),
+    /// This endpoint (at the probe's port).
+    Address(Endpoint),
     /// Nothing to connect to; why (no record in this family, a DNS failure, a null MX).
     /// Such a probe is `no-address`, inconclusive: the untested family stays visible.
     None(String),
@@ -272,6 +356,7 @@ pub(crate) mod tests {
                 kind,
                 ports,
                 families,
+                local: false,
             },
             expect: Expectation::Deny,
             timeout: Duration::from_secs(1),
@@ -324,6 +409,49 @@ pub(crate) mod tests {
         assert_eq!(
             lookups(&assignments, &choice)[0].0,
             NameserverSource::Server(server)
+        );
+    }
+
+    #[test]
+    fn literals_are_checked_against_the_namespace_with_their_location() {
+        let scenario = crate::scenario::parse(
+            "s.toml",
+            "[[target]]\nname = \"t\"\naddress = [\"203.0.113.10\", \"198.51.100.1\"]\n\
+             [[check]]\nas = [\"root\"]\nexpect = \"allow\"\n",
+        )
+        .unwrap();
+        let mut assignments = assignments(&[scenario], None, None).unwrap();
+        let host = crate::address::tests::host();
+        let err = check_literals(&assignments, &host).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "s.toml:3:28: `198.51.100.1` is an address of this host (interface eth0)"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("`local = true`"), "{err}");
+        assignments[0].target.local = true;
+        assert!(check_literals(&assignments, &host).is_ok());
+        // Outside that namespace the address is an ordinary destination.
+        assignments[0].target.local = false;
+        assert!(check_literals(&assignments, &HostInterfaces::new(Vec::new())).is_ok());
+    }
+
+    #[test]
+    fn ad_hoc_literal_errors_name_the_option() {
+        let scenario = crate::scenario::AdHocTargets {
+            addresses: vec!["fe80::1%eth9".parse().unwrap()],
+            ..Default::default()
+        }
+        .into_scenario("root", Expectation::Allow)
+        .unwrap();
+        let assignments = assignments(&[scenario], None, None).unwrap();
+        let err = check_literals(&assignments, &crate::address::tests::host())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--addr: `fe80::1%eth9`: no interface `eth9` in this network namespace (interfaces: lo, eth0)"
         );
     }
 

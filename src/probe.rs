@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,10 @@ pub struct Attempt {
     pub elapsed: Duration,
     /// The OS error or other explanation, when there is one.
     pub detail: Option<String>,
+    /// The connection's local address as the kernel chose it (for `--explain`, which
+    /// matches trace events to probes by the exact connection); `None` when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<SocketAddr>,
 }
 
 /// Tries one TCP connection to `addr`, giving up after `timeout`.
@@ -59,8 +64,23 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Attempt {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     };
+    let mut local = None;
     let result = match socket {
-        Ok(socket) => tokio::time::timeout(timeout, socket.connect(addr)).await,
+        Ok(socket) => {
+            // A second descriptor of the same socket, to read the local address the kernel
+            // picks when connect() is issued (the connect future owns the socket).
+            let twin = socket.as_fd().try_clone_to_owned().ok();
+            let mut connecting =
+                std::pin::pin!(tokio::time::timeout(timeout, socket.connect(addr)));
+            // The first poll issues the non-blocking connect(2): the port is bound then.
+            let first = futures::poll!(connecting.as_mut());
+            local = twin.as_ref().and_then(local_address);
+            drop(twin);
+            match first {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => connecting.await,
+            }
+        }
         Err(err) => Ok(Err(err)),
     };
     let elapsed = start.elapsed();
@@ -69,6 +89,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Attempt {
             observed: Observed::Connected,
             elapsed,
             detail: None,
+            local,
         },
         Ok(Err(err)) => {
             let observed = classify(&err);
@@ -80,6 +101,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Attempt {
                 observed,
                 elapsed,
                 detail: Some(detail),
+                local,
             }
         }
         Err(_elapsed) => Attempt {
@@ -89,8 +111,22 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Attempt {
                 "no answer within {}",
                 humantime::format_duration(timeout)
             )),
+            local,
         },
     }
+}
+
+/// The bound local address of a socket; `None` before a port is bound.
+fn local_address(fd: &std::os::fd::OwnedFd) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockname, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
+    let (ip, port) = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+        (Some(v4), _) => (std::net::IpAddr::V4(v4.ip()), v4.port()),
+        (None, Some(v6)) => (std::net::IpAddr::V6(v6.ip()), v6.port()),
+        _ => return None,
+    };
+    (port != 0).then(|| SocketAddr::new(ip, port))
 }
 
 /// Maps a connect error to an observed outcome.
@@ -189,6 +225,8 @@ mod tests {
         let open = listener.local_addr().unwrap();
         let attempt = connect(open, Duration::from_secs(2)).await;
         assert_eq!(attempt.observed, Observed::Connected);
+        let local = attempt.local.expect("the local address is reported");
+        assert!(local.ip().is_loopback() && local.port() != 0, "{local}");
 
         drop(listener);
         let attempt = connect(open, Duration::from_secs(2)).await;

@@ -7,18 +7,20 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use crate::probe::Observed;
-use crate::verdict::{Judgement, ProbeRecord, Verdict};
+use crate::verdict::{FamilySplit, Judgement, ProbeRecord, Verdict};
 use crate::vocab::Expectation;
 
 mod resolution;
 
 pub use resolution::ResolveReport;
 
-/// `address:port` of a probe, or `(no address):port`.
+/// `address:port` of a probe (`[fe80::1%eth0]:25` with an interface), or
+/// `(no address):port`.
 fn endpoint(p: &ProbeRecord) -> String {
-    match p.address {
-        Some(addr) => SocketAddr::new(addr, p.spec.port).to_string(),
-        None => format!("(no address):{}", p.spec.port),
+    match (p.address, &p.zone) {
+        (Some(addr), Some(zone)) => format!("[{addr}%{zone}]:{}", p.spec.port),
+        (Some(addr), None) => SocketAddr::new(addr, p.spec.port).to_string(),
+        (None, _) => format!("(no address):{}", p.spec.port),
     }
 }
 
@@ -42,6 +44,9 @@ pub fn summary(report: &Judgement) -> String {
     );
     if report.unwitnessed_denies > 0 {
         let _ = write!(line, "; {} denies not witnessed", report.unwitnessed_denies);
+    }
+    if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0) {
+        let _ = write!(line, "; {count} denies not enforced by this host");
     }
     line
 }
@@ -91,9 +96,16 @@ pub fn to_junit(report: &Judgement) -> String {
         let mut case = TestCase::new(name, status);
         case.set_classname(format!("egress-check.{}.{}", p.spec.user, p.spec.target));
         case.set_time(std::time::Duration::from_millis(p.elapsed_ms));
-        if let Some(detail) = &p.detail {
-            case.set_system_out(detail.as_str());
-        }
+        let explained = p
+            .explanation
+            .as_ref()
+            .map(|e| format!("decided by: {}", e.decided_by.text));
+        match (&p.detail, explained) {
+            (Some(detail), Some(e)) => case.set_system_out(format!("{detail}\n{e}")),
+            (Some(detail), None) => case.set_system_out(detail.as_str()),
+            (None, Some(e)) => case.set_system_out(e),
+            (None, None) => &mut case,
+        };
         suites
             .entry(p.spec.user.as_str())
             .or_insert_with(|| TestSuite::new(format!("egress-check as {}", p.spec.user)))
@@ -124,7 +136,7 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         );
     }
     for split in &report.family_splits {
-        let _ = writeln!(out, "{}", paint(&split.headline(), "1;31"));
+        let _ = writeln!(out, "{}", paint(&split_headline(report, split), "1;31"));
     }
     if !report.family_splits.is_empty() {
         out.push('\n');
@@ -185,12 +197,18 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
             if p.witnessed == Some(false) {
                 line.push_str("  [not witnessed]");
             }
+            if p.local {
+                line.push_str("  [local]");
+            }
             if let Some(detail) = &p.detail {
                 if p.verdict != Verdict::Pass || p.observed != Observed::Timeout {
                     let _ = write!(line, "  -- {detail}");
                 }
             }
             let _ = writeln!(out, "{line}");
+            if let Some(explanation) = &p.explanation {
+                let _ = writeln!(out, "      {}", explanation.decided_by.text);
+            }
         }
         out.push('\n');
     }
@@ -212,17 +230,54 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
     } else {
         "1;32"
     };
+    if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0) {
+        let _ = writeln!(out, "note: {}", crate::explain::not_enforced_note(count));
+    }
     let _ = writeln!(out, "{}", paint(&summary, code));
     for split in &report.family_splits {
-        let _ = writeln!(out, "{}", paint(&split.headline(), "1;31"));
+        let _ = writeln!(out, "{}", paint(&split_headline(report, split), "1;31"));
     }
     out
+}
+
+/// A family split's headline; with `--explain`, followed by what decided each family
+/// ("IPv4: dropped by ip filter OUTPUT `...`; IPv6: no rule").
+fn split_headline(report: &Judgement, split: &FamilySplit) -> String {
+    let mut line = split.headline();
+    let decided = |family| {
+        report
+            .probes
+            .iter()
+            .filter(|p| {
+                p.spec.user == split.user
+                    && p.spec.port == split.port
+                    && p.spec.family == family
+                    && p.spec.exchange.as_ref().unwrap_or(&p.spec.target) == &split.exchange
+            })
+            .filter(|p| {
+                if family == split.leaking {
+                    p.observed == Observed::Connected
+                } else {
+                    crate::verdict::is_blocked(p.observed)
+                }
+            })
+            .find_map(|p| p.explanation.as_ref())
+            .map(crate::explain::Explanation::short)
+    };
+    if let (Some(blocked), Some(leaking)) = (decided(split.blocked), decided(split.leaking)) {
+        let _ = write!(
+            line,
+            ": {}: {blocked}; {}: {leaking}",
+            split.blocked, split.leaking
+        );
+    }
+    line
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::plan::{Destination, PlannedProbe, ProbeSpec};
+    use crate::plan::{Destination, Endpoint, PlannedProbe, ProbeSpec};
     use crate::probe::Attempt;
     use crate::verdict::judge_run;
     use crate::vocab::Family;
@@ -238,7 +293,10 @@ pub(crate) mod tests {
         observed: Observed,
     ) -> (PlannedProbe, Attempt) {
         let (family, destination) = match addr.parse::<IpAddr>() {
-            Ok(address) => (Family::of(&address), Destination::Address(address)),
+            Ok(address) => (
+                Family::of(&address),
+                Destination::Address(Endpoint::new(address)),
+            ),
             Err(_) => (Family::Ipv6, Destination::None("no AAAA record".into())),
         };
         (
@@ -262,6 +320,7 @@ pub(crate) mod tests {
                 observed,
                 elapsed: Duration::from_millis(1),
                 detail: None,
+                local: None,
             },
         )
     }
@@ -371,10 +430,15 @@ pub(crate) mod tests {
             "witnessed",
             "elapsed_ms",
             "detail",
+            "zone",
+            "record",
+            "local",
         ] {
             assert!(probe.get(key).is_some(), "{key}");
         }
-        assert_eq!(probe.as_object().unwrap().len(), 15, "{probe}");
+        assert_eq!(probe.as_object().unwrap().len(), 18, "{probe}");
+        assert_eq!(probe["local"], false);
+        assert_eq!(probe["record"], serde_json::Value::Null);
         assert_eq!(probe["family"], "ipv6");
         assert_eq!(probe["observed"], "refused");
         assert_eq!(probe["verdict"], "pass");

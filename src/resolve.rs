@@ -4,6 +4,11 @@
 //! Every distinct name is looked up once per run, and all lookups of a phase run
 //! concurrently: first the MX records of all mail domains, then the A and AAAA records of
 //! every exchange and host name at once.
+//!
+//! [`expand`] classifies every answer ([`crate::address`]) before it becomes a probe: an
+//! answer that cannot be egress (a sinkhole's `0.0.0.0`, the host's own address, ...) is
+//! not probed but reported as `no-address` with the record, the nameserver and the reason;
+//! an IPv4-mapped AAAA record is IPv4 on the wire, so it is probed under IPv4.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -19,7 +24,8 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use serde::Serialize;
 
-use crate::plan::{Assignment, Destination, NameserverSource, PlannedProbe, ProbeSpec};
+use crate::address::{self, on_the_wire, HostInterfaces, Literal};
+use crate::plan::{Assignment, Destination, Endpoint, NameserverSource, PlannedProbe, ProbeSpec};
 use crate::scenario::TargetKind;
 use crate::vocab::Family;
 
@@ -79,17 +85,19 @@ pub enum Addresses {
     Failed(DnsFailure),
 }
 
-/// A host that will be connected to: an MX exchange, a host target, or literal addresses.
+/// A host that will be connected to: an MX exchange or a host target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
-    /// Its name (`None` for literal addresses).
+    /// Its name.
     pub name: Option<String>,
     /// MX preference, for MX exchanges.
     pub preference: Option<u16>,
-    /// IPv4 addresses.
+    /// The A records.
     pub ipv4: Addresses,
-    /// IPv6 addresses.
+    /// The AAAA records, as published (an IPv4-mapped one is still here).
     pub ipv6: Addresses,
+    /// Who gave the answers, for reports ("DNS server 192.0.2.53").
+    pub answered_by: String,
 }
 
 impl Exchange {
@@ -114,6 +122,8 @@ pub enum Resolution {
     },
     /// The domain publishes a null MX (RFC 7505): it accepts no mail.
     NullMx,
+    /// Literal addresses: themselves.
+    Literals(Vec<Literal>),
     /// The target's own lookup failed (e.g. the MX query of its domain).
     Failed(DnsFailure),
 }
@@ -136,32 +146,67 @@ pub enum ResolverError {
 #[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
+    /// Who answers, as reports name it.
+    answered_by: String,
+}
+
+/// Names the nameservers of a configuration read from `file`, as reports cite them.
+fn describe_servers(config: &ResolverConfig, file: &str) -> String {
+    let mut ips: Vec<IpAddr> = config.name_servers().iter().map(|s| s.ip).collect();
+    ips.dedup();
+    match ips.as_slice() {
+        [] => format!("the DNS servers of {file}"),
+        [one] => format!("DNS server {one} (from {file})"),
+        many => format!(
+            "one of the DNS servers {} (from {file})",
+            many.iter()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 impl Resolver {
     /// A resolver that asks the servers of `source`.
     pub fn new(source: &NameserverSource) -> Result<Resolver, ResolverError> {
         let provider = TokioRuntimeProvider::default();
-        let mut builder = match source {
+        let (config, system_options, answered_by) = match source {
             NameserverSource::Server(addr) => {
                 let mut server = NameServerConfig::udp_and_tcp(addr.ip());
                 for connection in &mut server.connections {
                     connection.port = addr.port();
                 }
-                TokioResolver::builder_with_config(
+                let answered_by = if addr.port() == 53 {
+                    format!("DNS server {}", addr.ip())
+                } else {
+                    format!("DNS server {addr}")
+                };
+                (
                     ResolverConfig::from_name_servers(vec![server]),
-                    provider,
+                    None,
+                    answered_by,
                 )
             }
             NameserverSource::System => {
-                TokioResolver::builder(provider).map_err(ResolverError::SystemConfig)?
+                // What `TokioResolver::builder` does, keeping the configuration to name
+                // its servers.
+                let (config, options) = hickory_resolver::system_conf::read_system_conf()
+                    .map_err(ResolverError::SystemConfig)?;
+                let answered_by = describe_servers(&config, "/etc/resolv.conf");
+                (config, Some(options), answered_by)
             }
             NameserverSource::ResolvConf(text) => {
                 let (config, _) = hickory_resolver::system_conf::parse_resolv_conf(text)
                     .map_err(ResolverError::NetnsConfig)?;
-                TokioResolver::builder_with_config(config, provider)
+                let answered_by = describe_servers(&config, "the namespace's resolv.conf");
+                (config, None, answered_by)
             }
         };
+        let mut builder = TokioResolver::builder_with_config(config, provider);
+        if let Some(system_options) = system_options {
+            *builder.options_mut() = system_options;
+        }
         let options: &mut ResolverOpts = builder.options_mut();
         options.timeout = QUERY_TIMEOUT;
         options.attempts = QUERY_ATTEMPTS;
@@ -170,7 +215,7 @@ impl Resolver {
         options.use_hosts_file = ResolveHosts::Never;
         options.preserve_intermediates = true;
         let inner = builder.build().map_err(ResolverError::Build)?;
-        Ok(Resolver { inner })
+        Ok(Resolver { inner, answered_by })
     }
 
     async fn mx(&self, domain: &str) -> MxAnswer {
@@ -307,6 +352,7 @@ impl Resolver {
             preference,
             ipv4: addresses[&(name.to_string(), Family::Ipv4)].clone(),
             ipv6: addresses[&(name.to_string(), Family::Ipv6)].clone(),
+            answered_by: self.answered_by.clone(),
         };
 
         kinds
@@ -329,10 +375,7 @@ impl Resolver {
                         implicit_mx: false,
                         exchanges: vec![exchange(host, None)],
                     },
-                    TargetKind::Addresses(list) => Resolution::Exchanges {
-                        implicit_mx: false,
-                        exchanges: vec![literal_exchange(list)],
-                    },
+                    TargetKind::Addresses(list) => literals(list),
                 };
                 (kind.clone(), resolution)
             })
@@ -374,10 +417,7 @@ pub async fn resolve_groups(groups: Vec<(NameserverSource, Vec<TargetKind>)>) ->
 /// failed with `message`.
 pub fn without_resolver(kind: &TargetKind, message: &str) -> Resolution {
     match kind {
-        TargetKind::Addresses(list) => Resolution::Exchanges {
-            implicit_mx: false,
-            exchanges: vec![literal_exchange(list)],
-        },
+        TargetKind::Addresses(list) => literals(list),
         TargetKind::Mx(name) | TargetKind::Host(name) => Resolution::Failed(DnsFailure {
             name: name.clone(),
             record: if matches!(kind, TargetKind::Mx(_)) {
@@ -390,33 +430,207 @@ pub fn without_resolver(kind: &TargetKind, message: &str) -> Resolution {
     }
 }
 
-/// The pseudo-exchange of a target given as literal addresses.
-pub fn literal_exchange(addrs: &[IpAddr]) -> Exchange {
-    let of = |family| {
-        let found: Vec<IpAddr> = addrs
-            .iter()
-            .copied()
-            .filter(|a| Family::of(a) == family)
-            .collect();
-        if found.is_empty() {
-            Addresses::None
-        } else {
-            Addresses::Found(found)
+/// The resolution of literal addresses: themselves.
+fn literals(list: &[crate::scenario::GivenAddress]) -> Resolution {
+    Resolution::Literals(list.iter().map(|g| g.literal.clone()).collect())
+}
+
+/// One destination of a family (or why there is none), before ports are applied.
+struct FamilyPlan {
+    destination: Destination,
+    note: Option<String>,
+}
+
+fn join_notes(notes: Vec<String>) -> Option<String> {
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+/// Where the literal addresses of a target lead, in `family`: each checked against the
+/// namespace (`host`), as it goes on the wire.
+fn literal_plans(
+    list: &[Literal],
+    family: Family,
+    host: &HostInterfaces,
+    local: bool,
+) -> Vec<FamilyPlan> {
+    let mut plans: Vec<FamilyPlan> = Vec::new();
+    let mut seen: Vec<Endpoint> = Vec::new();
+    for literal in list {
+        if Family::of(&on_the_wire(literal.ip)) != family {
+            continue;
         }
-    };
-    Exchange {
-        name: None,
-        preference: None,
-        ipv4: of(Family::Ipv4),
-        ipv6: of(Family::Ipv6),
+        match host.check_literal(literal, local) {
+            Ok(checked) => {
+                let mapped = address::is_mapped(literal.ip);
+                let endpoint = Endpoint {
+                    ip: checked.wire,
+                    scope: checked.scope,
+                    record: (mapped || literal.zone.is_some()).then(|| literal.to_string()),
+                    local: checked.class.is_local(),
+                };
+                // `192.0.2.1` and `::ffff:192.0.2.1` are one destination.
+                if seen
+                    .iter()
+                    .any(|e| e.ip == endpoint.ip && e.scope == endpoint.scope)
+                {
+                    continue;
+                }
+                let mut notes = Vec::new();
+                if endpoint.local {
+                    notes.push(format!(
+                        "local: does not cross the egress path, so it is never a pass ({} is {})",
+                        checked.wire,
+                        checked.class.describe()
+                    ));
+                }
+                if mapped {
+                    notes.push(format!("given as {literal}: {}", address::MAPPED_NOTE));
+                }
+                notes.extend(address::note(checked.wire).map(str::to_string));
+                seen.push(endpoint.clone());
+                plans.push(FamilyPlan {
+                    destination: Destination::Address(endpoint),
+                    note: join_notes(notes),
+                });
+            }
+            // `plan::check_literals` refuses these before anything is planned; should one
+            // get here all the same, it is not probed.
+            Err(error) => plans.push(FamilyPlan {
+                destination: Destination::None(error.to_string()),
+                note: None,
+            }),
+        }
     }
+    if plans.is_empty() {
+        plans.push(FamilyPlan {
+            destination: Destination::None(format!(
+                "no {family} address given, so {family} was not tested"
+            )),
+            note: None,
+        });
+    }
+    plans
+}
+
+/// Where an exchange's DNS answers lead in `family` (the family on the wire): every
+/// address once, with the records that gave it. Answers that cannot be egress become
+/// no-address plans that name the record, the nameserver and why; IPv4-mapped AAAA
+/// records are IPv4; a family with nothing to probe stays visible as one no-address plan.
+fn exchange_plans(
+    exchange: &Exchange,
+    family: Family,
+    asked: &[Family],
+    host: &HostInterfaces,
+    implicit: Option<&str>,
+) -> Vec<FamilyPlan> {
+    let name = exchange.name.as_deref().unwrap_or("the target");
+    let suffix = implicit.map(|i| format!(" ({i})")).unwrap_or_default();
+    // (address on the wire, the records that published it)
+    let mut wire: Vec<(IpAddr, Vec<(Family, IpAddr)>)> = Vec::new();
+    for record in Family::ALL {
+        if let Addresses::Found(list) = exchange.addresses(record) {
+            for &published in list {
+                let ip = on_the_wire(published);
+                if Family::of(&ip) != family {
+                    continue;
+                }
+                match wire.iter_mut().find(|(w, _)| *w == ip) {
+                    Some((_, records)) => records.push((record, published)),
+                    None => wire.push((ip, vec![(record, published)])),
+                }
+            }
+        }
+    }
+    wire.sort_by_key(|(ip, _)| *ip);
+
+    let mut plans = Vec::new();
+    let own = exchange.addresses(family);
+    if let Addresses::Failed(failure) = own {
+        plans.push(FamilyPlan {
+            destination: Destination::None(format!("{failure}; {family} was not tested")),
+            note: None,
+        });
+    } else if wire.is_empty() {
+        let mapped: Vec<String> = match (family, &exchange.ipv6) {
+            (Family::Ipv6, Addresses::Found(list)) => list
+                .iter()
+                .filter(|a| address::is_mapped(**a))
+                .map(IpAddr::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let why = if mapped.is_empty() {
+            format!(
+                "{name} has no {} record, so {family} was not tested{suffix}",
+                family.record_type()
+            )
+        } else {
+            format!(
+                "{name} has no AAAA record but IPv4-mapped ones ({}; RFC 4291 2.5.5.2), which \
+                 go out over IPv4{}; so IPv6 was not tested{suffix}",
+                mapped.join(", "),
+                if asked.contains(&Family::Ipv4) {
+                    " (probed under IPv4)"
+                } else {
+                    " (IPv4 is not among the target's families)"
+                }
+            )
+        };
+        plans.push(FamilyPlan {
+            destination: Destination::None(why),
+            note: None,
+        });
+    }
+    for (ip, records) in wire {
+        let class = host.classify(ip, None);
+        let mapped = records.iter().any(|(_, p)| address::is_mapped(*p));
+        let records_text = records
+            .iter()
+            .map(|(r, p)| format!("{} {p}", r.record_type()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !class.is_egress() {
+            let hint = class
+                .dns_hint()
+                .map(|h| format!("{h}; "))
+                .unwrap_or_default();
+            plans.push(FamilyPlan {
+                destination: Destination::None(format!(
+                    "{} answered {records_text} for {name}: {hint}{ip} is {}; not probed, so \
+                     {family} was not tested against it{suffix}",
+                    exchange.answered_by,
+                    class.describe()
+                )),
+                note: None,
+            });
+            continue;
+        }
+        let mut notes = Vec::new();
+        if mapped {
+            notes.push(format!("{records_text}: {}", address::MAPPED_NOTE));
+        }
+        notes.extend(address::note(ip).map(str::to_string));
+        notes.extend(implicit.map(|i| format!("({i})")));
+        plans.push(FamilyPlan {
+            destination: Destination::Address(Endpoint {
+                ip,
+                scope: None,
+                record: mapped.then_some(records_text),
+                local: false,
+            }),
+            note: join_notes(notes),
+        });
+    }
+    plans
 }
 
 /// Turns assignments and their targets' resolutions into the exact probes of the run: one
-/// per address, port and family, plus one without a destination for every family that has
-/// nothing to connect to (an untested family must show up in the report).
+/// per address, port and family on the wire, plus one without a destination for every
+/// family that has nothing to connect to (an untested family must show up in the report)
+/// and for every answer that cannot be egress. `host` is the namespace the probes run in.
 pub fn expand(
     assignments: &[Assignment],
+    host: &HostInterfaces,
     resolution_of: impl Fn(&Assignment) -> Resolution,
 ) -> Vec<PlannedProbe> {
     let mut probes = Vec::new();
@@ -429,7 +643,7 @@ pub fn expand(
                      preference: Option<u16>,
                      family: Family,
                      port: u16,
-                     destination: Destination| PlannedProbe {
+                     plan: &FamilyPlan| PlannedProbe {
             spec: ProbeSpec {
                 user: a.account.name.clone(),
                 uid: a.account.uid.as_raw(),
@@ -442,33 +656,45 @@ pub fn expand(
                 expect: a.expect,
             },
             timeout: a.timeout,
-            destination,
-            note: None,
+            destination: plan.destination.clone(),
+            note: plan.note.clone(),
         };
-        let every_family_and_port =
-            |probes: &mut Vec<PlannedProbe>, exchange: Option<String>, why: String| {
+        let mut every_family_and_port =
+            |exchange: Option<String>,
+             preference: Option<u16>,
+             plans_of: &dyn Fn(Family) -> Vec<FamilyPlan>| {
                 for &family in &a.target.families {
+                    let plans = plans_of(family);
                     for &port in &a.target.ports {
-                        probes.push(probe(
-                            exchange.clone(),
-                            None,
-                            family,
-                            port,
-                            Destination::None(why.clone()),
-                        ));
+                        for plan in &plans {
+                            probes.push(probe(exchange.clone(), preference, family, port, plan));
+                        }
                     }
                 }
             };
+        let nowhere = |why: String| {
+            move |_: Family| {
+                vec![FamilyPlan {
+                    destination: Destination::None(why.clone()),
+                    note: None,
+                }]
+            }
+        };
         match resolution_of(a) {
             Resolution::Failed(failure) => {
-                every_family_and_port(&mut probes, None, failure.to_string());
+                every_family_and_port(None, None, &nowhere(failure.to_string()));
             }
             Resolution::NullMx => {
                 let why = format!(
                     "{} publishes a null MX (RFC 7505): it accepts no mail, so there is nothing to probe",
                     domain.as_deref().unwrap_or("the domain")
                 );
-                every_family_and_port(&mut probes, Some(".".into()), why);
+                every_family_and_port(Some(".".into()), None, &nowhere(why));
+            }
+            Resolution::Literals(list) => {
+                every_family_and_port(None, None, &|family| {
+                    literal_plans(&list, family, host, a.target.local)
+                });
             }
             Resolution::Exchanges {
                 implicit_mx,
@@ -477,42 +703,9 @@ pub fn expand(
                 let implicit = implicit_mx
                     .then_some("no MX record: the domain's own address is used, RFC 5321 5.1");
                 for exchange in &exchanges {
-                    for &family in &a.target.families {
-                        for &port in &a.target.ports {
-                            let probe = |destination| PlannedProbe {
-                                note: implicit.map(|i| format!("({i})")),
-                                ..probe(
-                                    exchange.name.clone(),
-                                    exchange.preference,
-                                    family,
-                                    port,
-                                    destination,
-                                )
-                            };
-                            let suffix = implicit.map(|i| format!(" ({i})")).unwrap_or_default();
-                            match exchange.addresses(family) {
-                                Addresses::Found(list) => probes.extend(
-                                    list.iter().map(|&addr| probe(Destination::Address(addr))),
-                                ),
-                                Addresses::None => {
-                                    let name = exchange.name.as_deref().unwrap_or("the target");
-                                    probes.push(PlannedProbe {
-                                        note: None,
-                                        ..probe(Destination::None(format!(
-                                            "{name} has no {} record, so {family} was not tested{suffix}",
-                                            family.record_type()
-                                        )))
-                                    });
-                                }
-                                Addresses::Failed(failure) => probes.push(PlannedProbe {
-                                    note: None,
-                                    ..probe(Destination::None(format!(
-                                        "{failure}; {family} was not tested"
-                                    )))
-                                }),
-                            }
-                        }
-                    }
+                    every_family_and_port(exchange.name.clone(), exchange.preference, &|family| {
+                        exchange_plans(exchange, family, &a.target.families, host, implicit)
+                    });
                 }
             }
         }
@@ -589,16 +782,283 @@ fn fqdn(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address::tests::host;
     use crate::plan::tests::assignment;
     use std::net::SocketAddr;
 
-    fn exchange(name: &str, ipv4: Addresses, ipv6: Addresses) -> Exchange {
+    pub(crate) fn exchange(name: &str, ipv4: Addresses, ipv6: Addresses) -> Exchange {
         Exchange {
             name: Some(name.into()),
             preference: Some(10),
             ipv4,
             ipv6,
+            answered_by: "DNS server 10.0.0.53".into(),
         }
+    }
+
+    fn found(list: &[&str]) -> Addresses {
+        Addresses::Found(list.iter().map(|a| a.parse().unwrap()).collect())
+    }
+
+    /// The probes of one `mx.d.test` with these A and AAAA answers, ports 25 and 587.
+    fn probes_of(ipv4: Addresses, ipv6: Addresses) -> Vec<PlannedProbe> {
+        let a = assignment(
+            TargetKind::Mx("d.test".into()),
+            Family::ALL.to_vec(),
+            vec![25, 587],
+        );
+        let resolution = Resolution::Exchanges {
+            implicit_mx: false,
+            exchanges: vec![exchange("mx.d.test", ipv4, ipv6)],
+        };
+        expand(&[a], &host(), |_| resolution.clone())
+    }
+
+    fn why(p: &PlannedProbe) -> &str {
+        match &p.destination {
+            Destination::None(why) => why,
+            Destination::Address(_) => panic!("{p:?} has an address"),
+        }
+    }
+
+    #[test]
+    fn sinkhole_answers_are_not_probed_and_say_who_answered() {
+        let probes = probes_of(found(&["0.0.0.0"]), found(&["::"]));
+        assert_eq!(probes.len(), 4, "{probes:#?}");
+        assert!(probes.iter().all(|p| p.connect_to().is_none()));
+        let v4 = probes
+            .iter()
+            .find(|p| p.spec.family == Family::Ipv4)
+            .unwrap();
+        assert!(
+            why(v4).starts_with(
+                "DNS server 10.0.0.53 answered A 0.0.0.0 for mx.d.test: a sinkhole or a broken \
+                 zone; 0.0.0.0 is an unspecified address"
+            ),
+            "{}",
+            why(v4)
+        );
+        assert!(why(v4).contains("stays on this host"), "{}", why(v4));
+        let v6 = probes
+            .iter()
+            .find(|p| p.spec.family == Family::Ipv6)
+            .unwrap();
+        assert!(
+            why(v6).contains("answered AAAA :: for mx.d.test"),
+            "{}",
+            why(v6)
+        );
+    }
+
+    #[test]
+    fn answers_that_stay_on_the_host_are_named_next_to_good_ones() {
+        let probes = probes_of(
+            found(&[
+                "127.0.0.1",
+                "198.51.100.1",
+                "203.0.113.10",
+                "224.0.0.9",
+                "198.51.100.255",
+            ]),
+            found(&["fe80::1", "ff02::1", "2001:db8::10"]),
+        );
+        let connect: Vec<_> = probes.iter().filter_map(|p| p.connect_to()).collect();
+        assert_eq!(connect.len(), 4, "{probes:#?}");
+        let reasons: Vec<&str> = probes
+            .iter()
+            .filter(|p| p.spec.port == 25 && p.connect_to().is_none())
+            .map(why)
+            .collect();
+        assert_eq!(reasons.len(), 6, "{reasons:#?}");
+        for (needle, words) in [
+            ("A 127.0.0.1", "a loopback address"),
+            ("A 198.51.100.1", "an address of this host (interface eth0)"),
+            ("A 224.0.0.9", "a multicast address"),
+            (
+                "A 198.51.100.255",
+                "the broadcast address of the subnet of interface eth0",
+            ),
+            ("AAAA fe80::1", "link-local"),
+            ("AAAA ff02::1", "a multicast address"),
+        ] {
+            assert!(
+                reasons
+                    .iter()
+                    .any(|r| r.contains(needle) && r.contains(words)),
+                "{needle}: {reasons:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mapped_aaaa_is_ipv4_merged_with_the_same_a_record() {
+        let probes = probes_of(found(&["203.0.113.10"]), found(&["::ffff:203.0.113.10"]));
+        assert_eq!(probes.len(), 4, "{probes:#?}");
+        let v4: Vec<_> = probes
+            .iter()
+            .filter(|p| p.spec.family == Family::Ipv4)
+            .collect();
+        assert_eq!(v4.len(), 2, "one IPv4 probe per port: {v4:#?}");
+        let endpoint = v4[0].endpoint().unwrap();
+        assert_eq!(endpoint.ip, "203.0.113.10".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            endpoint.record.as_deref(),
+            Some("A 203.0.113.10, AAAA ::ffff:203.0.113.10")
+        );
+        assert!(v4[0].note.as_deref().unwrap().contains("RFC 4291 2.5.5.2"));
+        let v6: Vec<_> = probes
+            .iter()
+            .filter(|p| p.spec.family == Family::Ipv6)
+            .collect();
+        assert_eq!(v6.len(), 2);
+        assert!(v6.iter().all(|p| p.connect_to().is_none()));
+        assert!(
+            why(v6[0]).starts_with(
+                "mx.d.test has no AAAA record but IPv4-mapped ones (::ffff:203.0.113.10; RFC 4291 2.5.5.2)"
+            ),
+            "{}",
+            why(v6[0])
+        );
+        assert!(why(v6[0]).contains("IPv6 was not tested"), "{}", why(v6[0]));
+    }
+
+    #[test]
+    fn a_mapped_only_aaaa_is_probed_under_ipv4() {
+        let probes = probes_of(Addresses::None, found(&["::ffff:203.0.113.11"]));
+        let v4: Vec<_> = probes
+            .iter()
+            .filter(|p| p.spec.family == Family::Ipv4)
+            .collect();
+        assert_eq!(v4.len(), 2, "{probes:#?}");
+        assert_eq!(v4[0].connect_to(), Some("203.0.113.11:25".parse().unwrap()));
+        assert_eq!(
+            v4[0].endpoint().unwrap().record.as_deref(),
+            Some("AAAA ::ffff:203.0.113.11")
+        );
+        assert!(probes
+            .iter()
+            .filter(|p| p.spec.family == Family::Ipv6)
+            .all(|p| why(p).contains("IPv4-mapped")));
+        // A genuine AAAA next to a mapped one: IPv6 is probed, IPv4 gets the mapped one.
+        let probes = probes_of(
+            found(&["203.0.113.10"]),
+            found(&["::ffff:203.0.113.11", "2001:db8::10"]),
+        );
+        assert_eq!(
+            probes.iter().filter(|p| p.connect_to().is_some()).count(),
+            6
+        );
+        // A mapped sinkhole is a sinkhole, reported under IPv4 with its record.
+        let probes = probes_of(Addresses::None, found(&["::ffff:0.0.0.0"]));
+        assert!(probes.iter().all(|p| p.connect_to().is_none()));
+        assert!(probes.iter().any(|p| p.spec.family == Family::Ipv4
+            && why(p).contains("answered AAAA ::ffff:0.0.0.0 for mx.d.test")));
+    }
+
+    #[test]
+    fn a_mapped_aaaa_with_ipv4_not_asked_for_is_said() {
+        let a = assignment(
+            TargetKind::Host("h.test".into()),
+            vec![Family::Ipv6],
+            vec![25],
+        );
+        let resolution = Resolution::Exchanges {
+            implicit_mx: false,
+            exchanges: vec![exchange(
+                "h.test",
+                Addresses::None,
+                found(&["::ffff:1.2.3.4"]),
+            )],
+        };
+        let probes = expand(&[a], &host(), |_| resolution.clone());
+        assert_eq!(probes.len(), 1);
+        assert!(why(&probes[0]).contains("IPv4 is not among the target's families"));
+    }
+
+    #[test]
+    fn nat64_and_6to4_are_probed_with_a_note() {
+        let probes = probes_of(
+            Addresses::None,
+            found(&["64:ff9b::cb00:710a", "2002:cb00:710a::1"]),
+        );
+        let v6: Vec<_> = probes.iter().filter(|p| p.connect_to().is_some()).collect();
+        assert_eq!(v6.len(), 4);
+        assert!(v6
+            .iter()
+            .all(|p| p.spec.family == Family::Ipv6 && p.note.is_some()));
+    }
+
+    fn literal_probes(list: &[&str], local: bool) -> Vec<PlannedProbe> {
+        let literals: Vec<Literal> = list.iter().map(|l| l.parse().unwrap()).collect();
+        let mut a = assignment(
+            TargetKind::Addresses(Vec::new()),
+            Family::ALL.to_vec(),
+            vec![25],
+        );
+        a.target.local = local;
+        expand(&[a], &host(), |_| Resolution::Literals(literals.clone()))
+    }
+
+    #[test]
+    fn literal_addresses_split_by_family_on_the_wire() {
+        let probes = literal_probes(&["192.0.2.1", "2001:db8::1"], false);
+        assert_eq!(probes.len(), 2);
+        assert!(probes
+            .iter()
+            .all(|p| p.connect_to().is_some() && !p.is_local()));
+        let probes = literal_probes(&["::ffff:10.0.0.1"], false);
+        assert_eq!(probes[0].spec.family, Family::Ipv4);
+        assert_eq!(probes[0].connect_to(), Some("10.0.0.1:25".parse().unwrap()));
+        assert_eq!(
+            probes[0].endpoint().unwrap().record.as_deref(),
+            Some("::ffff:10.0.0.1")
+        );
+        assert!(why(&probes[1]).contains("no IPv6 address given"));
+        // The same destination twice is probed once.
+        let probes = literal_probes(&["10.0.0.1", "::ffff:10.0.0.1"], false);
+        assert_eq!(
+            probes.iter().filter(|p| p.connect_to().is_some()).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn literal_link_local_carries_its_interface() {
+        let probes = literal_probes(&["fe80::2%eth0"], false);
+        let v6 = probes
+            .iter()
+            .find(|p| p.spec.family == Family::Ipv6)
+            .unwrap();
+        let SocketAddr::V6(addr) = v6.connect_to().unwrap() else {
+            panic!("{v6:?}")
+        };
+        assert_eq!(addr.scope_id(), 2);
+        assert_eq!(
+            v6.endpoint().unwrap().record.as_deref(),
+            Some("fe80::2%eth0")
+        );
+    }
+
+    #[test]
+    fn local_literals_are_marked_and_others_never_slip_through() {
+        let probes = literal_probes(&["127.0.0.1", "198.51.100.1", "::1"], true);
+        assert_eq!(probes.len(), 3);
+        for p in &probes {
+            assert!(p.is_local(), "{p:?}");
+            assert!(
+                p.note
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("local: does not cross the egress path"),
+                "{p:?}"
+            );
+        }
+        // Without the opt-in (check_literals refuses that earlier), nothing is sent.
+        let probes = literal_probes(&["127.0.0.1", "0.0.0.0"], false);
+        assert!(
+            probes.iter().all(|p| p.connect_to().is_none()),
+            "{probes:#?}"
+        );
     }
 
     #[test]
@@ -625,7 +1085,7 @@ mod tests {
                 ),
             ],
         };
-        let probes = expand(&[a], |_| resolution.clone());
+        let probes = expand(&[a], &host(), |_| resolution.clone());
         assert_eq!(probes.len(), 2 * 2 * 2);
         assert!(probes.iter().all(|p| p.connect_to().is_some()));
         assert!(probes
@@ -649,7 +1109,7 @@ mod tests {
                 Addresses::None,
             )],
         };
-        let probes = expand(&[a], |_| resolution.clone());
+        let probes = expand(&[a], &host(), |_| resolution.clone());
         assert_eq!(probes.len(), 2);
         let v6 = probes
             .iter()
@@ -673,7 +1133,7 @@ mod tests {
             implicit_mx: false,
             exchanges: vec![exchange("mx.d.test", Addresses::None, Addresses::None)],
         };
-        let probes = expand(&[a], |_| resolution.clone());
+        let probes = expand(&[a], &host(), |_| resolution.clone());
         assert_eq!(probes.len(), 1);
         assert_eq!(probes[0].spec.family, Family::Ipv4);
     }
@@ -690,32 +1150,17 @@ mod tests {
             record: "MX",
             kind: FailureKind::Nxdomain,
         });
-        let probes = expand(std::slice::from_ref(&a), |_| failure.clone());
+        let probes = expand(std::slice::from_ref(&a), &host(), |_| failure.clone());
         assert_eq!(probes.len(), 4);
         assert!(probes
             .iter()
             .all(|p| matches!(&p.destination, Destination::None(why) if why.contains("NXDOMAIN"))));
 
-        let probes = expand(&[a], |_| Resolution::NullMx);
+        let probes = expand(&[a], &host(), |_| Resolution::NullMx);
         assert_eq!(probes.len(), 4);
         assert!(
             matches!(&probes[0].destination, Destination::None(why) if why.contains("null MX"))
         );
-    }
-
-    #[test]
-    fn literal_addresses_split_by_family() {
-        let ex = literal_exchange(&["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()]);
-        assert_eq!(
-            ex.ipv4,
-            Addresses::Found(vec!["192.0.2.1".parse().unwrap()])
-        );
-        assert_eq!(
-            ex.ipv6,
-            Addresses::Found(vec!["2001:db8::1".parse().unwrap()])
-        );
-        let v4only = literal_exchange(&["192.0.2.1".parse().unwrap()]);
-        assert_eq!(v4only.ipv6, Addresses::None);
     }
 
     #[test]

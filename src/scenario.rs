@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use crate::address::{on_the_wire, Literal, LiteralError};
 use crate::vocab::{
     normalize_domain, parse_nameserver, parse_timeout, unique_non_empty, Expectation, Family,
     ListError, ValueError,
@@ -29,7 +30,7 @@ pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
 pub const DEFAULT_SCENARIO_NAME: &str = "<built-in default scenario>";
 
 /// A place in a scenario file, printed as `file:line:column`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
     /// The file as the user named it.
     pub file: String,
@@ -112,7 +113,17 @@ pub enum TargetKind {
     /// A host name's A and AAAA records.
     Host(String),
     /// Literal addresses.
-    Addresses(Vec<IpAddr>),
+    Addresses(Vec<GivenAddress>),
+}
+
+/// An address given literally, with where the scenario wrote it: checks that need the
+/// probing namespace (the host's own addresses, zones) run later and still name the place.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GivenAddress {
+    /// The address (and zone) as written.
+    pub literal: Literal,
+    /// Where it was written, if it came from a file.
+    pub location: Option<Location>,
 }
 
 /// Something to connect to.
@@ -126,6 +137,9 @@ pub struct Target {
     pub ports: Vec<u16>,
     /// Families to probe.
     pub families: Vec<Family>,
+    /// `local = true` (`--local`): literal loopback and own addresses may be probed; such
+    /// probes do not cross the egress path and are never a pass.
+    pub local: bool,
 }
 
 /// One expectation: these users, these targets, allowed or denied.
@@ -174,6 +188,7 @@ struct RawTarget {
     address: Option<Spanned<Vec<Spanned<String>>>>,
     ports: Option<Spanned<Vec<Spanned<i64>>>>,
     families: Option<Spanned<Vec<Spanned<Family>>>>,
+    local: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,9 +215,15 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         });
     }
     let bytes = std::fs::read(path).map_err(read_error)?;
+    parse_bytes(&file, bytes)
+}
+
+/// Validates raw scenario bytes read from somewhere other than a named file (standard
+/// input); `file` is the name used in error locations.
+pub fn parse_bytes(file: &str, bytes: Vec<u8>) -> Result<Scenario, ScenarioError> {
     if bytes.len() > MAX_SCENARIO_BYTES {
         return Err(ScenarioError::TooLarge {
-            file,
+            file: file.to_string(),
             size: bytes.len() as u64,
         });
     }
@@ -212,11 +233,11 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
             let valid = err.utf8_error().valid_up_to();
             let prefix = String::from_utf8_lossy(&err.as_bytes()[..valid]).into_owned();
             return Err(ScenarioError::NotUtf8 {
-                location: Location::at(&file, &prefix, valid),
+                location: Location::at(file, &prefix, valid),
             });
         }
     };
-    parse(&file, &text)
+    parse(file, &text)
 }
 
 /// Parses and validates scenario text; `file` is used in error locations.
@@ -310,6 +331,17 @@ impl Validator<'_> {
         if name.is_empty() {
             return Err(self.error(raw.name.span(), "target name is empty"));
         }
+        let local = match &raw.local {
+            Some(flag) if *flag.get_ref() && raw.address.is_none() => {
+                return Err(self.error(
+                    flag.span(),
+                    "`local` applies to `address` targets only: a DNS answer that stays on \
+                     this host is never probed",
+                ))
+            }
+            Some(flag) => *flag.get_ref(),
+            None => false,
+        };
         let kind = match (raw.mx, raw.host, raw.address) {
             (Some(mx), None, None) => TargetKind::Mx(
                 normalize_domain(mx.get_ref()).map_err(|m| self.error(mx.span(), m.to_string()))?,
@@ -322,13 +354,18 @@ impl Validator<'_> {
                 if list.get_ref().is_empty() {
                     return Err(self.error(list.span(), "`address` list is empty"));
                 }
-                let mut addrs = Vec::new();
+                let mut addrs: Vec<GivenAddress> = Vec::new();
                 for a in list.into_inner() {
-                    let addr: IpAddr = a.get_ref().trim().parse().map_err(|_| {
-                        self.error(a.span(), format!("`{}` is not an IP address", a.get_ref()))
-                    })?;
-                    if !addrs.contains(&addr) {
-                        addrs.push(addr);
+                    let literal = a
+                        .get_ref()
+                        .parse::<Literal>()
+                        .and_then(|l| l.check_syntax(local).map(|()| l))
+                        .map_err(|e| self.error(a.span(), e.to_string()))?;
+                    if !addrs.iter().any(|g| g.literal == literal) {
+                        addrs.push(GivenAddress {
+                            literal,
+                            location: Some(Location::at(self.file, self.text, a.span().start)),
+                        });
                     }
                 }
                 TargetKind::Addresses(addrs)
@@ -377,6 +414,7 @@ impl Validator<'_> {
             kind,
             ports,
             families,
+            local,
         })
     }
 
@@ -435,12 +473,17 @@ impl Validator<'_> {
 }
 
 /// Families probed when a target does not list them: both for names (an untested family
-/// must show up), only those present for literal addresses (nothing to resolve there).
+/// must show up), only those present for literal addresses (nothing to resolve there), by
+/// the family on the wire (an IPv4-mapped address is IPv4).
 fn default_families(kind: &TargetKind) -> Vec<Family> {
     match kind {
         TargetKind::Addresses(addrs) => Family::ALL
             .into_iter()
-            .filter(|f| addrs.iter().any(|a| Family::of(a) == *f))
+            .filter(|f| {
+                addrs
+                    .iter()
+                    .any(|a| Family::of(&on_the_wire(a.literal.ip)) == *f)
+            })
             .collect(),
         _ => Family::ALL.to_vec(),
     }
@@ -460,6 +503,12 @@ pub enum AdHocError {
         /// What is wrong with its value.
         error: ValueError,
     },
+    /// An `--addr` that is not a destination (or local without `--local`).
+    #[error("--addr: {0}")]
+    Address(LiteralError),
+    /// `--local` without any `--addr`.
+    #[error("--local applies to --addr targets only: a DNS answer that stays on this host is never probed")]
+    LocalWithoutAddress,
 }
 
 /// What the ad hoc command line (`egress-check --as USER --mx ...`) asks for.
@@ -470,9 +519,11 @@ pub struct AdHocTargets {
     /// `--host` names.
     pub hosts: Vec<String>,
     /// `--addr` addresses.
-    pub addresses: Vec<IpAddr>,
+    pub addresses: Vec<Literal>,
     /// `--port` values (empty means the default).
     pub ports: Vec<u16>,
+    /// `--local`: the `--addr` targets may be loopback or this host's own addresses.
+    pub local: bool,
 }
 
 impl AdHocTargets {
@@ -492,14 +543,20 @@ impl AdHocTargets {
             }
             unique.into_iter().collect()
         };
+        if self.local && self.addresses.is_empty() {
+            return Err(AdHocError::LocalWithoutAddress);
+        }
+        let local = self.local;
         let mut targets = Vec::new();
         let mut push = |name: String, kind: TargetKind| {
             if !targets.iter().any(|t: &Target| t.name == name) {
+                let local = local && matches!(kind, TargetKind::Addresses(_));
                 targets.push(Target {
                     name,
                     kind,
                     ports: ports.clone(),
                     families: Family::ALL.to_vec(),
+                    local,
                 });
             }
         };
@@ -517,8 +574,15 @@ impl AdHocTargets {
             })?;
             push(host.clone(), TargetKind::Host(host));
         }
-        for addr in self.addresses {
-            push(addr.to_string(), TargetKind::Addresses(vec![addr]));
+        for literal in self.addresses {
+            literal.check_syntax(local).map_err(AdHocError::Address)?;
+            push(
+                literal.to_string(),
+                TargetKind::Addresses(vec![GivenAddress {
+                    literal,
+                    location: None,
+                }]),
+            );
         }
         for target in &mut targets {
             target.families = default_families(&target.kind);
@@ -761,6 +825,110 @@ expect = "allow"
         assert_eq!(s.checks[0].users[0].name, "postfix");
     }
 
+    fn target_of(address_line: &str) -> Result<Target, String> {
+        let text = MINIMAL.replace("mx = \"Gmail.COM.\"", address_line);
+        parse("s.toml", &text)
+            .map(|s| s.targets[0].clone())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn literal_addresses_that_are_not_destinations_are_located() {
+        for (line, error) in [
+            (
+                "address = [\"0.0.0.0\"]",
+                "s.toml:4:12: `0.0.0.0` is an unspecified address",
+            ),
+            (
+                "address = [\"::\"]",
+                "s.toml:4:12: `::` is an unspecified address",
+            ),
+            (
+                "address = [\"192.0.2.1\", \"224.0.0.1\"]",
+                "s.toml:4:25: `224.0.0.1` is a multicast",
+            ),
+            (
+                "address = [\"255.255.255.255\"]",
+                "is the limited broadcast address",
+            ),
+            (
+                "address = [\"127.0.0.1\"]",
+                "s.toml:4:12: `127.0.0.1` is a loopback address",
+            ),
+            ("address = [\"::ffff:127.0.0.1\"]", "is a loopback address"),
+            ("address = [\"fe80::1\"]", "e.g. `fe80::1%eth0`"),
+            (
+                "address = [\"192.0.2.1%eth0\"]",
+                "only an IPv6 link-local address",
+            ),
+            (
+                "mx = \"a.test\"\nlocal = true",
+                "s.toml:5:9: `local` applies to `address` targets",
+            ),
+        ] {
+            let err = target_of(line).unwrap_err();
+            assert!(err.contains(error), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn local_targets_opt_in_and_zones_are_kept() {
+        let t = target_of("address = [\"127.0.0.1\", \"::1\"]\nlocal = true").unwrap();
+        assert!(t.local);
+        assert_eq!(t.families, Family::ALL.to_vec());
+        let t = target_of("address = [\"fe80::1%eth0\"]").unwrap();
+        assert!(!t.local);
+        let TargetKind::Addresses(list) = &t.kind else {
+            panic!("{t:?}")
+        };
+        assert_eq!(list[0].literal.zone.as_deref(), Some("eth0"));
+        assert_eq!(
+            list[0].location.as_ref().unwrap().to_string(),
+            "s.toml:4:12"
+        );
+        // A mapped address is IPv4 on the wire.
+        let t = target_of("address = [\"::ffff:203.0.113.10\"]").unwrap();
+        assert_eq!(t.families, vec![Family::Ipv4]);
+        // `local = false` is allowed anywhere.
+        assert!(!target_of("mx = \"a.test\"\nlocal = false").unwrap().local);
+    }
+
+    #[test]
+    fn ad_hoc_local_needs_addresses_and_the_opt_in() {
+        let ad_hoc = |addr: &str, local: bool| {
+            AdHocTargets {
+                mx: if addr.is_empty() {
+                    vec!["a.test".into()]
+                } else {
+                    vec![]
+                },
+                addresses: if addr.is_empty() {
+                    vec![]
+                } else {
+                    vec![addr.parse().unwrap()]
+                },
+                local,
+                ..AdHocTargets::default()
+            }
+            .into_scenario("ec-web", Expectation::Allow)
+        };
+        assert!(matches!(
+            ad_hoc("", true),
+            Err(AdHocError::LocalWithoutAddress)
+        ));
+        let err = ad_hoc("127.0.0.1", false).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--addr: `127.0.0.1` is a loopback"),
+            "{err}"
+        );
+        assert!(ad_hoc("127.0.0.1", true).unwrap().targets[0].local);
+        assert!(matches!(
+            ad_hoc("0.0.0.0", true),
+            Err(AdHocError::Address(_))
+        ));
+        assert!(!ad_hoc("", false).unwrap().targets[0].local);
+    }
+
     #[test]
     fn ad_hoc_targets_become_a_scenario() {
         let targets = AdHocTargets {
@@ -768,6 +936,7 @@ expect = "allow"
             hosts: vec![],
             addresses: vec!["192.0.2.1".parse().unwrap()],
             ports: vec![587, 25, 587],
+            local: false,
         };
         let s = targets.into_scenario("ec-web", Expectation::Allow).unwrap();
         assert_eq!(s.targets.len(), 2);

@@ -4,6 +4,9 @@
 //!
 //! The rule that shapes this module: a deny is only a pass when the connection was
 //! actively stopped. Anything that could not prove a deny is inconclusive, never a pass.
+//! A probe whose destination is this host (an opted-in loopback or own address) did not
+//! cross the egress path: it never passes, never witnesses a deny and is never part of a
+//! family split.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -11,6 +14,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::exit_codes;
+use crate::explain::Explanation;
 use crate::plan::{PlannedProbe, ProbeSpec};
 use crate::probe::{Attempt, Observed};
 use crate::vocab::{Expectation, Family};
@@ -50,6 +54,16 @@ pub fn judge(expect: Expectation, observed: Observed) -> Verdict {
     }
 }
 
+/// Judges one probe: [`judge`], except that a probe to a `local` destination proves nothing
+/// about the egress firewall whatever it observed, so it is inconclusive.
+pub fn judge_probe(expect: Expectation, observed: Observed, local: bool) -> Verdict {
+    if local {
+        Verdict::Inconclusive
+    } else {
+        judge(expect, observed)
+    }
+}
+
 /// True when the outcome means the connection was blocked (or could not be made) on the way.
 pub fn is_blocked(observed: Observed) -> bool {
     matches!(
@@ -64,8 +78,17 @@ pub struct ProbeRecord {
     /// Who probed what.
     #[serde(flatten)]
     pub spec: ProbeSpec,
-    /// The address connected to; `null` when there was none.
+    /// The address connected to, on the wire (its family is `family`); `null` when there
+    /// was none.
     pub address: Option<IpAddr>,
+    /// The interface of an IPv6 link-local address (RFC 4007 zone); `null` otherwise.
+    pub zone: Option<String>,
+    /// The records or literal the address came from when they are not simply the address,
+    /// e.g. `AAAA ::ffff:203.0.113.10` (IPv4-mapped: probed as IPv4); `null` otherwise.
+    pub record: Option<String>,
+    /// True when the destination is this host (opted-in loopback or own address): the
+    /// connection did not cross the egress path, so the verdict is never a pass.
+    pub local: bool,
     /// Observed outcome.
     pub observed: Observed,
     /// Judgement.
@@ -77,6 +100,9 @@ pub struct ProbeRecord {
     pub elapsed_ms: u64,
     /// OS error, DNS failure or other explanation.
     pub detail: Option<String>,
+    /// With `--explain`: `decided_by` and `trace` ([`crate::explain`]); absent otherwise.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
 }
 
 /// A user reaches an exchange and port over one family while the other is blocked.
@@ -119,11 +145,34 @@ pub struct Judgement {
     pub family_splits: Vec<FamilySplit>,
     /// Set when the run was cut short (signal or deadline).
     pub interrupted: Option<String>,
+    /// With `--explain`: passing denies that this host did not enforce (it accepted the SYN;
+    /// something beyond it blocked the connection). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_enforced_by_host: Option<usize>,
     /// Every planned probe, exactly once.
     pub probes: Vec<ProbeRecord>,
 }
 
 impl Judgement {
+    /// Adds `--explain`'s explanations (`explanations[i]` for `probes[i]`); verdicts and
+    /// counts are left exactly as judged.
+    pub fn attach_explanations(&mut self, explanations: Vec<Option<Explanation>>) {
+        for (record, explanation) in self.probes.iter_mut().zip(explanations) {
+            record.explanation = explanation;
+        }
+        self.not_enforced_by_host = Some(
+            self.probes
+                .iter()
+                .filter(|p| p.verdict == Verdict::Pass && p.spec.expect == Expectation::Deny)
+                .filter(|p| {
+                    p.explanation
+                        .as_ref()
+                        .is_some_and(Explanation::blocked_beyond_host)
+                })
+                .count(),
+        );
+    }
+
     /// 0 all passed, 1 a failure, 3 inconclusive only.
     pub fn exit_code(&self) -> u8 {
         exit_codes::of_counts(self.failed, self.inconclusive)
@@ -140,28 +189,37 @@ pub fn judge_run(
     let mut records: Vec<ProbeRecord> = probes
         .into_iter()
         .zip(attempts)
-        .map(|(p, attempt)| ProbeRecord {
-            address: p.address(),
-            detail: match (attempt.detail, p.note) {
-                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-                (a, b) => a.or(b),
-            },
-            verdict: judge(p.spec.expect, attempt.observed),
-            spec: p.spec,
-            observed: attempt.observed,
-            witnessed: None,
-            elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
+        .map(|(p, attempt)| {
+            let endpoint = p.endpoint();
+            let local = p.is_local();
+            ProbeRecord {
+                address: p.address(),
+                zone: endpoint.and_then(|e| e.scope.as_ref().map(|s| s.interface.clone())),
+                record: endpoint.and_then(|e| e.record.clone()),
+                local,
+                detail: match (attempt.detail, p.note) {
+                    (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                    (a, b) => a.or(b),
+                },
+                verdict: judge_probe(p.spec.expect, attempt.observed, local),
+                spec: p.spec,
+                observed: attempt.observed,
+                witnessed: None,
+                elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
+                explanation: None,
+            }
         })
         .collect();
-    let connected: HashSet<(IpAddr, u16)> = records
+    // Only a connection that crossed the egress path shows the destination was up.
+    let connected: HashSet<(IpAddr, Option<String>, u16)> = records
         .iter()
-        .filter(|p| p.observed == Observed::Connected)
-        .filter_map(|p| Some((p.address?, p.spec.port)))
+        .filter(|p| p.observed == Observed::Connected && !p.local)
+        .filter_map(|p| Some((p.address?, p.zone.clone(), p.spec.port)))
         .collect();
     for p in &mut records {
         p.witnessed = match (p.spec.expect, p.verdict, p.address) {
             (Expectation::Deny, Verdict::Pass, Some(addr)) => {
-                Some(connected.contains(&(addr, p.spec.port)))
+                Some(connected.contains(&(addr, p.zone.clone(), p.spec.port)))
             }
             _ => None,
         };
@@ -177,6 +235,7 @@ pub fn judge_run(
             .count(),
         family_splits: family_splits(&records),
         interrupted,
+        not_enforced_by_host: None,
         probes: records,
     }
 }
@@ -189,7 +248,8 @@ fn family_splits(probes: &[ProbeRecord]) -> Vec<FamilySplit> {
         blocked: BTreeSet<Family>,
     }
     let mut by_key: BTreeMap<(String, String, u16), Seen> = BTreeMap::new();
-    for p in probes {
+    // A local probe did not use the egress path of its family: it says nothing of a split.
+    for p in probes.iter().filter(|p| !p.local) {
         let exchange = p
             .spec
             .exchange
@@ -316,6 +376,66 @@ mod tests {
         assert_eq!(report.exit_code(), exit_codes::INCONCLUSIVE);
         assert_eq!(report.probes[0].witnessed, None);
         assert_eq!(report.probes[0].address, None);
+    }
+
+    /// A probe to `addr` that a target opted in to as local.
+    fn local(
+        user: &str,
+        addr: &str,
+        expect: Expectation,
+        observed: Observed,
+    ) -> (PlannedProbe, Attempt) {
+        let (mut planned, attempt) = probe(user, addr, expect, observed);
+        if let crate::plan::Destination::Address(endpoint) = &mut planned.destination {
+            endpoint.local = true;
+        }
+        (planned, attempt)
+    }
+
+    #[test]
+    fn local_probes_never_pass_whatever_they_observe() {
+        for expect in [Expectation::Allow, Expectation::Deny] {
+            for observed in [Connected, Refused, Unreachable, Timeout, Error, NoAddress] {
+                assert_eq!(judge_probe(expect, observed, true), Verdict::Inconclusive);
+                assert_eq!(
+                    judge_probe(expect, observed, false),
+                    judge(expect, observed)
+                );
+            }
+        }
+        let report = judged(vec![
+            local("postfix", "127.0.0.1", Expectation::Allow, Connected),
+            local("www-data", "127.0.0.1", Expectation::Deny, Refused),
+        ]);
+        assert_eq!(
+            (report.passed, report.failed, report.inconclusive),
+            (0, 0, 2)
+        );
+        assert!(report
+            .probes
+            .iter()
+            .all(|p| p.local && p.witnessed.is_none()));
+        assert_eq!(report.exit_code(), exit_codes::INCONCLUSIVE);
+    }
+
+    #[test]
+    fn local_connections_witness_nothing_and_split_nothing() {
+        // The MTA's own listener answers on the host's address: that connection proves
+        // nothing about the path out, so the deny stays unwitnessed and there is no split.
+        let report = judged(vec![
+            local("postfix", "198.51.100.1", Expectation::Allow, Connected),
+            probe("www-data", "198.51.100.1", Expectation::Deny, Timeout),
+            local("www-data", "2001:db8:100::1", Expectation::Deny, Connected),
+        ]);
+        let deny = report.probes.iter().find(|p| !p.local).unwrap();
+        assert_eq!(deny.verdict, Verdict::Pass);
+        assert_eq!(deny.witnessed, Some(false));
+        assert_eq!(report.unwitnessed_denies, 1);
+        assert!(
+            report.family_splits.is_empty(),
+            "{:?}",
+            report.family_splits
+        );
     }
 
     #[test]

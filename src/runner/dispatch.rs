@@ -73,6 +73,7 @@ impl Dispatch {
                     observed: Observed::NoAddress,
                     elapsed: Duration::ZERO,
                     detail: Some(why.clone()),
+                    local: None,
                 }),
                 Destination::Address(_) => None,
             })
@@ -90,6 +91,7 @@ impl Dispatch {
                     observed: Observed::Error,
                     elapsed: Duration::ZERO,
                     detail: Some(missing(probe)),
+                    local: None,
                 })
             })
             .collect()
@@ -99,7 +101,8 @@ impl Dispatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ProbeSpec;
+    use crate::address::Scope;
+    use crate::plan::{Endpoint, ProbeSpec};
     use crate::vocab::{Expectation, Family};
     use std::net::IpAddr;
 
@@ -123,7 +126,7 @@ mod tests {
     }
 
     fn addr(text: &str) -> Destination {
-        Destination::Address(text.parse::<IpAddr>().unwrap())
+        Destination::Address(Endpoint::new(text.parse::<IpAddr>().unwrap()))
     }
 
     fn attempt(observed: Observed) -> Attempt {
@@ -131,6 +134,7 @@ mod tests {
             observed,
             elapsed: Duration::from_millis(5),
             detail: None,
+            local: None,
         }
     }
 
@@ -164,6 +168,30 @@ mod tests {
         assert_eq!(attempts[3].observed, Observed::Error);
         assert_eq!(attempts[4].observed, Observed::NoAddress);
         assert_eq!(attempts[4].detail.as_deref(), Some("no AAAA"));
+    }
+
+    #[test]
+    fn a_link_local_destination_reaches_the_worker_with_its_interface() {
+        let mut endpoint = Endpoint::new("fe80::2".parse().unwrap());
+        endpoint.scope = Some(Scope {
+            interface: "eth0".into(),
+            index: 7,
+        });
+        let probes = vec![
+            probe("a", Destination::Address(endpoint), 25, "t"),
+            probe("a", addr("fe80::2"), 25, "t"),
+        ];
+        let d = Dispatch::new(&probes);
+        // Same address on another (or no) interface is another destination.
+        assert_eq!(d.attempts(), 2);
+        let sent = &d.requests["a"][0];
+        // The request travels to the worker as JSON: the scope must survive it.
+        let json = serde_json::to_string(sent).unwrap();
+        let back: WorkerProbe = serde_json::from_str(&json).unwrap();
+        let std::net::SocketAddr::V6(v6) = back.addr else {
+            panic!("{json}")
+        };
+        assert_eq!(v6.scope_id(), 7, "{json}");
     }
 
     #[test]

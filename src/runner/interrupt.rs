@@ -5,6 +5,7 @@
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::address::HostInterfaces;
 use crate::exit_codes;
 use crate::plan::{Assignment, PlannedProbe};
 use crate::probe::{Attempt, Observed};
@@ -64,7 +65,10 @@ pub fn during_resolution(
         "not finished: {} during DNS resolution",
         interruption.describe()
     );
-    let probes = expand(assignments, |a| {
+    // Every resolution here is a failure: no address is classified, so no interfaces are
+    // needed.
+    let nothing_classified = HostInterfaces::new(Vec::new());
+    let probes = expand(assignments, &nothing_classified, |a| {
         Resolution::Failed(DnsFailure {
             name: match &a.target.kind {
                 TargetKind::Mx(n) | TargetKind::Host(n) => n.clone(),
@@ -80,6 +84,7 @@ pub fn during_resolution(
             observed: Observed::Error,
             elapsed: std::time::Duration::ZERO,
             detail: Some(reason.clone()),
+            local: None,
         })
         .collect();
     (probes, attempts)

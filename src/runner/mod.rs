@@ -18,18 +18,26 @@ use tokio::sync::mpsc;
 pub use dispatch::Dispatch;
 pub use interrupt::{Interruption, Interrupts};
 
+use crate::address::HostInterfaces;
+use crate::explain::{Explanation, Tracer};
 use crate::plan::{self, Assignment, NameserverChoice, PlannedProbe};
 use crate::probe::Attempt;
 use crate::resolve::{self, expand};
 use crate::worker::{self, WorkerError, WorkerResult};
 
 /// Settings of a run that do not come from scenario files.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunSettings {
     /// How nameservers are chosen.
     pub nameservers: NameserverChoice,
     /// `--deadline`.
     pub deadline: Option<Duration>,
+    /// The interfaces of the namespace the probes run in: what "this host" is when DNS
+    /// answers and literal addresses are classified.
+    pub host: HostInterfaces,
+    /// `--explain`: trace the probes' packets ([`crate::explain`]); checked by
+    /// [`crate::explain::preflight`] before the run.
+    pub explain: bool,
 }
 
 /// What [`execute`] hands to the verdict stage: the exact probes and, in the same order,
@@ -42,9 +50,13 @@ pub struct Executed {
     pub attempts: Vec<Attempt>,
     /// Set when the run was cut short.
     pub interruption: Option<Interruption>,
+    /// With `--explain`: `explanations[i]` says what decided `probes[i]` (`None` when
+    /// nothing was sent); `None` without `--explain` or when nothing was probed.
+    pub explanations: Option<Vec<Option<Explanation>>>,
 }
 
-/// Resolves and probes. Assignments must have passed [`plan::ensure_privileges`].
+/// Resolves and probes. Assignments must have passed [`plan::ensure_privileges`] and
+/// [`plan::check_literals`].
 pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Executed {
     let mut interrupts = Interrupts::new();
     let deadline = settings.deadline.map(|d| tokio::time::Instant::now() + d);
@@ -63,6 +75,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
             probes,
             attempts,
             interruption: Some(interruption),
+            explanations: None,
         }
     };
     let resolutions = tokio::select! {
@@ -70,10 +83,13 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
         sig = interrupts.recv() => return stopped(Interruption::Signal(sig)),
         () = &mut until_deadline => return stopped(Interruption::Deadline),
     };
-    let probes = expand(assignments, |a| {
+    let probes = expand(assignments, &settings.host, |a| {
         resolutions[&(settings.nameservers.source_for(a), a.target.kind.clone())].clone()
     });
 
+    // Tracing starts before the first worker, once the exact addresses are known; it ends
+    // below, on every path out of this function (its table also goes when dropped).
+    let tracer = settings.explain.then(|| Tracer::start(&probes));
     let dispatch = Dispatch::new(&probes);
     let (tx, mut rx) = mpsc::unbounded_channel::<WorkerResult>();
     let worker_futures: Vec<_> = dispatch
@@ -122,9 +138,11 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     let attempts = dispatch.fan_out(&probes, results, |p| {
         interrupt::missing_reason(interruption, worker_errors.get(&p.spec.user))
     });
+    let explanations = tracer.map(|t| t.finish(&probes, &attempts));
     Executed {
         probes,
         attempts,
         interruption,
+        explanations,
     }
 }

@@ -18,6 +18,7 @@
 //! opts out knowingly outside CI.
 
 pub mod dns;
+pub mod mta;
 pub mod nfqueue;
 pub mod reset;
 pub mod test_lab;

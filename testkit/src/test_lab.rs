@@ -29,6 +29,18 @@
 //! | `servfail.test` | SERVFAIL (a [`ServFail`] layer), also for names below it    |
 //! | `host.test`     | A 203.0.113.10, AAAA 2001:db8:200::10                       |
 //!
+//! The edges (answers real-world zones and filtering resolvers give; all MX 10 `mx.NAME`):
+//!
+//! | name              | A                      | AAAA                                    |
+//! |-------------------|------------------------|-----------------------------------------|
+//! | `sinkhole.test`   | 0.0.0.0                | ::                                      |
+//! | `loopback.test`   | 127.0.0.1              | ::1                                     |
+//! | `self.test`       | the lab host's own     | the lab host's own                      |
+//! | `mapped.test`     | 203.0.113.10           | ::ffff:203.0.113.10                     |
+//! | `maponly.test`    | -                      | ::ffff:203.0.113.11                     |
+//! | `mixed.test`      | 203.0.113.12, 0.0.0.0  | 2001:db8:200::12, ::ffff:203.0.113.12   |
+//! | `www.blocked.test` (no MX; RPZ style) | 0.0.0.0 | ::                              |
+//!
 //! The test users ([`crate::users`]) are created by [`TestLab::up`].
 
 use std::collections::BTreeMap;
@@ -41,7 +53,7 @@ use std::time::Duration;
 use egress_check::lab::{self, Lab, LabSpec, Link, NetnsThread, Records};
 
 use crate::dns::ServFail;
-use crate::{nfqueue, reset, users, TestkitError};
+use crate::{mta, nfqueue, reset, users, TestkitError};
 
 /// Namespace name prefix of test labs: `ect-PID-N-h` / `-i`.
 pub const PREFIX: &str = "ect";
@@ -91,6 +103,29 @@ pub fn zone() -> Result<Records, TestkitError> {
         .cname("alias.cname.test", "mx1.dual.test")?
         .mx("dangling.test", 10, "missing.dangling.test")?
         .host("host.test", &[s4a.into(), s6a.into()])?;
+    // The edges: answers that never leave the host, and IPv4 dressed as IPv6.
+    let mapped = |v4: Ipv4Addr| IpAddr::V6(v4.to_ipv6_mapped());
+    let unspecified4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let unspecified6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    for (domain, addrs) in [
+        ("sinkhole", vec![unspecified4, unspecified6]),
+        (
+            "loopback",
+            vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+        ),
+        ("self", vec![LINK.host4.into(), LINK.host6.into()]),
+        ("mapped", vec![s4a.into(), mapped(s4a)]),
+        ("maponly", vec![mapped(s4b)]),
+        (
+            "mixed",
+            vec![s4c.into(), unspecified4, s6c.into(), mapped(s4c)],
+        ),
+    ] {
+        let exchange = format!("mx.{domain}.test");
+        z.mx(&format!("{domain}.test"), 10, &exchange)?
+            .host(&exchange, &addrs)?;
+    }
+    z.host("www.blocked.test", &[unspecified4, unspecified6])?;
     // Eight exchanges spread over the sinks (IPv6 shifted by one).
     for i in 1..=8usize {
         let exchange = format!("mx{i}.many.test");
@@ -276,8 +311,25 @@ impl TestLab {
         Ok(())
     }
 
-    /// Listens on TCP `port` on every address of the simulated internet and
-    /// resets each connection right after accepting it ([`reset`]).
+    /// Starts the host's own MTA on TCP `port` on every address of the host
+    /// namespace ([`mta`]); it stops when the returned value is dropped.
+    pub fn host_mta(&self, port: u16) -> Result<mta::Mta, TestkitError> {
+        Ok(mta::start(self.lab.host_netns_path(), port)?)
+    }
+
+    /// Starts a mail server on TCP `port` of the simulated internet's link-local address
+    /// `addr` (the peer of the host's link; the lab's sinks do not listen there).
+    pub fn peer_link_local_mta(&self, addr: Ipv6Addr, port: u16) -> Result<mta::Mta, TestkitError> {
+        Ok(mta::start_link_local(
+            self.lab.internet_netns_path(),
+            lab::IFACE,
+            addr,
+            port,
+        )?)
+    }
+
+    /// Listens on TCP `port` on every address of the simulated internet and resets each
+    /// connection right after accepting it.
     pub fn reset_listener(&self, port: u16) -> Result<(), TestkitError> {
         let mut resets = self
             .resets

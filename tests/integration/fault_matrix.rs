@@ -194,6 +194,9 @@ struct Case {
     unprovable: Option<Fam>,
     /// Lower bound on the run's wall time (proves a DNS delay was really applied).
     min_wall_ms: u64,
+    /// The fault happens once (the first SYN only), so a second run cannot observe the same:
+    /// the row is not repeated with `--explain`.
+    one_shot: bool,
 }
 
 const ROW: Case = Case {
@@ -213,6 +216,7 @@ const ROW: Case = Case {
     to: &[],
     unprovable: None,
     min_wall_ms: 0,
+    one_shot: false,
 };
 
 /// Network faults. Unless a row says otherwise, everyone but ec-postfix is blocked on the
@@ -374,6 +378,7 @@ const NETWORK: &[Case] = &[
             connects("ec-postfix").min_ms(900),
             blocked("www-data", TIMEOUT, true),
         ],
+        one_shot: true,
         ..ROW
     },
     Case {
@@ -392,6 +397,7 @@ const NETWORK: &[Case] = &[
         ],
         exit: 1,
         unprovable: Some(Fam::Both),
+        one_shot: true,
         ..ROW
     },
 ];
@@ -1050,6 +1056,10 @@ fn run_case(lab: &Lab, case: &Case) -> RowResult {
         ));
     }
 
+    if !case.one_shot {
+        check_explained_run(lab, file.path(), exit, &report, &mut errors);
+    }
+
     if errors.is_empty() {
         Ok(summary(case, &report, exit, wall))
     } else {
@@ -1061,6 +1071,38 @@ fn run_case(lab: &Lab, case: &Case) -> RowResult {
                 describe(&out)
             ),
         })
+    }
+}
+
+/// The row again with `--explain`: the same exit code and the same observations and
+/// verdicts, and every probe that sent a packet says what decided it.
+fn check_explained_run(lab: &Lab, path: &str, exit: i32, plain: &Report, errors: &mut Vec<String>) {
+    let (out, report) = lab.run_json(&["run", path, "--explain"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("parsed before");
+    if code(&out) != exit {
+        errors.push(format!(
+            "with --explain: exit code {}, without: {exit}",
+            code(&out)
+        ));
+    }
+    let key = |p: &Probe| {
+        format!(
+            "{} {} {:?} {} {} {:?}",
+            p.user, p.family, p.address, p.observed, p.verdict, p.witnessed
+        )
+    };
+    let plain: BTreeSet<String> = plain.probes.iter().map(key).collect();
+    let explained: BTreeSet<String> = report.probes.iter().map(key).collect();
+    if plain != explained {
+        errors.push(format!(
+            "with --explain the probes differ: without {plain:?}, with {explained:?}"
+        ));
+    }
+    for p in doc["probes"].as_array().into_iter().flatten() {
+        let sent = p["observed"] != "no-address";
+        if sent && p["decided_by"]["text"].as_str().is_none() {
+            errors.push(format!("with --explain, no decided_by: {p}"));
+        }
     }
 }
 

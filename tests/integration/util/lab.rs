@@ -211,6 +211,29 @@ pub fn ensure_lab_users() -> bool {
 /// the test kit's helpers that delay packets or reset connections (used by the
 /// `fault_matrix` tests).
 impl Lab {
+    /// Name of the simulated internet's namespace.
+    pub fn net_ns(&self) -> String {
+        self.inner.net_ns().to_string()
+    }
+
+    /// Starts the host's own mail server on `port` on every address of the host namespace
+    /// (what a mail host has); it counts the connections it accepted.
+    pub fn host_mta(&self, port: u16) -> egress_check_testkit::mta::Mta {
+        self.inner
+            .host_mta(port)
+            .unwrap_or_else(|e| panic!("host MTA on port {port}: {e}"))
+    }
+
+    /// Starts a mail server on `port` of the simulated internet's link-local address `addr`.
+    pub fn peer_link_local_mta(&self, addr: &str, port: u16) -> egress_check_testkit::mta::Mta {
+        let ip = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("{addr:?} is not an IPv6 address"));
+        self.inner
+            .peer_link_local_mta(ip, port)
+            .unwrap_or_else(|e| panic!("peer MTA on [{addr}]:{port}: {e}"))
+    }
+
     /// Runs `program args` in the simulated internet's namespace; panics unless it succeeds.
     pub fn exec_net(&self, program: &str, args: &[&str]) -> Output {
         self.inner

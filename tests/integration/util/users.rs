@@ -92,10 +92,23 @@ impl SharedBinary {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod 0755 the shared binary's directory");
         let path = dir.path().join("egress-check");
-        std::fs::copy(source, &path)
-            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", source.display(), path.display()));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod 0755 the shared binary");
+        // Copied by another process: a descriptor open for writing in this (multi-threaded)
+        // test process could be inherited by a child another test forks at that moment, and
+        // exec of the copy would then fail with ETXTBSY until that child execs.
+        let out = Command::new("install")
+            .args(["-m", "0755"])
+            .arg(source)
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run install");
+        assert!(
+            out.status.success(),
+            "install {} {}: {}",
+            source.display(),
+            path.display(),
+            describe(&out)
+        );
         let shared = SharedBinary { _dir: dir, path };
         let check = Command::new("setpriv")
             .args([
