@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use crate::util::fixtures::scenario;
 use crate::util::lab::{Lab, LAB_DNS_V4};
 use crate::util::process::{code, describe};
-use crate::util::report::{Probe, Report};
+use crate::util::report::{judge, Probe, Report};
 
 /// Address families of a target or an expectation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -823,16 +823,6 @@ fn tables_are_well_formed() {
     }
 }
 
-/// The documented verdict of an observed outcome under an expectation.
-fn judge(expect: &str, observed: &str) -> &'static str {
-    match (expect, observed) {
-        (_, "error" | "no-address") => "inconclusive",
-        ("allow", "connected") | ("deny", "refused" | "unreachable" | "timeout") => "pass",
-        ("allow", "refused" | "unreachable" | "timeout") | ("deny", "connected") => "fail",
-        other => panic!("unknown expect/observed {other:?}"),
-    }
-}
-
 fn sink_addr(case: &Case, family: &str) -> &'static str {
     if family == "ipv4" {
         case.addrs.0
@@ -1114,14 +1104,7 @@ fn check_invariants(
     exit: i32,
     errors: &mut Vec<String>,
 ) {
-    let documented_exit = if report.failed > 0 {
-        1
-    } else if report.inconclusive > 0 {
-        3
-    } else {
-        0
-    };
-    if exit != documented_exit {
+    if exit != report.documented_exit() {
         errors.push(format!(
             "exit {exit} disagrees with failed={} inconclusive={}",
             report.failed, report.inconclusive
