@@ -31,12 +31,10 @@ pub fn uid_of(user: &str) -> u64 {
 
 /// Output of `id FLAG USER` as a list of numbers.
 pub fn id_numbers(flag: &str, user: &str) -> Vec<u32> {
-    let out = Command::new("id")
-        .args([flag, user])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("id {flag} {user}: {e}"));
-    assert!(out.status.success(), "id {flag} {user}\n{}", describe(&out));
+    let out = run_ok(
+        Command::new("id").args([flag, user]),
+        &format!("id {flag} {user}"),
+    );
     stdout(&out)
         .split_whitespace()
         .map(|n| {
