@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use crate::util::lab::{port25_as, Lab, LAB_DNS_V4};
 use crate::util::process::{assert_ok_naming, code, describe, words};
 use crate::util::report::Report;
-use crate::util::users::{id_numbers, uid_of, SharedBinary};
+use crate::util::users::{id_numbers, install_executable, uid_of, SharedBinary};
 use crate::util::BIN;
 
 /// Whether `user` may execute `path` (`access(X_OK)` as that user, which needs search
@@ -60,9 +60,8 @@ impl PrivateCheckout {
         for sub in [checkout.dir.path().join("target"), debug] {
             std::fs::set_permissions(sub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
-        std::fs::copy(BIN, checkout.bin()).expect("copy the binary");
-        std::fs::set_permissions(checkout.bin(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod 0755 the binary");
+        // Not std::fs::copy: the copy is executed below (see install_executable).
+        install_executable(Path::new(BIN), &checkout.bin());
         checkout
     }
 
