@@ -23,23 +23,25 @@
 //! This kernel has no `sch_netem` (CONFIG_NET_SCH_NETEM is not set and modules cannot be
 //! loaded), so delays and loss are made deterministic instead:
 //! - a slow handshake or a slow nameserver is an NFQUEUE in the simulated internet whose
-//!   listener (the test kit's NFQUEUE delayer) holds every queued packet for a fixed time; the rules use
-//!   `--queue-bypass`, so if the delayer were missing the packets would pass at once and the
-//!   row would fail (the "under" rows also check that the connect took at least the delay);
+//!   listener (the test kit's NFQUEUE delayer) holds every queued packet for a fixed time;
+//!   the rules use `--queue-bypass`, so if the delayer were missing the packets would pass at
+//!   once and the row would fail (the "under" rows also check that the connect took at least
+//!   the delay);
 //! - loss is `-m statistic --mode nth` dropping exactly the first SYN of a family, so that
 //!   only the kernel's SYN retransmission (after 1 s) can get through: a timeout above 1 s
 //!   allows the retry, one below it does not. Random loss (netem or `--mode random`) is not
 //!   tested: it cannot give a fixed expected outcome.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::util::fixtures::scenario;
 use crate::util::lab::{Lab, LAB_DNS_V4};
 use crate::util::process::{code, describe};
-use crate::util::report::{Probe, Report};
+use crate::util::report::{judge, Probe, Report};
 
 /// Address families of a target or an expectation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -461,10 +463,10 @@ const DUAL: &[&str] = &[
     "2001:db8:200::11",
 ];
 
-/// DNS faults (the lab's zone, see `testkit/src/test_lab.rs`). A failed lookup is `no-address` and
-/// inconclusive (exit 3) with the name and the reason in the detail, never a pass. Only the
-/// `cname` row firewalls (www-data on mx1.dual.test port 25) and only the `many-exchanges`
-/// row uses port 587 (ec-web rejected there), so the rows do not interfere.
+/// DNS faults (the lab's zone, see `testkit/src/test_lab.rs`). A failed lookup is
+/// `no-address` and inconclusive (exit 3) with the name and the reason in the detail, never a
+/// pass. Only the `cname` row firewalls (www-data on mx1.dual.test port 25) and only the
+/// `many-exchanges` row uses port 587 (ec-web rejected there), so the rows do not interfere.
 const DNS: &[Case] = &[
     Case {
         name: "nxdomain",
@@ -821,21 +823,38 @@ fn tables_are_well_formed() {
     }
 }
 
-/// The documented verdict of an observed outcome under an expectation.
-fn judge(expect: &str, observed: &str) -> &'static str {
-    match (expect, observed) {
-        (_, "error" | "no-address") => "inconclusive",
-        ("allow", "connected") | ("deny", "refused" | "unreachable" | "timeout") => "pass",
-        ("allow", "refused" | "unreachable" | "timeout") | ("deny", "connected") => "fail",
-        other => panic!("unknown expect/observed {other:?}"),
-    }
-}
-
 fn sink_addr(case: &Case, family: &str) -> &'static str {
     if family == "ipv4" {
         case.addrs.0
     } else {
         case.addrs.1
+    }
+}
+
+/// What a row came to: `Ok` with its summary (see [`summary`]), or why it did not hold.
+type RowResult = Result<String, RowFailure>;
+
+/// Why a row did not hold.
+#[derive(Debug)]
+enum RowFailure {
+    /// The row ran, and these of its expectations did not hold; `context` has the scenario,
+    /// the report's probes and the run's output.
+    Mismatches {
+        errors: Vec<String>,
+        context: String,
+    },
+    /// The row's thread panicked (in its setup, or in an assertion of a helper): the message.
+    Panicked(String),
+}
+
+impl fmt::Display for RowFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowFailure::Mismatches { errors, context } => {
+                write!(f, "- {}\n{context}", errors.join("\n- "))
+            }
+            RowFailure::Panicked(message) => write!(f, "panicked: {message}"),
+        }
     }
 }
 
@@ -845,52 +864,50 @@ fn run_shared(table: &'static [Case]) {
     for case in table {
         prepare(&lab, case);
     }
-    let results: Vec<Result<String, String>> = std::thread::scope(|s| {
-        let lab = &lab;
-        let handles: Vec<_> = table
-            .iter()
-            .map(|case| s.spawn(move || run_case(lab, case)))
-            .collect();
-        handles.into_iter().map(join).collect()
-    });
-    conclude(table, results);
+    run_rows(table, |case| run_case(&lab, case));
 }
 
 /// Runs every row of `table` in a lab of its own, all at once.
 fn run_isolated(table: &'static [Case]) {
-    let results: Vec<Result<String, String>> = std::thread::scope(|s| {
+    run_rows(table, |case| {
+        let Some(lab) = Lab::up() else {
+            return Ok(String::new());
+        };
+        prepare(&lab, case);
+        run_case(&lab, case)
+    });
+}
+
+/// Runs `row` for every case of `table`, each in a thread of its own, all at once, and
+/// concludes on their results: one row's failure or panic does not hide the others'.
+fn run_rows(table: &'static [Case], row: impl Fn(&'static Case) -> RowResult + Sync) {
+    let results: Vec<RowResult> = std::thread::scope(|s| {
+        let row = &row;
         let handles: Vec<_> = table
             .iter()
-            .map(|case| {
-                s.spawn(move || {
-                    let Some(lab) = Lab::up() else {
-                        return Ok(String::new());
-                    };
-                    prepare(&lab, case);
-                    run_case(&lab, case)
-                })
-            })
+            .map(|case| s.spawn(move || row(case)))
             .collect();
         handles.into_iter().map(join).collect()
     });
     conclude(table, results);
 }
 
-fn join(
-    handle: std::thread::ScopedJoinHandle<'_, Result<String, String>>,
-) -> Result<String, String> {
+/// The result of a row's thread, its panic turned into [`RowFailure::Panicked`].
+fn join(handle: ScopedJoinHandle<'_, RowResult>) -> RowResult {
     handle.join().unwrap_or_else(|panic| {
-        Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panicked".to_string()))
+        Err(RowFailure::Panicked(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(no message)".to_string()),
+        ))
     })
 }
 
 /// Prints every row's observations (visible with `--nocapture`) and fails naming every row
 /// that did not hold.
-fn conclude(table: &[Case], results: Vec<Result<String, String>>) {
+fn conclude(table: &[Case], results: Vec<RowResult>) {
     let mut failures = String::new();
     for (case, result) in table.iter().zip(results) {
         match result {
@@ -1007,7 +1024,7 @@ fn scenario_text(case: &Case) -> String {
 }
 
 /// Runs one row and checks it; `Ok` carries the row's summary, `Err` every mismatch.
-fn run_case(lab: &Lab, case: &Case) -> Result<String, String> {
+fn run_case(lab: &Lab, case: &Case) -> RowResult {
     let text = scenario_text(case);
     let file = scenario(&text);
     let start = Instant::now();
@@ -1036,12 +1053,14 @@ fn run_case(lab: &Lab, case: &Case) -> Result<String, String> {
     if errors.is_empty() {
         Ok(summary(case, &report, exit, wall))
     } else {
-        Err(format!(
-            "- {}\nscenario:\n{text}\nreport probes: {:#?}\n{}",
-            errors.join("\n- "),
-            report.probes,
-            describe(&out)
-        ))
+        Err(RowFailure::Mismatches {
+            errors,
+            context: format!(
+                "scenario:\n{text}\nreport probes: {:#?}\n{}",
+                report.probes,
+                describe(&out)
+            ),
+        })
     }
 }
 
@@ -1085,14 +1104,7 @@ fn check_invariants(
     exit: i32,
     errors: &mut Vec<String>,
 ) {
-    let documented_exit = if report.failed > 0 {
-        1
-    } else if report.inconclusive > 0 {
-        3
-    } else {
-        0
-    };
-    if exit != documented_exit {
+    if exit != report.documented_exit() {
         errors.push(format!(
             "exit {exit} disagrees with failed={} inconclusive={}",
             report.failed, report.inconclusive

@@ -1,6 +1,6 @@
 //! End-to-end tests: the real `egress-check` binary, run as root inside a network namespace
-//! lab (the test kit's `TestLab`) with real firewall rules (iptables, ip6tables, nftables), real users and a
-//! simulated dual-stack internet.
+//! lab (the test kit's `TestLab`) with real firewall rules (iptables, ip6tables, nftables),
+//! real users and a simulated dual-stack internet.
 //!
 //! Lab facts the tests rely on (see `testkit/src/test_lab.rs`):
 //! - `dual.test`: MX 10 `mx1.dual.test` (203.0.113.10, 2001:db8:200::10) and MX 20
@@ -10,33 +10,10 @@
 //! - Users `ec-postfix`, `ec-web`, `ec-suppl` (supplementary group `ec-mailers`), `www-data`.
 
 use crate::util::fixtures::{fixture, fixture_text, scenario, ScenarioFile};
-use crate::util::lab::{Lab, LAB_DNS_V4, LAB_DNS_V6};
-use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::lab::{port25_as, Lab, LAB_DNS_V4, LAB_DNS_V6, STORY, STORY_RULES};
+use crate::util::process::{assert_ok_naming, code, describe, stderr, stdout, words};
 use crate::util::report::{exchanges_and_families, Report};
 use crate::util::users::uid_of;
-
-/// The story on the lab's names (`tests/fixtures/lab/story.toml`): ec-postfix may send
-/// mail, www-data may not; dual.test has two dual-stack MXs.
-const STORY: &str = "lab/story.toml";
-
-/// The story's firewall: only ec-postfix may connect to port 25.
-const STORY_RULES: [&[&str]; 2] = [
-    &[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-m",
-        "owner",
-        "--uid-owner",
-        "ec-postfix",
-        "-j",
-        "ACCEPT",
-    ],
-    &["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"],
-];
 
 fn mx_address(exchange: &str, family: &str) -> &'static str {
     match (exchange, family) {
@@ -84,13 +61,28 @@ fn assert_dual_test_probes(report: &Report, users: &[(&str, &str)]) {
     }
 }
 
+/// Checks a report of the story ([`STORY`]): every probe's identity (as
+/// [`assert_dual_test_probes`] does), ec-postfix connecting to both exchanges over both
+/// families, www-data's IPv4 probes timing out (a pass), and what www-data's IPv6 probes
+/// observed with their verdict: `("connected", "fail")` where the firewall leaks,
+/// `("timeout", "pass")` where it holds.
+#[track_caller]
+fn assert_story_probes(report: &Report, www_data_ipv6: (&str, &str)) {
+    assert_dual_test_probes(report, &[("ec-postfix", "allow"), ("www-data", "deny")]);
+    report.expect_probes("ec-postfix", "ipv4", 2, &["connected"], "pass");
+    report.expect_probes("ec-postfix", "ipv6", 2, &["connected"], "pass");
+    report.expect_probes("www-data", "ipv4", 2, &["timeout"], "pass");
+    let (observed, verdict) = www_data_ipv6;
+    report.expect_probes("www-data", "ipv6", 2, &[observed], verdict);
+}
+
 /// Test 1, the story: port 25 blocked with iptables only. www-data's IPv4 connects time out
 /// (pass) but its IPv6 connects get through (fail), and the human report calls it a LEAK.
 #[test]
 fn story_iptables_only_leaks_over_ipv6() {
     let Some(lab) = Lab::up() else { return };
     for rule in STORY_RULES {
-        lab.iptables(rule);
+        lab.iptables(&words(rule));
     }
     let file = fixture(STORY);
 
@@ -101,11 +93,7 @@ fn story_iptables_only_leaks_over_ipv6() {
         "a leak is a failed check\n{}",
         describe(&out)
     );
-    assert_dual_test_probes(&report, &[("ec-postfix", "allow"), ("www-data", "deny")]);
-    report.expect_probes("ec-postfix", "ipv4", 2, &["connected"], "pass");
-    report.expect_probes("ec-postfix", "ipv6", 2, &["connected"], "pass");
-    report.expect_probes("www-data", "ipv4", 2, &["timeout"], "pass");
-    report.expect_probes("www-data", "ipv6", 2, &["connected"], "fail");
+    assert_story_probes(&report, ("connected", "fail"));
     assert_eq!(
         (report.passed, report.failed, report.inconclusive),
         (6, 2, 0)
@@ -128,17 +116,13 @@ fn story_iptables_only_leaks_over_ipv6() {
 fn story_iptables_and_ip6tables_pass() {
     let Some(lab) = Lab::up() else { return };
     for rule in STORY_RULES {
-        lab.ip46tables(rule);
+        lab.ip46tables(&words(rule));
     }
     let file = fixture(STORY);
 
     let (out, report) = lab.run_json(&["run", &file]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
-    assert_dual_test_probes(&report, &[("ec-postfix", "allow"), ("www-data", "deny")]);
-    report.expect_probes("ec-postfix", "ipv4", 2, &["connected"], "pass");
-    report.expect_probes("ec-postfix", "ipv6", 2, &["connected"], "pass");
-    report.expect_probes("www-data", "ipv4", 2, &["timeout"], "pass");
-    report.expect_probes("www-data", "ipv6", 2, &["timeout"], "pass");
+    assert_story_probes(&report, ("timeout", "pass"));
     assert_eq!(
         (report.passed, report.failed, report.inconclusive),
         (8, 0, 0)
@@ -166,11 +150,7 @@ fn story_nftables_inet_table_passes() {
 
     let (out, report) = lab.run_json(&["run", file.path()]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
-    assert_dual_test_probes(&report, &[("ec-postfix", "allow"), ("www-data", "deny")]);
-    report.expect_probes("ec-postfix", "ipv4", 2, &["connected"], "pass");
-    report.expect_probes("ec-postfix", "ipv6", 2, &["connected"], "pass");
-    report.expect_probes("www-data", "ipv4", 2, &["timeout"], "pass");
-    report.expect_probes("www-data", "ipv6", 2, &["timeout"], "pass");
+    assert_story_probes(&report, ("timeout", "pass"));
 }
 
 /// Asserts that every probe of `target` (one per family) observed one of `observed`, passed,
@@ -204,137 +184,78 @@ fn expect_target(report: &Report, target: &str, addrs: [&str; 2], observed: &[&s
     }
 }
 
+/// The IPv4 and IPv6 address of the lab's sinks .10, .11 and .12.
+const ADDRS_10: [&str; 2] = ["203.0.113.10", "2001:db8:200::10"];
+const ADDRS_11: [&str; 2] = ["203.0.113.11", "2001:db8:200::11"];
+const ADDRS_12: [&str; 2] = ["203.0.113.12", "2001:db8:200::12"];
+
+/// A target that ec-web may not reach: its name, its IPv4 and IPv6 address, its port, and
+/// the outcomes its probes may observe.
+type Denied<'a> = (&'a str, [&'a str; 2], u16, &'a [&'a str]);
+
+/// Runs a scenario (with `timeout`) in which ec-web may reach none of `targets`, and asserts
+/// that every expectation held (exit 0) with one probe per target and family, to the
+/// target's address, observing one of its outcomes (see [`expect_target`]).
+#[track_caller]
+fn assert_denied(lab: &Lab, timeout: &str, targets: &[Denied]) {
+    let mut text = format!("timeout = \"{timeout}\"\n");
+    for (name, [v4, v6], port, _) in targets {
+        text += &format!(
+            "\n[[target]]\nname = \"{name}\"\naddress = [\"{v4}\", \"{v6}\"]\nports = [{port}]\n"
+        );
+    }
+    text += "\n[[check]]\nas = [\"ec-web\"]\nexpect = \"deny\"\n";
+    let file = scenario(&text);
+    let (out, report) = lab.run_json(&["run", file.path()]);
+    assert_eq!(code(&out), 0, "{text}\n{}", describe(&out));
+    assert_eq!(
+        report.probes.len(),
+        2 * targets.len(),
+        "{:#?}",
+        report.probes
+    );
+    for &(name, addrs, _, observed) in targets {
+        expect_target(&report, name, addrs, observed);
+    }
+}
+
 /// Test 4: how blocking is observed. DROP is a `timeout`; REJECT with a TCP reset is
 /// `refused`; REJECT with ICMP port-unreachable is `refused` or `unreachable`; ICMP
 /// host/address-unreachable is `unreachable`; a closed port (real RST) is `refused`.
 #[test]
 fn drop_times_out_and_reject_is_refused_or_unreachable() {
     let Some(lab) = Lab::up() else { return };
-    let tcp = |dst: &str, port: &str, target: &[&str]| -> Vec<String> {
-        let mut rule: Vec<String> = ["-A", "OUTPUT", "-p", "tcp", "-d", dst, "--dport", port]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        rule.extend(target.iter().map(|s| s.to_string()));
-        rule
-    };
-    let v4 = |rule: Vec<String>| lab.iptables(&rule.iter().map(String::as_str).collect::<Vec<_>>());
-    let v6 =
-        |rule: Vec<String>| lab.ip6tables(&rule.iter().map(String::as_str).collect::<Vec<_>>());
-    v4(tcp("203.0.113.10", "25", &["-j", "DROP"]));
-    v6(tcp("2001:db8:200::10", "25", &["-j", "DROP"]));
-    v4(tcp(
-        "203.0.113.11",
-        "25",
-        &["-j", "REJECT", "--reject-with", "tcp-reset"],
-    ));
-    v6(tcp(
-        "2001:db8:200::11",
-        "25",
-        &["-j", "REJECT", "--reject-with", "tcp-reset"],
-    ));
-    v4(tcp(
-        "203.0.113.12",
-        "25",
-        &["-j", "REJECT", "--reject-with", "icmp-port-unreachable"],
-    ));
-    v6(tcp(
-        "2001:db8:200::12",
-        "25",
-        &["-j", "REJECT", "--reject-with", "icmp6-port-unreachable"],
-    ));
-    v4(tcp(
-        "203.0.113.12",
-        "587",
-        &["-j", "REJECT", "--reject-with", "icmp-host-unreachable"],
-    ));
-    v6(tcp(
-        "2001:db8:200::12",
-        "587",
-        &["-j", "REJECT", "--reject-with", "icmp6-addr-unreachable"],
-    ));
+    // The same faults for each family, at .10 (DROP), .11 (reset) and .12 (ICMP errors).
+    for rule in [
+        "-d 203.0.113.10 --dport 25 -j DROP",
+        "-d 203.0.113.11 --dport 25 -j REJECT --reject-with tcp-reset",
+        "-d 203.0.113.12 --dport 25 -j REJECT --reject-with icmp-port-unreachable",
+        "-d 203.0.113.12 --dport 587 -j REJECT --reject-with icmp-host-unreachable",
+    ] {
+        lab.iptables(&words(&format!("-A OUTPUT -p tcp {rule}")));
+    }
+    for rule in [
+        "-d 2001:db8:200::10 --dport 25 -j DROP",
+        "-d 2001:db8:200::11 --dport 25 -j REJECT --reject-with tcp-reset",
+        "-d 2001:db8:200::12 --dport 25 -j REJECT --reject-with icmp6-port-unreachable",
+        "-d 2001:db8:200::12 --dport 587 -j REJECT --reject-with icmp6-addr-unreachable",
+    ] {
+        lab.ip6tables(&words(&format!("-A OUTPUT -p tcp {rule}")));
+    }
 
-    let dropped = scenario(
-        r#"
-timeout = "1s"
-
-[[target]]
-name = "drop"
-address = ["203.0.113.10", "2001:db8:200::10"]
-ports = [25]
-
-[[check]]
-as = ["ec-web"]
-expect = "deny"
-"#,
-    );
-    let (out, report) = lab.run_json(&["run", dropped.path()]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    expect_target(
-        &report,
-        "drop",
-        ["203.0.113.10", "2001:db8:200::10"],
-        &["timeout"],
-    );
-
+    assert_denied(&lab, "1s", &[("drop", ADDRS_10, 25, &["timeout"])]);
     // 3s, not 1s: the kernel ignores an ICMPv6 error generated by a local OUTPUT REJECT for the
     // first SYN (the socket is still owned by connect()); connect() fails only when the SYN is
     // retransmitted after 1s. IPv4 fails at once.
-    let rejected = scenario(
-        r#"
-timeout = "3s"
-
-[[target]]
-name = "reset"
-address = ["203.0.113.11", "2001:db8:200::11"]
-ports = [25]
-
-[[target]]
-name = "icmp-port"
-address = ["203.0.113.12", "2001:db8:200::12"]
-ports = [25]
-
-[[target]]
-name = "icmp-host"
-address = ["203.0.113.12", "2001:db8:200::12"]
-ports = [587]
-
-[[target]]
-name = "closed"
-address = ["203.0.113.10", "2001:db8:200::10"]
-ports = [26]
-
-[[check]]
-as = ["ec-web"]
-expect = "deny"
-"#,
-    );
-    let (out, report) = lab.run_json(&["run", rejected.path()]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    assert_eq!(report.probes.len(), 8, "{:#?}", report.probes);
-    expect_target(
-        &report,
-        "reset",
-        ["203.0.113.11", "2001:db8:200::11"],
-        &["refused"],
-    );
-    expect_target(
-        &report,
-        "icmp-port",
-        ["203.0.113.12", "2001:db8:200::12"],
-        &["refused", "unreachable"],
-    );
-    expect_target(
-        &report,
-        "icmp-host",
-        ["203.0.113.12", "2001:db8:200::12"],
-        &["unreachable"],
-    );
-    expect_target(
-        &report,
-        "closed",
-        ["203.0.113.10", "2001:db8:200::10"],
-        &["refused"],
+    assert_denied(
+        &lab,
+        "3s",
+        &[
+            ("reset", ADDRS_11, 25, &["refused"]),
+            ("icmp-port", ADDRS_12, 25, &["refused", "unreachable"]),
+            ("icmp-host", ADDRS_12, 587, &["unreachable"]),
+            ("closed", ADDRS_10, 26, &["refused"]),
+        ],
     );
 }
 
@@ -345,30 +266,13 @@ expect = "deny"
 #[test]
 fn owner_match_by_uid_and_supplementary_group() {
     let Some(lab) = Lab::up() else { return };
-    fn rule<'a>(tail: &[&'a str]) -> Vec<&'a str> {
-        let dport = ["-A", "OUTPUT", "-p", "tcp", "--dport", "25"];
-        dport.iter().chain(tail).copied().collect()
+    for rule in [
+        "-m owner --uid-owner ec-web -j REJECT --reject-with tcp-reset",
+        "-m owner --gid-owner ec-mailers --suppl-groups -j ACCEPT",
+        "-j DROP",
+    ] {
+        lab.ip46tables(&words(&format!("-A OUTPUT -p tcp --dport 25 {rule}")));
     }
-    lab.ip46tables(&rule(&[
-        "-m",
-        "owner",
-        "--uid-owner",
-        "ec-web",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]));
-    lab.ip46tables(&rule(&[
-        "-m",
-        "owner",
-        "--gid-owner",
-        "ec-mailers",
-        "--suppl-groups",
-        "-j",
-        "ACCEPT",
-    ]));
-    lab.ip46tables(&rule(&["-j", "DROP"]));
 
     let file = scenario(&format!(
         r#"
@@ -407,37 +311,24 @@ expect = "deny"
     }
 }
 
+/// The arguments of an ad hoc check that ec-web may not reach port 25 of `domain`'s exchanges
+/// (timeout 1 s), followed by `more`.
+fn web_denies_mx<'a>(domain: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--as", "ec-web", "--mx", domain];
+    args.extend(words("--port 25 --expect deny --timeout 1s"));
+    args.extend_from_slice(more);
+    args
+}
+
 /// Test 6: a family without addresses is never a pass: v4only.test has no AAAA, so the IPv6
 /// probe is `no-address`/`inconclusive` and the run exits 3 although IPv4 passed.
 #[test]
 fn missing_family_is_inconclusive() {
     let Some(lab) = Lab::up() else { return };
-    lab.ip46tables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
-    let (out, report) = lab.run_json(&[
-        "--as",
-        "ec-web",
-        "--mx",
-        "v4only.test",
-        "--port",
-        "25",
-        "--expect",
-        "deny",
-        "--timeout",
-        "1s",
-        "--nameserver",
-        LAB_DNS_V4,
-    ]);
+    lab.ip46tables(&words(
+        "-A OUTPUT -p tcp --dport 25 -j REJECT --reject-with tcp-reset",
+    ));
+    let (out, report) = lab.run_json(&web_denies_mx("v4only.test", &["--nameserver", LAB_DNS_V4]));
     assert_eq!(code(&out), 3, "{}", describe(&out));
     report.expect_probes("ec-web", "ipv4", 1, &["refused"], "pass");
     report.expect_probes("ec-web", "ipv6", 1, &["no-address"], "inconclusive");
@@ -458,20 +349,7 @@ fn missing_family_is_inconclusive() {
 /// inconclusive and the exit code is 3.
 #[track_caller]
 fn assert_dns_failure_inconclusive(lab: &Lab, domain: &str, extra: &[&str]) -> (String, Report) {
-    let mut args = vec![
-        "--as",
-        "ec-web",
-        "--mx",
-        domain,
-        "--port",
-        "25",
-        "--expect",
-        "deny",
-        "--timeout",
-        "1s",
-    ];
-    args.extend_from_slice(extra);
-    let (out, report) = lab.run_json(&args);
+    let (out, report) = lab.run_json(&web_denies_mx(domain, extra));
     assert_eq!(
         code(&out),
         3,
@@ -501,21 +379,19 @@ fn assert_dns_failure_inconclusive(lab: &Lab, domain: &str, extra: &[&str]) -> (
 #[test]
 fn dns_failures_are_inconclusive_and_named() {
     let Some(lab) = Lab::up() else { return };
-    let (said, _) = assert_dns_failure_inconclusive(&lab, "nx.test", &["--nameserver", LAB_DNS_V4]);
-    assert!(
-        said.contains("nx.test"),
-        "stderr or a probe's detail must name nx.test:\n{said}"
-    );
-    let (said, _) = assert_dns_failure_inconclusive(&lab, "servfail.test", &[]);
-    assert!(
-        said.contains("servfail.test"),
-        "stderr or a probe's detail must name servfail.test:\n{said}"
-    );
-    let (said, _) = assert_dns_failure_inconclusive(&lab, "dangling.test", &[]);
-    assert!(
-        said.contains("missing.dangling.test"),
-        "stderr or a probe's detail must name the exchange that does not resolve:\n{said}"
-    );
+    // (domain, further arguments, the name that failed: for dangling.test its exchange)
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("nx.test", &["--nameserver", LAB_DNS_V4], "nx.test"),
+        ("servfail.test", &[], "servfail.test"),
+        ("dangling.test", &[], "missing.dangling.test"),
+    ];
+    for (domain, extra, failed) in cases {
+        let (said, _) = assert_dns_failure_inconclusive(&lab, domain, extra);
+        assert!(
+            said.contains(failed),
+            "stderr or a probe's detail must name {failed}:\n{said}"
+        );
+    }
 }
 
 /// Test 7b: a nameserver that does not answer makes every probe inconclusive (exit 3).
@@ -532,7 +408,7 @@ fn unreachable_nameserver_is_inconclusive() {
 fn broken_scenario_is_exit_2_with_line_and_column() {
     let Some(lab) = Lab::up() else { return };
     let tail = "\n[[check]]\nas = [\"ec-web\"]\nexpect = \"deny\"\n";
-    let cases: [(&str, String, &str); 4] = [
+    let cases: [(&str, String, &str); 5] = [
         (
             "unknown key",
             format!("timeout = \"1s\"\n\n[[target]]\nname = \"mx\"\nmx = \"dual.test\"\ncolour = \"blue\"\n{tail}"),
@@ -553,6 +429,11 @@ fn broken_scenario_is_exit_2_with_line_and_column() {
             format!("timeout = \"soon\"\n[[target]]\nname = \"mx\"\nmx = \"dual.test\"\n{tail}"),
             "bad.toml:1:11",
         ),
+        (
+            "unterminated string, a syntax error",
+            format!("timeout = \"1s\"\n[[target]]\nname = \"mx\"\nmx = \"dual.test\n{tail}"),
+            "bad.toml:4:",
+        ),
     ];
     for (what, text, location) in cases {
         let file = ScenarioFile::new("bad.toml", &text);
@@ -570,7 +451,7 @@ fn broken_scenario_is_exit_2_with_line_and_column() {
         );
     }
 
-    // A target with two kinds: the error must point into that table (lines 3-5).
+    // A target with two kinds: the error must point into that table (lines 2-5).
     let text = format!("timeout = \"1s\"\n[[target]]\nname = \"mx\"\nmx = \"dual.test\"\nhost = \"host.test\"\n{tail}");
     let file = ScenarioFile::new("bad.toml", &text);
     let out = lab.run(&["run", file.path()]);
@@ -581,17 +462,6 @@ fn broken_scenario_is_exit_2_with_line_and_column() {
         "stderr must point into the [[target]] table (lines 2-5)\n{text}\n{}",
         describe(&out)
     );
-
-    // Unterminated string: a syntax error on line 4.
-    let text = format!("timeout = \"1s\"\n[[target]]\nname = \"mx\"\nmx = \"dual.test\n{tail}");
-    let file = ScenarioFile::new("bad.toml", &text);
-    let out = lab.run(&["run", file.path()]);
-    assert_eq!(code(&out), 2, "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("bad.toml:4:"),
-        "{text}\n{}",
-        describe(&out)
-    );
 }
 
 /// Test 8b: an unknown user is exit 2 naming the user, from the command line and from a
@@ -599,16 +469,7 @@ fn broken_scenario_is_exit_2_with_line_and_column() {
 #[test]
 fn unknown_user_is_exit_2_naming_the_user() {
     let Some(lab) = Lab::up() else { return };
-    let out = lab.run(&[
-        "--as",
-        "ec-no-such-user",
-        "--addr",
-        "203.0.113.10",
-        "--port",
-        "25",
-        "--timeout",
-        "1s",
-    ]);
+    let out = lab.run(&port25_as("ec-no-such-user", &["--timeout", "1s"]));
     assert_eq!(code(&out), 2, "{}", describe(&out));
     assert!(
         stderr(&out).contains("ec-no-such-user"),
@@ -638,19 +499,7 @@ expect = "deny"
 #[test]
 fn probing_without_root_is_exit_2() {
     let Some(lab) = Lab::up() else { return };
-    let out = lab.run_as(
-        "ec-web",
-        &[
-            "--as",
-            "www-data",
-            "--addr",
-            "203.0.113.10",
-            "--port",
-            "25",
-            "--timeout",
-            "1s",
-        ],
-    );
+    let out = lab.run_as("ec-web", &port25_as("www-data", &["--timeout", "1s"]));
     assert_eq!(code(&out), 2, "{}", describe(&out));
 }
 
@@ -712,11 +561,7 @@ fn resolve_lists_exchanges_preferences_and_families() {
     let Some(lab) = Lab::up() else { return };
 
     let out = lab.run(&["resolve", "dual.test"]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    let text = stdout(&out);
-    for addr in DUAL_ADDRESSES {
-        assert!(text.contains(addr), "{addr} missing\n{}", describe(&out));
-    }
+    let text = assert_ok_naming(&out, DUAL_ADDRESSES);
     for (exchange, pref) in [("mx1.dual.test", "10"), ("mx2.dual.test", "20")] {
         let line = text
             .lines()
@@ -776,18 +621,12 @@ fn resolve_needs_no_root() {
         "ec-web",
         &["resolve", "dual.test", "--nameserver", LAB_DNS_V4],
     );
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    let text = stdout(&out);
-    for needle in ["mx1.dual.test", "mx2.dual.test"]
-        .iter()
-        .chain(DUAL_ADDRESSES.iter())
-    {
-        assert!(
-            text.contains(needle),
-            "{needle} missing\n{}",
-            describe(&out)
-        );
-    }
+    assert_ok_naming(
+        &out,
+        ["mx1.dual.test", "mx2.dual.test"]
+            .into_iter()
+            .chain(DUAL_ADDRESSES),
+    );
 }
 
 /// Test 9c: `resolve` follows an exchange that is a CNAME, lists every one of eight
@@ -797,38 +636,17 @@ fn resolve_needs_no_root() {
 fn resolve_follows_cname_and_lists_many_exchanges() {
     let Some(lab) = Lab::up() else { return };
     let out = lab.run(&["resolve", "cname.test", "--nameserver", LAB_DNS_V4]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    let text = stdout(&out);
-    for needle in ["alias.cname.test", "203.0.113.10", "2001:db8:200::10"] {
-        assert!(
-            text.contains(needle),
-            "{needle} missing\n{}",
-            describe(&out)
-        );
-    }
+    assert_ok_naming(
+        &out,
+        ["alias.cname.test", "203.0.113.10", "2001:db8:200::10"],
+    );
 
     let out = lab.run(&["resolve", "many.test", "--nameserver", LAB_DNS_V4]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    let text = stdout(&out);
-    for i in 1..=8 {
-        let exchange = format!("mx{i}.many.test");
-        assert!(
-            text.contains(&exchange),
-            "{exchange} missing\n{}",
-            describe(&out)
-        );
-    }
+    assert_ok_naming(&out, (1..=8).map(|i| format!("mx{i}.many.test")));
 
     let out = lab.run(&["resolve", "nomx.test", "--nameserver", LAB_DNS_V4]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    let text = stdout(&out);
-    for needle in ["203.0.113.12", "2001:db8:200::12"] {
-        assert!(
-            text.contains(needle),
-            "implicit MX: {needle} missing\n{}",
-            describe(&out)
-        );
-    }
+    // No MX: the domain's own addresses, as an implicit MX.
+    assert_ok_naming(&out, ["203.0.113.12", "2001:db8:200::12"]);
 
     let out = lab.run(&["resolve", "nullmx.test", "--nameserver", LAB_DNS_V4]);
     assert_eq!(code(&out), 0, "{}", describe(&out));

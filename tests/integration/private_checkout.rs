@@ -12,10 +12,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::util::lab::{Lab, LAB_DNS_V4};
-use crate::util::process::{code, describe, stdout};
+use crate::util::lab::{port25_as, Lab, LAB_DNS_V4};
+use crate::util::process::{assert_ok_naming, code, describe, words};
 use crate::util::report::Report;
-use crate::util::users::{id_numbers, uid_of, SharedBinary};
+use crate::util::users::{id_numbers, install_executable, uid_of, SharedBinary};
 use crate::util::BIN;
 
 /// Whether `user` may execute `path` (`access(X_OK)` as that user, which needs search
@@ -60,9 +60,8 @@ impl PrivateCheckout {
         for sub in [checkout.dir.path().join("target"), debug] {
             std::fs::set_permissions(sub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
-        std::fs::copy(BIN, checkout.bin()).expect("copy the binary");
-        std::fs::set_permissions(checkout.bin(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod 0755 the binary");
+        // Not std::fs::copy: the copy is executed below (see install_executable).
+        install_executable(Path::new(BIN), &checkout.bin());
         checkout
     }
 
@@ -90,41 +89,15 @@ fn a_checkout_other_users_cannot_enter_works() {
     assert!(executable_by("root", &private), "control: root can");
 
     // (a) Only ec-web may connect to port 25; everyone else is reset.
-    lab.ip46tables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        "ec-web",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    lab.ip46tables(&words(
+        "-A OUTPUT -p tcp --dport 25 -m owner ! --uid-owner ec-web -j REJECT --reject-with tcp-reset",
+    ));
     let mut cmd = lab.command(private.to_str().expect("UTF-8 path"));
     let out = cmd
-        .args([
-            "--as",
+        .args(port25_as(
             "ec-web",
-            "--addr",
-            "203.0.113.10",
-            "--addr",
-            "2001:db8:200::10",
-            "--port",
-            "25",
-            "--expect",
-            "allow",
-            "--timeout",
-            "5s",
-            "--format",
-            "json",
-        ])
+            &words("--addr 2001:db8:200::10 --expect allow --timeout 5s --format json"),
+        ))
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()
@@ -156,13 +129,5 @@ fn a_checkout_other_users_cannot_enter_works() {
         shared.path(),
         &["resolve", "dual.test", "--nameserver", LAB_DNS_V4],
     );
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    let text = stdout(&out);
-    for needle in ["mx1.dual.test", "2001:db8:200::10"] {
-        assert!(
-            text.contains(needle),
-            "{needle} missing\n{}",
-            describe(&out)
-        );
-    }
+    assert_ok_naming(&out, ["mx1.dual.test", "2001:db8:200::10"]);
 }

@@ -4,9 +4,9 @@
 //! `--deadline`.
 //!
 //! Like `netns_core`, these run the real binary as root; every probe goes only into a
-//! namespace lab of the test's own (the test kit's `TestLab`), never out of the machine. Missing
-//! prerequisites fail the tests; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1` (refused
-//! under `CI=true`).
+//! namespace lab of the test's own (the test kit's `TestLab`), never out of the machine.
+//! Missing prerequisites fail the tests; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1`
+//! (refused under `CI=true`).
 //!
 //! The scale tests print their measurements (wall time, peak memory, descriptors):
 //! `cargo test --test integration ten_thousand -- --nocapture`.
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::fixtures::{fixture, fixture_text, scenario};
-use crate::util::lab::{ensure_lab_users, Lab};
+use crate::util::lab::{ensure_lab_users, port25_as, Lab};
 use crate::util::leftovers::{assert_namespace_empty, assert_workers_gone};
-use crate::util::process::{code, describe, stderr, stdout, wait_for, Running};
+use crate::util::process::{code, describe, stderr, stdout, wait_for, words, Running};
 use crate::util::procfs::{self, running_since, start_time, workers_of};
 use crate::util::report::Report;
 use crate::util::users::{binary_for_other_users, id_numbers, uid_of, unused_uid};
@@ -382,18 +382,10 @@ fn user_without_login_shell_can_probe() {
         "ec-nologin must have nologin as its shell\n{}",
         describe(&passwd)
     );
-    let (out, report) = lab.run_json(&[
-        "--as",
+    let (out, report) = lab.run_json(&port25_as(
         "ec-nologin",
-        "--addr",
-        "203.0.113.10",
-        "--port",
-        "25",
-        "--expect",
-        "allow",
-        "--timeout",
-        "5s",
-    ]);
+        &["--expect", "allow", "--timeout", "5s"],
+    ));
     assert_eq!(code(&out), 0, "{}", describe(&out));
     report.expect_probes("ec-nologin", "ipv4", 1, &["connected"], "pass");
     assert_eq!(report.probes.len(), 1, "{:#?}", report.probes);
@@ -412,18 +404,7 @@ fn numeric_uid_needs_a_passwd_entry() {
     count_port25(&lab);
     let uid = unused_uid().to_string();
 
-    let out = lab.run(&[
-        "--as",
-        &uid,
-        "--addr",
-        "203.0.113.10",
-        "--port",
-        "25",
-        "--timeout",
-        "1s",
-        "--format",
-        "json",
-    ]);
+    let out = lab.run(&port25_as(&uid, &["--timeout", "1s", "--format", "json"]));
     assert_eq!(code(&out), 2, "--as {uid}\n{}", describe(&out));
     let err = stderr(&out);
     assert!(
@@ -453,18 +434,7 @@ fn numeric_uid_needs_a_passwd_entry() {
     assert_eq!(port25_packets(&lab), 0, "nothing may be sent on exit 2");
 
     let www = uid_of("www-data").to_string();
-    let (out, report) = lab.run_json(&[
-        "--as",
-        &www,
-        "--addr",
-        "203.0.113.10",
-        "--port",
-        "25",
-        "--expect",
-        "allow",
-        "--timeout",
-        "5s",
-    ]);
+    let (out, report) = lab.run_json(&port25_as(&www, &["--expect", "allow", "--timeout", "5s"]));
     assert_eq!(code(&out), 0, "--as {www}\n{}", describe(&out));
     assert_eq!(report.probes.len(), 1, "{:#?}", report.probes);
     let p = &report.probes[0];
@@ -519,16 +489,7 @@ fn without_root_only_yourself_can_be_probed() {
         &lab,
         "www-data",
         bin,
-        &[
-            "--as",
-            "ec-web",
-            "--addr",
-            "203.0.113.10",
-            "--port",
-            "25",
-            "--timeout",
-            "1s",
-        ],
+        &port25_as("ec-web", &["--timeout", "1s"]),
     );
     assert_eq!(code(&out), 2, "{}", describe(&out));
     let err = stderr(&out);
@@ -540,25 +501,8 @@ fn without_root_only_yourself_can_be_probed() {
     assert!(stdout(&out).trim().is_empty(), "{}", describe(&out));
     assert_eq!(port25_packets(&lab), 0, "nothing may be sent on exit 2");
 
-    let out = run_unprivileged(
-        &lab,
-        "www-data",
-        bin,
-        &[
-            "--as",
-            "www-data",
-            "--addr",
-            "203.0.113.10",
-            "--port",
-            "25",
-            "--expect",
-            "allow",
-            "--timeout",
-            "5s",
-            "--format",
-            "json",
-        ],
-    );
+    let allow = words("--expect allow --timeout 5s --format json");
+    let out = run_unprivileged(&lab, "www-data", bin, &port25_as("www-data", &allow));
     assert_eq!(code(&out), 0, "probing as yourself\n{}", describe(&out));
     let report = Report::parse(&out);
     report.expect_probes("www-data", "ipv4", 1, &["connected"], "pass");
@@ -788,24 +732,10 @@ fn ten_thousand_probes(nofile: &str) {
     ] {
         lab.exec(
             tool,
-            &[
-                "-A",
-                "OUTPUT",
-                "-p",
-                "tcp",
-                "--syn",
-                "-d",
-                sinks,
-                "-m",
-                "multiport",
-                "!",
-                "--dports",
-                "25,587",
-                "-j",
-                "REJECT",
-                "--reject-with",
-                "tcp-reset",
-            ],
+            &words(&format!(
+                "-A OUTPUT -p tcp --syn -d {sinks} -m multiport ! --dports 25,587 \
+                 -j REJECT --reject-with tcp-reset"
+            )),
         );
     }
     let quoted = |items: &[&str]| {

@@ -5,9 +5,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::fixtures::{fixture, shipped};
-use crate::util::lab::{ensure_lab_users, Lab};
+use crate::util::lab::{ensure_lab_users, Lab, STORY, STORY_RULES};
 use crate::util::leftovers;
-use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::process::{code, describe, stderr, stdout, words};
 use crate::util::report::Report;
 use crate::util::users::{binary_for_other_users, ensure_story_users};
 use crate::util::BIN;
@@ -36,15 +36,20 @@ impl Fixture {
     }
 }
 
-/// Runs `egress-check ARGS`, then checks that it left nothing behind.
-fn sandbox(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
+/// Starts `egress-check ARGS` with its output piped, for [`Child::wait_with_output`].
+fn start(args: &[&str]) -> Child {
+    Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start egress-check");
+        .expect("start egress-check")
+}
+
+/// Runs `egress-check ARGS`, then checks that it left nothing behind.
+fn sandbox(args: &[&str]) -> Output {
+    let child = start(args);
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for egress-check");
     let left = leftovers::of_sandbox(pid);
@@ -56,6 +61,7 @@ fn sandbox(args: &[&str]) -> Output {
     out
 }
 
+/// Runs `egress-check ARGS --format json` as [`sandbox`] does, and parses the report.
 fn json_report(args: &[&str]) -> (Output, Report) {
     let mut args = args.to_vec();
     args.extend(["--format", "json"]);
@@ -64,17 +70,12 @@ fn json_report(args: &[&str]) -> (Output, Report) {
     (out, report)
 }
 
-/// The story as shipped and as `ci/demo` shows it: `scenarios/story.toml` in a sandbox with
-/// the admin's IPv4-only ruleset leaks over IPv6; with `story-ipv6.rules` as well, or with
-/// `story-fixed.nft` alone, every expectation holds.
-#[test]
-fn ipv4_only_rules_leak_over_ipv6_and_the_fixes_hold() {
-    let Some(_f) = Fixture::new() else { return };
-    let story = shipped("story.toml");
-    let v4 = shipped("story-ipv4-only.rules");
-
-    let (out, report) = json_report(&["sandbox", &story, "--timeout", "1s", "--iptables", &v4]);
-    assert_eq!(code(&out), 1, "{}", describe(&out));
+/// Asserts that a sandboxed story leaks over IPv6: exit 1, `probes` probes in all, www-data's
+/// IPv6 probes connect (a fail), its IPv4 probes time out (a pass) and are witnessed, and
+/// every probe of `mta`, the user that may send mail (and so witnesses), connects.
+#[track_caller]
+fn assert_leaks_over_ipv6(out: &Output, report: &Report, mta: &str, probes: usize) {
+    assert_eq!(code(out), 1, "{}", describe(out));
     for p in report.of("www-data", "ipv6") {
         assert_eq!(
             (p.observed.as_str(), p.verdict.as_str()),
@@ -91,14 +92,34 @@ fn ipv4_only_rules_leak_over_ipv6_and_the_fixes_hold() {
         assert_eq!(
             p.witnessed,
             Some(true),
-            "postfix connected to the same sink: {p:?}"
+            "{mta} connected to the same sink: {p:?}"
         );
     }
-    for p in report.of_user("postfix") {
+    for p in report.of_user(mta) {
         assert_eq!(p.observed, "connected", "{p:?}");
     }
+    assert_eq!(report.probes.len(), probes, "{}", describe(out));
+}
+
+/// Asserts that a sandboxed ruleset held: exit 0, with `probes` passing probes.
+#[track_caller]
+fn assert_holds(out: &Output, report: &Report, probes: u64) {
+    assert_eq!(code(out), 0, "{}", describe(out));
+    assert_eq!(report.passed, probes, "{}", describe(out));
+}
+
+/// The story as shipped and as `ci/demo` shows it: `scenarios/story.toml` in a sandbox with
+/// the admin's IPv4-only ruleset leaks over IPv6; with `story-ipv6.rules` as well, or with
+/// `story-fixed.nft` alone, every expectation holds.
+#[test]
+fn ipv4_only_rules_leak_over_ipv6_and_the_fixes_hold() {
+    let Some(_f) = Fixture::new() else { return };
+    let story = shipped("story.toml");
+    let v4 = shipped("story-ipv4-only.rules");
+
+    let (out, report) = json_report(&["sandbox", &story, "--timeout", "1s", "--iptables", &v4]);
     // 2 users x 2 targets (gmail, outlook; port 25) x 2 families.
-    assert_eq!(report.probes.len(), 8, "{}", describe(&out));
+    assert_leaks_over_ipv6(&out, &report, "postfix", 8);
 
     let (out, report) = json_report(&[
         "sandbox",
@@ -110,8 +131,7 @@ fn ipv4_only_rules_leak_over_ipv6_and_the_fixes_hold() {
         "--ip6tables",
         &shipped("story-ipv6.rules"),
     ]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    assert_eq!(report.passed, 8);
+    assert_holds(&out, &report, 8);
 
     let (out, report) = json_report(&[
         "sandbox",
@@ -121,8 +141,7 @@ fn ipv4_only_rules_leak_over_ipv6_and_the_fixes_hold() {
         "--nft",
         &shipped("story-fixed.nft"),
     ]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    assert_eq!(report.passed, 8);
+    assert_holds(&out, &report, 8);
     for p in report.of_user("www-data") {
         assert_eq!(
             (p.observed.as_str(), p.witnessed),
@@ -143,31 +162,8 @@ fn submission_port_is_served_and_an_nft_reject_is_refused() {
     let rules = fixture("sandbox/submission.rules");
 
     let (out, report) = json_report(&["sandbox", &story, "--iptables", &rules]);
-    assert_eq!(code(&out), 1, "{}", describe(&out));
-    for p in report.of("www-data", "ipv6") {
-        assert_eq!(
-            (p.observed.as_str(), p.verdict.as_str()),
-            ("connected", "fail"),
-            "{p:?}"
-        );
-    }
-    for p in report.of("www-data", "ipv4") {
-        assert_eq!(
-            (p.observed.as_str(), p.verdict.as_str()),
-            ("timeout", "pass"),
-            "{p:?}"
-        );
-        assert_eq!(
-            p.witnessed,
-            Some(true),
-            "ec-postfix connected to the same sink: {p:?}"
-        );
-    }
-    for p in report.of_user("ec-postfix") {
-        assert_eq!(p.observed, "connected", "{p:?}");
-    }
     // 2 users x (gmail: 1 port + outlook: 2 ports) x 2 families.
-    assert_eq!(report.probes.len(), 12, "{}", describe(&out));
+    assert_leaks_over_ipv6(&out, &report, "ec-postfix", 12);
 
     let (out, report) = json_report(&[
         "sandbox",
@@ -177,8 +173,7 @@ fn submission_port_is_served_and_an_nft_reject_is_refused() {
         "--ip6tables",
         &rules,
     ]);
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    assert_eq!(report.passed, 12);
+    assert_holds(&out, &report, 12);
 
     let (out, report) = json_report(&[
         "sandbox",
@@ -310,20 +305,14 @@ fn two_sandboxes_at_once_both_answer_correctly() {
 fn sigint_mid_run_tears_everything_down() {
     let Some(_f) = Fixture::new() else { return };
     // www-data's IPv4 probes are dropped: they hang for 30 s, long enough to be interrupted.
-    let child: Child = Command::new(BIN)
-        .args([
-            "sandbox",
-            &shipped("story.toml"),
-            "--timeout",
-            "30s",
-            "--iptables",
-            &shipped("story-ipv4-only.rules"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start egress-check");
+    let child = start(&[
+        "sandbox",
+        &shipped("story.toml"),
+        "--timeout",
+        "30s",
+        "--iptables",
+        &shipped("story-ipv4-only.rules"),
+    ]);
     let pid = child.id();
     // Wait until the run is under way: its workers exist.
     let start = Instant::now();
@@ -401,22 +390,10 @@ fn junit_counts_match_the_json_report() {
 #[test]
 fn netns_option_matches_ip_netns_exec() {
     let Some(lab) = Lab::up() else { return };
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-m",
-        "owner",
-        "--uid-owner",
-        "ec-postfix",
-        "-j",
-        "ACCEPT",
-    ]);
-    lab.iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"]);
-    let story = fixture("lab/story.toml");
+    for rule in STORY_RULES {
+        lab.iptables(&words(rule));
+    }
+    let story = fixture(STORY);
     let via_exec = lab.run(&["run", &story, "--format", "json"]);
     let via_option = Command::new(BIN)
         .args(["run", &story, "--format", "json", "--netns", &lab.host_ns()])

@@ -4,6 +4,10 @@
 //! Every test gets a lab of its own ([`Lab::up`]), so tests run in parallel. The lab is torn
 //! down when the [`Lab`] is dropped, also when the test panics.
 //!
+//! What several tests run in it is here too: the story on the lab's names ([`STORY`]) with
+//! its firewall ([`STORY_RULES`]), and the ad hoc check of the lab's first sink
+//! ([`port25_as`]).
+//!
 //! These tests need root and the lab's tools. Missing prerequisites make the test **fail**
 //! with a message naming what is missing; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1`,
 //! which is refused when `CI=true`.
@@ -25,6 +29,28 @@ pub const LAB_DNS_V4: &str = "198.51.100.2";
 /// The lab's DNS server, IPv6.
 pub const LAB_DNS_V6: &str = "2001:db8:100::2";
 
+/// The story on the lab's names (`tests/fixtures/lab/story.toml`): ec-postfix may send
+/// mail, www-data may not; dual.test has two dual-stack MXs.
+pub const STORY: &str = "lab/story.toml";
+
+/// The story's firewall, as `iptables`/`ip6tables` rules (see [`words`]): only ec-postfix
+/// may connect to port 25.
+///
+/// [`words`]: super::process::words
+pub const STORY_RULES: [&str; 2] = [
+    "-A OUTPUT -p tcp --dport 25 -m owner --uid-owner ec-postfix -j ACCEPT",
+    "-A OUTPUT -p tcp --dport 25 -j DROP",
+];
+
+/// The arguments of an ad hoc check as `user` of port 25 on the lab's sink 203.0.113.10
+/// (`--as USER --addr 203.0.113.10 --port 25`), followed by `more` (`--expect`,
+/// `--timeout`, further `--addr`s, ...).
+pub fn port25_as<'a>(user: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--as", user, "--addr", "203.0.113.10", "--port", "25"];
+    args.extend_from_slice(more);
+    args
+}
+
 /// Wall-clock bound on one run of the binary, so that a hang fails the test instead of
 /// stalling the suite.
 pub const RUN_LIMIT_SECS: &str = "120";
@@ -33,6 +59,16 @@ pub const RUN_LIMIT_SECS: &str = "120";
 /// test processes): see [`egress_check_testkit::prerequisites`].
 fn prerequisites() -> Result<(), Skip> {
     egress_check_testkit::prerequisites()
+}
+
+/// Says on stderr that the current test (a `what`) is skipped, and why.
+fn announce_skip(what: &str, reason: &Skip) {
+    // Straight to stderr, past the test harness's output capture: a skip is never silent.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {what} ({}): {reason}",
+        std::thread::current().name().unwrap_or("?")
+    );
 }
 
 /// A running namespace lab ([`TestLab`]): the host under test's namespace, and the simulated
@@ -48,13 +84,7 @@ impl Lab {
     /// CI); the skip is announced on stderr. Panics when the lab cannot be built.
     pub fn up() -> Option<Lab> {
         if let Err(reason) = prerequisites() {
-            // Straight to stderr, past the test harness's output capture: a skip is never
-            // silent.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED network namespace test ({}): {reason}",
-                std::thread::current().name().unwrap_or("?")
-            );
+            announce_skip("network namespace test", &reason);
             return None;
         }
         let inner = TestLab::up().unwrap_or_else(|e| panic!("cannot bring the lab up: {e}"));
@@ -206,11 +236,7 @@ pub fn within_limit(out: Output, args: &[&str]) -> Output {
 /// be created.
 pub fn ensure_lab_users() -> bool {
     if let Err(reason) = prerequisites() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED test needing the lab's users ({}): {reason}",
-            std::thread::current().name().unwrap_or("?")
-        );
+        announce_skip("test needing the lab's users", &reason);
         return false;
     }
     egress_check_testkit::users::ensure()

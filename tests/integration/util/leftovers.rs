@@ -1,23 +1,17 @@
 //! Checks that a run left nothing behind: no worker still running, no process in a
 //! namespace, and for `sandbox` no namespace, process or temporary directory of its own.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use super::process::{describe, stdout, wait_for};
+use super::process::{run_ok, stdout, wait_for};
 use super::procfs;
 
 /// Pids of the processes that live in network namespace `ns` (`ip netns pids`).
 pub fn netns_pids(ns: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "pids", ns])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ip netns pids");
-    assert!(
-        out.status.success(),
-        "ip netns pids {ns}\n{}",
-        describe(&out)
+    let out = run_ok(
+        Command::new("ip").args(["netns", "pids", ns]),
+        &format!("ip netns pids {ns}"),
     );
     stdout(&out).split_whitespace().map(String::from).collect()
 }

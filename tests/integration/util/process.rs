@@ -1,6 +1,6 @@
-//! Running processes for the tests: rendering their output for assertion messages, exit
-//! codes, commands that must succeed, children whose output is drained while they run, and
-//! polling for a condition.
+//! Running processes for the tests: command lines written as one line, rendering their
+//! output for assertion messages, exit codes, commands that must succeed, children whose
+//! output is drained while they run, and polling for a condition.
 
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +15,12 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The words of a command line, split on whitespace: for rules and arguments written as one
+/// line (`"-A OUTPUT -p tcp --dport 25 -j DROP"`), where no word has a space in it.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 /// Runs `cmd`, panicking with its output unless it succeeds.
@@ -32,6 +38,22 @@ pub fn code(out: &Output) -> i32 {
     out.status
         .code()
         .unwrap_or_else(|| panic!("killed by a signal\n{}", describe(out)))
+}
+
+/// Asserts that the run `out` succeeded (exit 0) and that its stdout names every one of
+/// `needles`; returns that stdout.
+#[track_caller]
+pub fn assert_ok_naming<S: AsRef<str>>(
+    out: &Output,
+    needles: impl IntoIterator<Item = S>,
+) -> String {
+    assert_eq!(code(out), 0, "{}", describe(out));
+    let text = stdout(out);
+    for needle in needles {
+        let needle = needle.as_ref();
+        assert!(text.contains(needle), "{needle} missing\n{}", describe(out));
+    }
+    text
 }
 
 /// stdout as text.

@@ -1,4 +1,5 @@
-//! The `--format json` report, parsed and checked against the documented schema.
+//! The `--format json` report, parsed and checked against the documented schema, and the
+//! documented rules that follow from it: each probe's verdict, the run's exit code.
 
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -108,6 +109,18 @@ impl Report {
         report
     }
 
+    /// The exit code the README documents for a run with these totals: 1 when a probe
+    /// failed, else 3 when one was inconclusive, else 0.
+    pub fn documented_exit(&self) -> i32 {
+        if self.failed > 0 {
+            1
+        } else if self.inconclusive > 0 {
+            3
+        } else {
+            0
+        }
+    }
+
     /// The probes run as `user`.
     pub fn of_user(&self, user: &str) -> Vec<&Probe> {
         self.probes.iter().filter(|p| p.user == user).collect()
@@ -210,6 +223,16 @@ impl Probe {
             elapsed_ms,
             detail: opt_string(p, "detail", ctx),
         }
+    }
+}
+
+/// The documented verdict of an observed outcome under an expectation (`allow` or `deny`).
+pub fn judge(expect: &str, observed: &str) -> &'static str {
+    match (expect, observed) {
+        (_, "error" | "no-address") => "inconclusive",
+        ("allow", "connected") | ("deny", "refused" | "unreachable" | "timeout") => "pass",
+        ("allow", "refused" | "unreachable" | "timeout") | ("deny", "connected") => "fail",
+        other => panic!("unknown expect/observed {other:?}"),
     }
 }
 

@@ -31,12 +31,10 @@ pub fn uid_of(user: &str) -> u64 {
 
 /// Output of `id FLAG USER` as a list of numbers.
 pub fn id_numbers(flag: &str, user: &str) -> Vec<u32> {
-    let out = Command::new("id")
-        .args([flag, user])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("id {flag} {user}: {e}"));
-    assert!(out.status.success(), "id {flag} {user}\n{}", describe(&out));
+    let out = run_ok(
+        Command::new("id").args([flag, user]),
+        &format!("id {flag} {user}"),
+    );
     stdout(&out)
         .split_whitespace()
         .map(|n| {
@@ -92,23 +90,7 @@ impl SharedBinary {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod 0755 the shared binary's directory");
         let path = dir.path().join("egress-check");
-        // Copied by another process: a descriptor open for writing in this (multi-threaded)
-        // test process could be inherited by a child another test forks at that moment, and
-        // exec of the copy would then fail with ETXTBSY until that child execs.
-        let out = Command::new("install")
-            .args(["-m", "0755"])
-            .arg(source)
-            .arg(&path)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run install");
-        assert!(
-            out.status.success(),
-            "install {} {}: {}",
-            source.display(),
-            path.display(),
-            describe(&out)
-        );
+        install_executable(source, &path);
         let shared = SharedBinary { _dir: dir, path };
         let check = Command::new("setpriv")
             .args([
@@ -136,6 +118,21 @@ impl SharedBinary {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Copies the executable `source` to `dest`, mode 0755.
+///
+/// Copied by another process (`install`): a descriptor open for writing in this
+/// (multi-threaded) test process could be inherited by a child another test forks at that
+/// moment, and exec of the copy would then fail with ETXTBSY until that child execs.
+pub fn install_executable(source: &Path, dest: &Path) {
+    run_ok(
+        Command::new("install")
+            .args(["-m", "0755"])
+            .arg(source)
+            .arg(dest),
+        &format!("install {} {}", source.display(), dest.display()),
+    );
 }
 
 /// The binary under test as a [`SharedBinary`], for running it as another user.
