@@ -59,6 +59,7 @@ pub mod resolve;
 pub mod runner;
 pub mod sandbox;
 pub mod scenario;
+pub mod service;
 pub mod verdict;
 pub mod vocab;
 pub mod worker;

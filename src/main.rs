@@ -242,11 +242,12 @@ fn probe_and_report(
         host,
     };
     let executed = runtime()?.block_on(runner::execute(assignments, &settings));
-    let judgement = verdict::judge_run(
+    let mut judgement = verdict::judge_run(
         executed.probes,
         executed.attempts,
         executed.interruption.map(|i| i.describe()),
     );
+    judgement.identities = plan::services(assignments);
     let signal_code = executed.interruption.and_then(|i| i.exit_code());
     if signal_code.is_some() {
         // Interrupted: what finished goes to stderr for the person at the terminal; a

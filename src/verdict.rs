@@ -141,6 +141,9 @@ pub struct Judgement {
     pub family_splits: Vec<FamilySplit>,
     /// Set when the run was cut short (signal or deadline).
     pub interrupted: Option<String>,
+    /// The `pid:`/`unit:` identities probed as (their `key` is the probes' `user`): the
+    /// process stood in, its cgroup and namespace, and what could not be reproduced.
+    pub identities: Vec<crate::service::ServiceIdentity>,
     /// Every planned probe, exactly once.
     pub probes: Vec<ProbeRecord>,
 }
@@ -207,6 +210,7 @@ pub fn judge_run(
             .count(),
         family_splits: family_splits(&records),
         interrupted,
+        identities: Vec::new(),
         probes: records,
     }
 }

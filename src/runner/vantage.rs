@@ -1,0 +1,208 @@
+//! Where names are resolved: every identity resolves its targets from where its probes will
+//! run. Login identities share the run's namespace (this thread's, after `--netns`);
+//! each `pid:`/`unit:` identity ([`crate::service`]) resolves in its process's network
+//! namespace, with its resolv.conf, by the same resolver ([`resolve::resolve_groups`]), on a
+//! thread of its own that entered that namespace: `setns` moves only the calling thread, and
+//! a socket belongs to the namespace of the thread that creates it. The interfaces that say
+//! what "this host" is are read in that namespace too.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::address::{HostInterfaces, InterfacesError};
+use crate::plan::{self, Assignment, Destination, NameserverChoice, PlannedProbe};
+use crate::resolve::{self, expand, Resolutions};
+use crate::service::ServiceIdentity;
+
+/// Why names could not be resolved in a process's namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum VantageError {
+    /// `setns` failed.
+    #[error("cannot enter the network namespace of `{key}`: {errno}")]
+    Enter {
+        /// The identity.
+        key: String,
+        /// The OS error.
+        errno: nix::errno::Errno,
+    },
+    /// Its interfaces could not be listed.
+    #[error("cannot list the interfaces of the network namespace of `{key}`: {error}")]
+    Interfaces {
+        /// The identity.
+        key: String,
+        /// The error.
+        error: InterfacesError,
+    },
+    /// No runtime for its resolver.
+    #[error("cannot start a resolver in the network namespace of `{key}`: {error}")]
+    Runtime {
+        /// The identity.
+        key: String,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The resolving thread ended without an answer.
+    #[error("the resolver thread for `{key}` ended without an answer")]
+    Lost {
+        /// The identity.
+        key: String,
+    },
+}
+
+/// The assignments of one vantage point, by index into the run's assignments.
+struct Group {
+    service: Option<Arc<ServiceIdentity>>,
+    assignments: Vec<Assignment>,
+}
+
+fn groups(assignments: &[Assignment]) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    for a in assignments {
+        let key = a.service.as_ref().map(|s| s.key.as_str());
+        match out
+            .iter_mut()
+            .find(|g| g.service.as_ref().map(|s| s.key.as_str()) == key)
+        {
+            Some(group) => group.assignments.push(a.clone()),
+            None => out.push(Group {
+                service: a.service.clone(),
+                assignments: vec![a.clone()],
+            }),
+        }
+    }
+    out
+}
+
+/// Resolves in `netns` on a thread of its own; the answer arrives on the returned channel.
+fn resolve_in(
+    key: String,
+    netns: Arc<File>,
+    lookups: Vec<(plan::NameserverSource, Vec<crate::scenario::TargetKind>)>,
+) -> oneshot::Receiver<Result<(Resolutions, HostInterfaces), VantageError>> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let work = || {
+            nix::sched::setns(&*netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                VantageError::Enter {
+                    key: key.clone(),
+                    errno,
+                }
+            })?;
+            let host = HostInterfaces::current().map_err(|error| VantageError::Interfaces {
+                key: key.clone(),
+                error,
+            })?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| VantageError::Runtime {
+                    key: key.clone(),
+                    error,
+                })?;
+            Ok((runtime.block_on(resolve::resolve_groups(lookups)), host))
+        };
+        let _ = tx.send(work());
+    });
+    rx
+}
+
+/// Resolves every assignment's targets from its vantage point and expands them into the
+/// run's probes. `choice` and `host` are the run's own (login identities).
+pub async fn resolve_and_expand(
+    assignments: &[Assignment],
+    choice: &NameserverChoice,
+    host: &HostInterfaces,
+) -> Vec<PlannedProbe> {
+    let groups = groups(assignments);
+    let mut pending = Vec::new();
+    for group in &groups {
+        let future = async {
+            match &group.service {
+                None => {
+                    let lookups = plan::lookups(&group.assignments, choice);
+                    let resolutions = resolve::resolve_groups(lookups).await;
+                    (choice.clone(), Ok((resolutions, host.clone())))
+                }
+                Some(service) => {
+                    // Its resolv.conf, unless --nameserver (or the scenario's) overrides.
+                    let choice = NameserverChoice {
+                        server: choice.server,
+                        netns_resolv_conf: service.resolv_conf.clone(),
+                    };
+                    let lookups = plan::lookups(&group.assignments, &choice);
+                    let answer = match &service.netns_file {
+                        Some(netns) => resolve_in(service.key.clone(), Arc::clone(netns), lookups)
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(VantageError::Lost {
+                                    key: service.key.clone(),
+                                })
+                            }),
+                        None => Err(VantageError::Lost {
+                            key: service.key.clone(),
+                        }),
+                    };
+                    (choice, answer)
+                }
+            }
+        };
+        pending.push(future);
+    }
+    let answers = futures::future::join_all(pending).await;
+    let mut probes = Vec::new();
+    for (group, (choice, answer)) in groups.iter().zip(answers) {
+        match answer {
+            Ok((resolutions, host)) => {
+                let mut expanded = expand(&group.assignments, &host, |a| {
+                    resolutions[&(choice.source_for(a), a.target.kind.clone())].clone()
+                });
+                if let Some(service) = &group.service {
+                    deny_restricted_families(&mut expanded, service);
+                }
+                probes.extend(expanded);
+            }
+            Err(error) => {
+                // Nothing is known about that namespace: no probe of the group is made.
+                let empty = HostInterfaces::new(Vec::new());
+                let why = format!("{error}; not probed");
+                probes.extend(
+                    expand(&group.assignments, &empty, |a| {
+                        resolve::without_resolver(&a.target.kind, &why)
+                    })
+                    .into_iter()
+                    .map(|mut p| {
+                        p.destination = Destination::None(why.clone());
+                        p
+                    }),
+                );
+            }
+        }
+    }
+    probes
+}
+
+/// A unit whose `RestrictAddressFamilies=` lacks a family cannot open such sockets at all:
+/// its seccomp filter fails `socket(2)` before any firewall rule is consulted. The worker runs
+/// without that filter, so connecting would report the firewall for a socket the service can
+/// never have; such probes are not made, and say why (inconclusive: the filter itself is
+/// systemd's configuration, not something this run observed).
+fn deny_restricted_families(probes: &mut [PlannedProbe], service: &ServiceIdentity) {
+    let families: HashMap<_, _> = service.families_denied.iter().map(|f| (*f, ())).collect();
+    for p in probes {
+        if families.contains_key(&p.spec.family) {
+            p.destination = Destination::None(format!(
+                "the service cannot open {} sockets at all: `{}` has RestrictAddressFamilies= without {}, \
+                 a deny systemd's seccomp filter enforces before the firewall; not probed",
+                p.spec.family,
+                service.unit.as_deref().unwrap_or(&service.key),
+                match p.spec.family {
+                    crate::vocab::Family::Ipv4 => "AF_INET",
+                    crate::vocab::Family::Ipv6 => "AF_INET6",
+                },
+            ));
+        }
+    }
+}
