@@ -17,7 +17,8 @@
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
 //! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
 //! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop),
-//! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line), and
+//! [`netns`] (entering a namespace), [`service`] (`pid:`/`unit:` identities: standing in
+//! a process's network namespace, cgroup and credentials), [`exit_codes`], [`cli`] (the command line), and
 //! [`sandbox`] (throwaway namespaces with a simulated internet for `egress-check sandbox`).
 //! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes.
 //!
@@ -27,6 +28,9 @@
 //!   or literal addresses ([`scenario::TargetKind`]), with ports and families.
 //! - **Assignment** ([`plan::Assignment`]): one user, one target, one expectation, with the
 //!   timeout and the scenario's nameserver. Made before DNS.
+//! - **ServiceIdentity** ([`service::ServiceIdentity`]): a `pid:`/`unit:` identity, the process
+//!   read once (credentials, cgroup, network namespace, what cannot be reproduced); carried
+//!   by its assignments, taken by its worker, listed in the report's `identities`.
 //! - **Exchange** ([`resolve::Exchange`]): a host that will be connected to, with its A and
 //!   AAAA answers and the nameserver that gave them: an MX exchange, or a `host` target.
 //!   Literal addresses resolve to themselves ([`resolve::Resolution::Literals`]).

@@ -89,6 +89,16 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
 
     let scenarios = load_all(&args.files)?;
     let assignments = prepare(&scenarios, args.user.as_deref(), &args.probe)?;
+    // A process's worker enters that process's namespace: its probes would leave the
+    // sandbox for the real network.
+    if let Some(service) = assignments.iter().find_map(|a| a.service.as_ref()) {
+        anyhow::bail!(
+            "`{}`: the sandbox runs checks as users only; a process or unit stands in its own \
+             network namespace, outside the sandbox (use `run --as {}` on the host instead)",
+            service.key,
+            service.key
+        );
+    }
     if assignments
         .iter()
         .any(|a| matches!(a.target.kind, TargetKind::Addresses(_)))

@@ -467,6 +467,27 @@ fn bad_identities_are_usage_errors() {
     }
 }
 
+/// The sandbox refuses `pid:`: its worker would enter the process's namespace, outside the
+/// sandbox, and probe the real network.
+#[test]
+fn the_sandbox_refuses_process_identities() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root");
+        return;
+    }
+    let me = format!("pid:{}", std::process::id());
+    let file = scenario(&format!(
+        "[[target]]\nname = \"t\"\nmx = \"dual.test\"\n[[check]]\nas = [\"{me}\"]\nexpect = \"deny\"\n"
+    ));
+    let out = run(&["sandbox", file.path()]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("the sandbox runs checks as users only"),
+        "{}",
+        describe(&out)
+    );
+}
+
 /// A threaded cgroup takes threads, not processes: a process whose main thread sits in one
 /// cannot be stood in (exit 2, saying why), never probed from elsewhere.
 #[test]
