@@ -284,7 +284,8 @@ pub fn lookups(
 /// Who probes what: the part of a probe that the plan decides and every report repeats.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProbeSpec {
-    /// Login name probed as.
+    /// Who probes: the login name, or a `pid:`/`unit:` identity as given
+    /// ([`crate::service`]).
     pub user: String,
     /// Its uid.
     pub uid: u32,

@@ -206,3 +206,98 @@ fn deny_restricted_families(probes: &mut [PlannedProbe], service: &ServiceIdenti
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Endpoint, ProbeSpec};
+    use crate::service::procfs::Credentials;
+    use crate::service::NetnsInfo;
+    use crate::vocab::{Expectation, Family};
+    use std::time::Duration;
+
+    fn unit_without_ipv6() -> ServiceIdentity {
+        ServiceIdentity {
+            key: "unit:php.service".into(),
+            unit: Some("php.service".into()),
+            pid: 812,
+            start_time: 1,
+            comm: "php-fpm".into(),
+            credentials: Credentials {
+                uids: [33; 3],
+                gids: [33; 3],
+                groups: vec![],
+            },
+            user_name: Some("www-data".into()),
+            login: None,
+            cgroup: Some("/system.slice/php.service".into()),
+            netns: NetnsInfo {
+                inode: 1,
+                foreign: false,
+            },
+            families_denied: vec![Family::Ipv6],
+            not_reproduced: vec![],
+            resolv_conf: None,
+            netns_file: None,
+        }
+    }
+
+    fn probe(family: Family, ip: &str) -> PlannedProbe {
+        PlannedProbe {
+            spec: ProbeSpec {
+                user: "unit:php.service".into(),
+                uid: 33,
+                target: "t".into(),
+                domain: None,
+                exchange: None,
+                preference: None,
+                family,
+                port: 25,
+                expect: Expectation::Deny,
+            },
+            timeout: Duration::from_secs(1),
+            destination: Destination::Address(Endpoint::new(ip.parse().unwrap())),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn a_family_the_unit_cannot_open_is_not_probed_and_says_why() {
+        let mut probes = vec![
+            probe(Family::Ipv4, "203.0.113.10"),
+            probe(Family::Ipv6, "2001:db8::10"),
+        ];
+        deny_restricted_families(&mut probes, &unit_without_ipv6());
+        assert!(probes[0].connect_to().is_some());
+        let Destination::None(why) = &probes[1].destination else {
+            panic!("{:?}", probes[1].destination)
+        };
+        assert!(why.contains("cannot open IPv6 sockets at all"), "{why}");
+        assert!(
+            why.contains("AF_INET6") && why.contains("php.service"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_lost_namespace_probes_nothing() {
+        // No namespace file: nothing is known about where the probes would run.
+        let mut a = crate::plan::tests::assignment(
+            crate::scenario::TargetKind::Host("h.test".into()),
+            vec![Family::Ipv4],
+            vec![25],
+        );
+        a.service = Some(Arc::new(unit_without_ipv6()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let probes = runtime.block_on(resolve_and_expand(
+            &[a],
+            &NameserverChoice::default(),
+            &HostInterfaces::new(Vec::new()),
+        ));
+        assert_eq!(probes.len(), 1);
+        assert!(probes[0].connect_to().is_none(), "{probes:?}");
+    }
+}
