@@ -143,7 +143,8 @@ pub struct SandboxArgs {
 /// The ad hoc form: `egress-check --as USER [targets]`.
 #[derive(Debug, Args)]
 pub struct AdHocArgs {
-    /// Probe as this user (login name).
+    /// Probe as this user (login name), or where a process or service stands: `pid:PID`,
+    /// `unit:NAME`, `unit:NAME/USER`.
     #[arg(long = "as", value_name = "USER")]
     pub user: Option<String>,
     /// A mail domain whose MX hosts to probe (repeatable).

@@ -200,7 +200,7 @@ pub fn become_user(account: &Account) -> Result<(), IdentityError> {
 ///
 /// Best effort: it needs CAP_SETPCAP, which a restricted root may lack. That loses nothing
 /// essential: with `no_new_privs` set and a non-root uid, no exec can gain capabilities.
-fn drop_bounding_set() {
+pub fn drop_bounding_set() {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())

@@ -17,7 +17,8 @@
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
 //! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
 //! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop),
-//! [`netns`] (entering a namespace), [`exit_codes`], [`cli`] (the command line),
+//! [`netns`] (entering a namespace), [`service`] (`pid:`/`unit:` identities: standing in
+//! a process's network namespace, cgroup and credentials), [`exit_codes`], [`cli`] (the command line),
 //! [`source`] (which files a run reads its scenarios from), [`output`] (reports written to
 //! files, atomically), [`lab`] (throwaway namespaces with a simulated internet),
 //! [`sandbox`] (the lab as `egress-check sandbox` builds it), and [`explain`] (`--explain`:
@@ -31,6 +32,9 @@
 //!   or literal addresses ([`scenario::TargetKind`]), with ports and families.
 //! - **Assignment** ([`plan::Assignment`]): one user, one target, one expectation, with the
 //!   timeout and the scenario's nameserver. Made before DNS.
+//! - **ServiceIdentity** ([`service::ServiceIdentity`]): a `pid:`/`unit:` identity, the process
+//!   read once (credentials, cgroup, network namespace, what cannot be reproduced); carried
+//!   by its assignments, taken by its worker, listed in the report's `identities`.
 //! - **Exchange** ([`resolve::Exchange`]): a host that will be connected to, with its A and
 //!   AAAA answers and the nameserver that gave them: an MX exchange, or a `host` target.
 //!   Literal addresses resolve to themselves ([`resolve::Resolution::Literals`]).
@@ -65,6 +69,7 @@ pub mod resolve;
 pub mod runner;
 pub mod sandbox;
 pub mod scenario;
+pub mod service;
 pub mod source;
 pub mod verdict;
 pub mod vocab;

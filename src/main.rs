@@ -93,6 +93,16 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     let scenarios = source::load_all(&args.files)?;
     let prepared = prepare(&scenarios, args.user.as_deref(), &args.probe)?;
     let assignments = &prepared.assignments;
+    // A process's worker enters that process's namespace: its probes would leave the
+    // sandbox for the real network.
+    if let Some(service) = assignments.iter().find_map(|a| a.service.as_ref()) {
+        anyhow::bail!(
+            "`{}`: the sandbox runs checks as users only; a process or unit stands in its own \
+             network namespace, outside the sandbox (use `run --as {}` on the host instead)",
+            service.key,
+            service.key
+        );
+    }
     if assignments
         .iter()
         .any(|a| matches!(a.target.kind, TargetKind::Addresses(_)))
@@ -285,6 +295,7 @@ fn probe_and_report(
     if let Some(explanations) = executed.explanations {
         judgement.attach_explanations(explanations);
     }
+    judgement.identities = plan::services(assignments);
     let signal_code = executed.interruption.and_then(|i| i.exit_code());
     if signal_code.is_some() {
         // Interrupted: what finished goes to stderr for the person at the terminal; a

@@ -12,12 +12,15 @@
 //! when the scenario is parsed, and against the interfaces of the namespace the probes run
 //! in ([`check_literals`]) once it has been entered.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::address::{HostInterfaces, LiteralError, Scope};
 use crate::identity::{self, Account, IdentityError};
 use crate::scenario::{Location, Scenario, Target, TargetKind};
+use crate::service::{ServiceError, ServiceIdentity, Subject};
 use crate::vocab::{Expectation, Family};
 
 /// Default per-connect timeout.
@@ -33,6 +36,14 @@ pub enum PlanError {
         location: Option<Location>,
         /// What is wrong.
         error: IdentityError,
+    },
+    /// A `pid:` or `unit:` identity cannot be stood in.
+    #[error("{}{error}", .location.as_ref().map(|l| format!("{l}: ")).unwrap_or_default())]
+    Service {
+        /// Where the scenario names it.
+        location: Option<Location>,
+        /// What is wrong (boxed: it is large, and rare).
+        error: Box<ServiceError>,
     },
     /// A literal address that cannot be probed from this namespace (the host's own without
     /// the opt-in, a directed broadcast, a zone naming no interface).
@@ -68,6 +79,32 @@ pub struct Assignment {
     pub timeout: Duration,
     /// The scenario's `nameserver`, if it names one.
     pub nameserver: Option<SocketAddr>,
+    /// For `pid:`/`unit:` identities: the process stood in ([`crate::service`]); its
+    /// [`ServiceIdentity::account`] is `account`.
+    pub service: Option<Arc<ServiceIdentity>>,
+}
+
+/// Looks up one `as` entry: a user, or a process or unit to stand in.
+fn look_up(
+    spec: &str,
+    location: Option<&Location>,
+) -> Result<(Account, Option<Arc<ServiceIdentity>>), PlanError> {
+    let service_error = |error| PlanError::Service {
+        location: location.cloned(),
+        error: Box::new(error),
+    };
+    match Subject::parse(spec).map_err(service_error)? {
+        Subject::User(name) => identity::lookup(&name)
+            .map(|account| (account, None))
+            .map_err(|error| PlanError::User {
+                location: location.cloned(),
+                error,
+            }),
+        subject => {
+            let service = ServiceIdentity::of_subject(spec, &subject).map_err(service_error)?;
+            Ok((service.account(), Some(Arc::new(service))))
+        }
+    }
 }
 
 /// Expands the checks of `scenarios` into assignments, looking every user up.
@@ -78,31 +115,35 @@ pub fn assignments(
     only_user: Option<&str>,
     timeout: Option<Duration>,
 ) -> Result<Vec<Assignment>, PlanError> {
-    let only_account = only_user
-        .map(|u| {
-            identity::lookup(u).map_err(|error| PlanError::User {
-                location: None,
-                error,
-            })
-        })
-        .transpose()?;
+    // Every identity is read once, so all its assignments (and the report) share one
+    // snapshot of a process.
+    let mut known: HashMap<String, (Account, Option<Arc<ServiceIdentity>>)> = HashMap::new();
+    let mut look_up_once = |spec: &str, location: Option<&Location>| {
+        if let Some(found) = known.get(spec) {
+            return Ok(found.clone());
+        }
+        let found = look_up(spec, location)?;
+        known.insert(spec.to_string(), found.clone());
+        Ok::<_, PlanError>(found)
+    };
+    let only_account = only_user.map(|u| look_up_once(u, None)).transpose()?;
     let mut out = Vec::new();
     let mut seen_users: Vec<String> = Vec::new();
     for scenario in scenarios {
         let timeout = timeout.or(scenario.timeout).unwrap_or(DEFAULT_TIMEOUT);
         for check in &scenario.checks {
             for user in &check.users {
-                let account = identity::lookup(&user.name).map_err(|error| PlanError::User {
-                    location: user.location.clone(),
-                    error,
-                })?;
+                let (account, service) = look_up_once(&user.name, user.location.as_ref())?;
                 if !seen_users.contains(&account.name) {
                     seen_users.push(account.name.clone());
                 }
-                if only_account
-                    .as_ref()
-                    .is_some_and(|only| only.uid != account.uid)
-                {
+                // A user filter matches users by uid; a process or unit only by itself.
+                if only_account.as_ref().is_some_and(|(only, only_service)| {
+                    match (only_service, &service) {
+                        (None, None) => only.uid != account.uid,
+                        _ => only.name != account.name,
+                    }
+                }) {
                     continue;
                 }
                 for &t in &check.targets {
@@ -112,6 +153,7 @@ pub fn assignments(
                         expect: check.expect,
                         timeout,
                         nameserver: scenario.nameserver,
+                        service: service.clone(),
                     });
                 }
             }
@@ -132,11 +174,33 @@ pub fn assignments(
 }
 
 /// Checks that this process may take every identity the assignments need.
-pub fn ensure_privileges(assignments: &[Assignment]) -> Result<(), IdentityError> {
+pub fn ensure_privileges(assignments: &[Assignment]) -> Result<(), PlanError> {
     for a in assignments {
-        identity::ensure_can_become(&a.account)?;
+        match &a.service {
+            Some(service) => {
+                crate::service::ensure_privileged(service).map_err(|error| PlanError::Service {
+                    location: None,
+                    error: Box::new(error),
+                })?
+            }
+            None => identity::ensure_can_become(&a.account).map_err(|error| PlanError::User {
+                location: None,
+                error,
+            })?,
+        }
     }
     Ok(())
+}
+
+/// The `pid:`/`unit:` identities of `assignments`, each once, in order of appearance.
+pub fn services(assignments: &[Assignment]) -> Vec<ServiceIdentity> {
+    let mut out: Vec<ServiceIdentity> = Vec::new();
+    for service in assignments.iter().filter_map(|a| a.service.as_deref()) {
+        if !out.iter().any(|s| s.key == service.key) {
+            out.push(service.clone());
+        }
+    }
+    out
 }
 
 /// Checks every literal address of `assignments` against the interfaces of the namespace
@@ -220,7 +284,8 @@ pub fn lookups(
 /// Who probes what: the part of a probe that the plan decides and every report repeats.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProbeSpec {
-    /// Login name probed as.
+    /// Who probes: the login name, or a `pid:`/`unit:` identity as given
+    /// ([`crate::service`]).
     pub user: String,
     /// Its uid.
     pub uid: u32,
@@ -361,6 +426,7 @@ pub(crate) mod tests {
             expect: Expectation::Deny,
             timeout: Duration::from_secs(1),
             nameserver: None,
+            service: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use crate::probe::Observed;
+use crate::service::ServiceIdentity;
 use crate::verdict::{FamilySplit, Judgement, ProbeRecord, Verdict};
 use crate::vocab::Expectation;
 
@@ -31,6 +32,59 @@ fn host(p: &ProbeRecord) -> String {
         (Some(name), None) => name.clone(),
         (None, _) => p.spec.target.clone(),
     }
+}
+
+/// The `pid:`/`unit:` identity a probe's `user` names, if it is one.
+fn service_of<'a>(report: &'a Judgement, user: &str) -> Option<&'a ServiceIdentity> {
+    report.identities.iter().find(|s| s.key == user)
+}
+
+/// How a group's header names who probed: `www-data (uid 33)`, or the identity with its
+/// process (`unit:php8.2-fpm.service (pid 812, uid 33 www-data)`).
+fn who(report: &Judgement, user: &str, uid: u32) -> String {
+    match service_of(report, user) {
+        Some(service) => service.describe(),
+        None => format!("{user} (uid {uid})"),
+    }
+}
+
+/// A name for JUnit that stays the same across runs: the user, the unit, or for `pid:`
+/// the program and its user (a pid changes with every restart).
+fn stable_label(report: &Judgement, user: &str) -> String {
+    match service_of(report, user) {
+        Some(s) if s.unit.is_none() => format!(
+            "process:{}/{}",
+            s.comm,
+            s.user_name
+                .clone()
+                .unwrap_or_else(|| s.credentials.uid().to_string())
+        ),
+        _ => user.to_string(),
+    }
+}
+
+/// One paragraph per `pid:`/`unit:` identity: where its probes stood, and what could not be
+/// reproduced there.
+pub fn identities_text(identities: &[ServiceIdentity]) -> String {
+    let mut out = String::new();
+    for s in identities {
+        let _ = writeln!(
+            out,
+            "{}: cgroup {}, network namespace net:[{}]{}",
+            s.describe(),
+            s.cgroup.as_deref().unwrap_or("(none joined)"),
+            s.netns.inode,
+            if s.netns.foreign {
+                " (its own)"
+            } else {
+                " (this host's)"
+            }
+        );
+        for what in &s.not_reproduced {
+            let _ = writeln!(out, "  not reproduced: {what}");
+        }
+    }
+    out
 }
 
 /// The one-line summary.
@@ -94,7 +148,11 @@ pub fn to_junit(report: &Judgement) -> String {
             p.spec.expect
         );
         let mut case = TestCase::new(name, status);
-        case.set_classname(format!("egress-check.{}.{}", p.spec.user, p.spec.target));
+        case.set_classname(format!(
+            "egress-check.{}.{}",
+            stable_label(report, &p.spec.user),
+            p.spec.target
+        ));
         case.set_time(std::time::Duration::from_millis(p.elapsed_ms));
         let explained = p
             .explanation
@@ -108,7 +166,16 @@ pub fn to_junit(report: &Judgement) -> String {
         };
         suites
             .entry(p.spec.user.as_str())
-            .or_insert_with(|| TestSuite::new(format!("egress-check as {}", p.spec.user)))
+            .or_insert_with(|| {
+                let mut suite = TestSuite::new(format!(
+                    "egress-check as {}",
+                    stable_label(report, &p.spec.user)
+                ));
+                if let Some(service) = service_of(report, &p.spec.user) {
+                    suite.set_system_out(identities_text(std::slice::from_ref(service)));
+                }
+                suite
+            })
             .add_test_case(case);
     }
     let mut report = JunitReport::new("egress-check");
@@ -140,6 +207,10 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
     }
     if !report.family_splits.is_empty() {
         out.push('\n');
+    }
+    let identities = identities_text(&report.identities);
+    if !identities.is_empty() {
+        let _ = writeln!(out, "{identities}");
     }
 
     // Groups of (user, target, expectation), those with failures first.
@@ -176,8 +247,8 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         };
         let _ = writeln!(
             out,
-            "{user} (uid {}) -> {what}: expect {expect}",
-            first.spec.uid
+            "{} -> {what}: expect {expect}",
+            who(report, user, first.spec.uid)
         );
         for p in records {
             let label = match p.verdict {

@@ -149,6 +149,9 @@ pub struct Judgement {
     /// something beyond it blocked the connection). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_enforced_by_host: Option<usize>,
+    /// The `pid:`/`unit:` identities probed as (their `key` is the probes' `user`): the
+    /// process stood in, its cgroup and namespace, and what could not be reproduced.
+    pub identities: Vec<crate::service::ServiceIdentity>,
     /// Every planned probe, exactly once.
     pub probes: Vec<ProbeRecord>,
 }
@@ -236,6 +239,7 @@ pub fn judge_run(
         family_splits: family_splits(&records),
         interrupted,
         not_enforced_by_host: None,
+        identities: Vec::new(),
         probes: records,
     }
 }

@@ -42,6 +42,11 @@ pub struct WorkerArgs {
     /// Print the identity the worker ended up with (JSON) instead of probing.
     #[arg(long)]
     pub diagnose: bool,
+    /// Stand in this process instead of `user`'s login: the parent's snapshot of it
+    /// ([`crate::service::ServiceIdentity`], JSON), whose namespace, cgroup and credentials
+    /// the worker takes.
+    #[arg(long)]
+    pub process: Option<String>,
 }
 
 /// One connection attempt asked of a worker.
@@ -77,10 +82,23 @@ pub fn worker_main(args: WorkerArgs) -> i32 {
 
 fn run(args: WorkerArgs) -> anyhow::Result<()> {
     sanitize_inherited_state()?;
-    let account = identity::lookup(&args.user)?;
-    // Raised while still privileged: only root may lift the hard limit.
-    let fd_limit = raise_fd_limit();
-    identity::become_user(&account)?;
+    let fd_limit = match &args.process {
+        Some(json) => {
+            let target: crate::service::ServiceIdentity =
+                serde_json::from_str(json).context("decoding --process")?;
+            let fd_limit = raise_fd_limit();
+            // Namespace, cgroup, then credentials: see crate::service for the order.
+            crate::service::take(&target)?;
+            fd_limit
+        }
+        None => {
+            let account = identity::lookup(&args.user)?;
+            // Raised while still privileged: only root may lift the hard limit.
+            let fd_limit = raise_fd_limit();
+            identity::become_user(&account)?;
+            fd_limit
+        }
+    };
     // Set after the drop: the kernel clears the parent-death signal on credential changes.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .context("prctl(PR_SET_PDEATHSIG)")?;
@@ -227,9 +245,24 @@ pub async fn run_as(
     probes: &[WorkerProbe],
     results: mpsc::UnboundedSender<WorkerResult>,
 ) -> Result<(), WorkerError> {
-    let mut child = tokio::process::Command::new("/proc/self/exe")
-        .arg(WORKER_SUBCOMMAND)
-        .arg(user)
+    run_worker(user, None, probes, results).await
+}
+
+/// [`run_as`], standing in the process `service` (a `pid:`/`unit:` identity) when given.
+pub async fn run_worker(
+    user: &str,
+    service: Option<&crate::service::ServiceIdentity>,
+    probes: &[WorkerProbe],
+    results: mpsc::UnboundedSender<WorkerResult>,
+) -> Result<(), WorkerError> {
+    let mut command = tokio::process::Command::new("/proc/self/exe");
+    command.arg(WORKER_SUBCOMMAND).arg(user);
+    if let Some(service) = service {
+        command
+            .arg("--process")
+            .arg(serde_json::to_string(service).map_err(WorkerError::Encode)?);
+    }
+    let mut child = command
         .arg("--parent")
         .arg(std::process::id().to_string())
         .env_clear()

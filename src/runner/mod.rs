@@ -8,6 +8,7 @@
 
 pub mod dispatch;
 pub mod interrupt;
+pub mod vantage;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,9 +21,9 @@ pub use interrupt::{Interruption, Interrupts};
 
 use crate::address::HostInterfaces;
 use crate::explain::{Explanation, Tracer};
-use crate::plan::{self, Assignment, NameserverChoice, PlannedProbe};
+use crate::plan::{Assignment, NameserverChoice, PlannedProbe};
 use crate::probe::Attempt;
-use crate::resolve::{self, expand};
+
 use crate::worker::{self, WorkerError, WorkerResult};
 
 /// Settings of a run that do not come from scenario files.
@@ -55,8 +56,8 @@ pub struct Executed {
     pub explanations: Option<Vec<Option<Explanation>>>,
 }
 
-/// Resolves and probes. Assignments must have passed [`plan::ensure_privileges`] and
-/// [`plan::check_literals`].
+/// Resolves and probes. Assignments must have passed [`crate::plan::ensure_privileges`] and
+/// [`crate::plan::check_literals`].
 pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Executed {
     let mut interrupts = Interrupts::new();
     let deadline = settings.deadline.map(|d| tokio::time::Instant::now() + d);
@@ -68,7 +69,6 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     };
     tokio::pin!(until_deadline);
 
-    let lookups = plan::lookups(assignments, &settings.nameservers);
     let stopped = |interruption| {
         let (probes, attempts) = interrupt::during_resolution(assignments, interruption);
         Executed {
@@ -78,14 +78,17 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
             explanations: None,
         }
     };
-    let resolutions = tokio::select! {
-        r = resolve::resolve_groups(lookups) => r,
+    // Each identity resolves from where its probes run (crate::service identities in
+    // their process's network namespace).
+    let probes = tokio::select! {
+        p = vantage::resolve_and_expand(assignments, &settings.nameservers, &settings.host) => p,
         sig = interrupts.recv() => return stopped(Interruption::Signal(sig)),
         () = &mut until_deadline => return stopped(Interruption::Deadline),
     };
-    let probes = expand(assignments, &settings.host, |a| {
-        resolutions[&(settings.nameservers.source_for(a), a.target.kind.clone())].clone()
-    });
+    let services: HashMap<&str, &crate::service::ServiceIdentity> = assignments
+        .iter()
+        .filter_map(|a| a.service.as_deref().map(|s| (s.key.as_str(), s)))
+        .collect();
 
     // Tracing starts before the first worker, once the exact addresses are known; it ends
     // below, on every path out of this function (its table also goes when dropped).
@@ -97,7 +100,11 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
         .iter()
         .map(|(user, requests)| {
             let tx = tx.clone();
-            async move { (user.clone(), worker::run_as(user, requests, tx).await) }
+            let service = services.get(user.as_str()).copied();
+            async move {
+                let outcome = worker::run_worker(user, service, requests, tx).await;
+                (user.clone(), outcome)
+            }
         })
         .collect();
     let workers = futures::stream::iter(worker_futures)

@@ -13,4 +13,5 @@ mod netns_core;
 mod private_checkout;
 mod robustness;
 mod sandbox;
+mod service;
 mod util;
