@@ -581,3 +581,52 @@ fn a_missing_textfile_directory_is_exit_2_naming_it() {
     assert!(out.stdout.is_empty(), "{}", describe(&out));
     assert!(!missing.exists());
 }
+
+/// A run interrupted by SIGINT replaces no textfile: the previous metrics stay whole, so
+/// their run timestamp ages and the stale alert fires if runs keep failing; no temporary
+/// file is left next to it for node_exporter to trip over.
+#[test]
+fn an_interrupted_run_leaves_the_previous_textfile_intact() {
+    if !story_users() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prom_file = dir.path().join("egress-check.prom");
+    let previous = "# previous run\negress_check_last_run_exit_code 0\n";
+    std::fs::write(&prom_file, previous).expect("previous textfile");
+    // www-data's IPv4 probes are dropped: they wait out the 5 s timeout, so the run is
+    // still probing when the signal comes.
+    let mut args = vec!["sandbox".to_string(), shipped("story.toml")];
+    args.extend(leaking_rules());
+    args.extend([
+        "--timeout".to_string(),
+        "5s".to_string(),
+        "--no-explain".to_string(),
+        "--output".to_string(),
+        format!("prometheus={}", prom_file.display()),
+    ]);
+    let child = Command::new(BIN)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start egress-check sandbox");
+    std::thread::sleep(Duration::from_millis(2500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("wait for egress-check");
+    assert_eq!(code(&out), 130, "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(&prom_file).expect("textfile"),
+        previous
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["egress-check.prom"]);
+}
