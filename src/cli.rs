@@ -59,7 +59,7 @@ pub struct ProbeOptions {
     /// Bound on the whole run; probes still pending then are inconclusive.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub deadline: Option<Duration>,
-    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, junit;
+    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, junit, prometheus;
     /// default: --format's); repeatable. An interrupted run replaces no file.
     #[arg(long, value_name = "[FORMAT=]FILE")]
     pub output: Vec<OutputSpec>,
@@ -195,8 +195,12 @@ pub enum Format {
     Human,
     /// One JSON document on stdout.
     Json,
-    /// JUnit XML on stdout, one test case per probe (for CI test reporters).
+    /// JUnit XML on stdout, one test case per user, target, exchange, family, port and
+    /// expectation (for CI test reporters).
     Junit,
+    /// Prometheus text exposition format 0.0.4, for node_exporter's textfile collector
+    /// (`--output prometheus=/var/lib/prometheus/node-exporter/egress-check.prom`).
+    Prometheus,
 }
 
 /// Output formats of `resolve`.

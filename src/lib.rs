@@ -12,14 +12,15 @@
 //! | 3 | [`resolve`] | the plan's names | [`resolve::Resolution`]s, then the exact [`plan::PlannedProbe`]s ([`resolve::expand`]) |
 //! | 4 | [`runner`] with [`worker`] and [`probe`] | planned probes | one [`probe::Attempt`] per probe |
 //! | 5 | [`verdict`] | probes + attempts | [`verdict::Judgement`] |
-//! | 6 | [`report`] | judgement | human, JSON, JUnit text |
+//! | 6 | [`report`] | judgement | human, JSON, JUnit, Prometheus textfile text |
 //!
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
 //! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
 //! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop),
 //! [`netns`] (entering a namespace), [`service`] (`pid:`/`unit:` identities: standing in
 //! a process's network namespace, cgroup and credentials), [`exit_codes`], [`cli`] (the command line),
-//! [`source`] (which files a run reads its scenarios from), [`output`] (reports written to
+//! [`source`] (which files a run reads its scenarios from), [`run_info`] (host, start,
+//! duration, version and nameservers of a run, for reports merged across hosts), [`output`] (reports written to
 //! files, atomically), [`lab`] (throwaway namespaces with a simulated internet),
 //! [`sandbox`] (the lab as `egress-check sandbox` builds it), and [`explain`] (`--explain`:
 //! nftables tracing names the rule that decided each probe; the runner starts and
@@ -66,6 +67,7 @@ pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod resolve;
+pub mod run_info;
 pub mod runner;
 pub mod sandbox;
 pub mod scenario;

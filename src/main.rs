@@ -17,6 +17,7 @@ use egress_check::output::{self, PreparedOutputs};
 use egress_check::plan::{self, Assignment, NameserverChoice};
 use egress_check::report::{self, ResolveReport};
 use egress_check::resolve::Resolver;
+use egress_check::run_info::RunInfo;
 use egress_check::runner::{self, RunSettings};
 use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
 use egress_check::{exit_codes, explain, netns, sandbox, source, verdict, vocab, worker};
@@ -280,6 +281,8 @@ fn probe_and_report(
     // checked against it before anything is sent.
     let host = HostInterfaces::current()?;
     plan::check_literals(assignments, &host)?;
+    let lookups = plan::lookups(assignments, &nameservers);
+    let run = RunInfo::begin(lookups.iter().map(|(source, _)| source));
     let settings = RunSettings {
         nameservers,
         deadline: options.deadline,
@@ -296,6 +299,7 @@ fn probe_and_report(
         judgement.attach_explanations(explanations);
     }
     judgement.identities = plan::services(assignments);
+    judgement.run = Some(run.finish());
     let signal_code = executed.interruption.and_then(|i| i.exit_code());
     if signal_code.is_some() {
         // Interrupted: what finished goes to stderr for the person at the terminal; a

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use crate::probe::Observed;
 use crate::service::ServiceIdentity;
 use crate::verdict::{FamilySplit, Judgement, ProbeRecord, Verdict};
-use crate::vocab::Expectation;
+use crate::vocab::{Expectation, Family};
 
+pub mod prometheus;
 mod resolution;
 
 pub use resolution::ResolveReport;
@@ -50,7 +51,8 @@ fn who(report: &Judgement, user: &str, uid: u32) -> String {
 
 /// A name for JUnit that stays the same across runs: the user, the unit, or for `pid:`
 /// the program and its user (a pid changes with every restart).
-fn stable_label(report: &Judgement, user: &str) -> String {
+/// Used for JUnit names and Prometheus labels, which must not change from run to run.
+pub(crate) fn stable_label(report: &Judgement, user: &str) -> String {
     match service_of(report, user) {
         Some(s) if s.unit.is_none() => format!(
             "process:{}/{}",
@@ -110,79 +112,138 @@ pub fn to_json(report: &Judgement) -> String {
     serde_json::to_string_pretty(report).expect("a report always serializes")
 }
 
-/// JUnit XML: one test suite per user, one test case per probe. Failed probes are
-/// `<failure>`, inconclusive ones `<error>` (so CI reporters keep them apart).
+/// JUnit XML: one test suite per user; one test case per thing checked (user, target,
+/// exchange, family, port, expectation), with all its addresses inside.
+///
+/// CI reporters track a case by suite, class and name to say "newly failing" and keep its
+/// history, so a name says only what is checked: never the outcome (a broken firewall would
+/// make the passing case vanish and a new failing one appear) nor the address (MX addresses
+/// rotate). A case fails if any of its addresses fails (`<failure>`), else it is
+/// inconclusive if any is (`<error>`, so CI reporters keep the two apart); the message
+/// lists each address and its outcome, `system-out` their details.
 pub fn to_junit(report: &Judgement) -> String {
     use quick_junit::{NonSuccessKind, Report as JunitReport, TestCase, TestCaseStatus, TestSuite};
 
-    let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
+    type CaseKey<'a> = (&'a str, &'a str, String, Family, u16, Expectation);
+    let mut cases: BTreeMap<CaseKey<'_>, Vec<&ProbeRecord>> = BTreeMap::new();
     for p in &report.probes {
-        let status = match p.verdict {
+        let exchange = p
+            .spec
+            .exchange
+            .clone()
+            .unwrap_or_else(|| p.spec.target.clone());
+        cases
+            .entry((
+                p.spec.user.as_str(),
+                p.spec.target.as_str(),
+                exchange,
+                p.spec.family,
+                p.spec.port,
+                p.spec.expect,
+            ))
+            .or_default()
+            .push(p);
+    }
+    let timestamp = report
+        .run
+        .as_ref()
+        .map(|run| chrono::DateTime::<chrono::Utc>::from(run.started).fixed_offset());
+    let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
+    for ((user, target, exchange, family, port, expect), mut probes) in cases {
+        probes.sort_by_key(|p| (p.verdict, p.address));
+        let worst = probes
+            .iter()
+            .map(|p| p.verdict)
+            .min()
+            .unwrap_or(Verdict::Pass);
+        let outcomes = probes
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {} ({})",
+                    endpoint(p),
+                    p.observed.as_str(),
+                    p.verdict.label().to_lowercase()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let status = match worst {
             Verdict::Pass => TestCaseStatus::success(),
             Verdict::Fail => {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                status.set_message(format!(
-                    "expected {}, observed {}",
-                    p.spec.expect,
-                    p.observed.as_str()
-                ));
-                status.set_type(p.observed.as_str());
+                status.set_message(format!("expected {expect}: {outcomes}"));
+                let failed = probes.iter().find(|p| p.verdict == Verdict::Fail);
+                status.set_type(failed.map_or("fail", |p| p.observed.as_str()));
                 status
             }
             Verdict::Inconclusive => {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
-                status.set_message(format!(
-                    "inconclusive: {}",
-                    p.detail.as_deref().unwrap_or(p.observed.as_str())
+                status.set_message(format!("inconclusive (expected {expect}): {outcomes}"));
+                let first = probes.iter().find(|p| p.verdict == Verdict::Inconclusive);
+                status.set_type(format!(
+                    "inconclusive-{}",
+                    first.map_or("error", |p| p.observed.as_str())
                 ));
-                status.set_type(format!("inconclusive-{}", p.observed.as_str()));
                 status
             }
         };
-        let name = format!(
-            "{} {} {} {} expect {}",
-            host(p),
-            p.spec.family,
-            endpoint(p),
-            p.observed.as_str(),
-            p.spec.expect
+        let mut case = TestCase::new(
+            format!("{exchange} {family} port {port} expect {expect}"),
+            status,
         );
-        let mut case = TestCase::new(name, status);
-        case.set_classname(format!(
-            "egress-check.{}.{}",
-            stable_label(report, &p.spec.user),
-            p.spec.target
+        // Names that stay stable across runs: the unit or user, never a pid.
+        let label = stable_label(report, user);
+        case.set_classname(format!("egress-check.{label}.{target}"));
+        case.set_time(std::time::Duration::from_millis(
+            probes.iter().map(|p| p.elapsed_ms).max().unwrap_or(0),
         ));
-        case.set_time(std::time::Duration::from_millis(p.elapsed_ms));
-        let explained = p
-            .explanation
-            .as_ref()
-            .map(|e| format!("decided by: {}", e.decided_by.text));
-        match (&p.detail, explained) {
-            (Some(detail), Some(e)) => case.set_system_out(format!("{detail}\n{e}")),
-            (Some(detail), None) => case.set_system_out(detail.as_str()),
-            (None, Some(e)) => case.set_system_out(e),
-            (None, None) => &mut case,
-        };
+        let system_out = probes
+            .iter()
+            .map(|p| {
+                let mut line = format!(
+                    "{} {} {} {}",
+                    host(p),
+                    endpoint(p),
+                    p.observed.as_str(),
+                    p.verdict.label()
+                );
+                if let Some(detail) = &p.detail {
+                    let _ = write!(line, " -- {detail}");
+                }
+                if let Some(e) = &p.explanation {
+                    let _ = write!(line, "\n  decided by: {}", e.decided_by.text);
+                }
+                line
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        case.set_system_out(system_out);
         suites
-            .entry(p.spec.user.as_str())
+            .entry(user)
             .or_insert_with(|| {
-                let mut suite = TestSuite::new(format!(
-                    "egress-check as {}",
-                    stable_label(report, &p.spec.user)
-                ));
-                if let Some(service) = service_of(report, &p.spec.user) {
+                let mut suite = TestSuite::new(format!("egress-check as {label}"));
+                if let Some(service) = service_of(report, user) {
                     suite.set_system_out(identities_text(std::slice::from_ref(service)));
+                }
+                if let Some(run) = &report.run {
+                    suite
+                        .extra
+                        .insert("hostname".into(), run.host.as_str().into());
+                }
+                if let Some(timestamp) = timestamp {
+                    suite.set_timestamp(timestamp);
                 }
                 suite
             })
             .add_test_case(case);
     }
-    let mut report = JunitReport::new("egress-check");
-    report.add_test_suites(suites.into_values());
-    report
-        .to_string()
-        .expect("a JUnit report always serializes")
+    let mut junit = JunitReport::new("egress-check");
+    if let Some(timestamp) = timestamp {
+        junit.set_timestamp(timestamp);
+    }
+    junit.add_test_suites(suites.into_values());
+    junit.to_string().expect("a JUnit report always serializes")
 }
 
 /// The human report; `color` adds ANSI colours.
@@ -293,7 +354,11 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
             report.unwitnessed_denies
         );
     }
-    let summary = format!("summary: {}", summary(report));
+    let summary = match &report.run {
+        // Reports of a fleet end up side by side (journals, CI logs): say whose this is.
+        Some(run) => format!("summary: {} on {}", summary(report), run.host),
+        None => format!("summary: {}", summary(report)),
+    };
     let code = if report.failed > 0 {
         "1;31"
     } else if report.inconclusive > 0 {
@@ -524,11 +589,49 @@ pub(crate) mod tests {
             probe("u", "-", Expectation::Deny, Observed::NoAddress),
         ]);
         let xml = to_junit(&report);
-        assert!(xml.contains("tests=\"3\""), "{xml}");
+        // One case per exchange, family, port and expectation: both IPv4 addresses in one.
+        assert!(xml.contains("tests=\"2\""), "{xml}");
         assert!(xml.contains("failures=\"1\""), "{xml}");
         assert!(xml.contains("errors=\"1\""), "{xml}");
         assert!(xml.contains("<failure"), "{xml}");
         assert!(xml.contains("<error"), "{xml}");
+        assert!(
+            xml.contains("203.0.113.10:25 connected (fail), 203.0.113.11:25 timeout (pass)"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn junit_names_do_not_change_with_outcomes_or_addresses() {
+        let names = |report: &Judgement| -> Vec<(String, String)> {
+            let xml = to_junit(report);
+            let doc = roxmltree::Document::parse(&xml).unwrap();
+            doc.descendants()
+                .filter(|n| n.has_tag_name("testcase"))
+                .map(|n| {
+                    (
+                        n.attribute("classname").unwrap().to_string(),
+                        n.attribute("name").unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let leaking = judged(vec![
+            probe("u", "203.0.113.10", Expectation::Deny, Observed::Timeout),
+            probe("u", "2001:db8::10", Expectation::Deny, Observed::Connected),
+        ]);
+        let fixed = judged(vec![
+            probe("u", "203.0.113.99", Expectation::Deny, Observed::Refused),
+            probe("u", "2001:db8::99", Expectation::Deny, Observed::Timeout),
+        ]);
+        assert_eq!(names(&leaking), names(&fixed));
+        assert_eq!(
+            names(&fixed)[0],
+            (
+                "egress-check.u.gmail".to_string(),
+                "mx1.gmail.test IPv4 port 25 expect deny".to_string()
+            )
+        );
     }
 
     #[test]

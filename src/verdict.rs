@@ -17,6 +17,7 @@ use crate::exit_codes;
 use crate::explain::Explanation;
 use crate::plan::{PlannedProbe, ProbeSpec};
 use crate::probe::{Attempt, Observed};
+use crate::run_info::{RunInfo, SCHEMA_VERSION};
 use crate::vocab::{Expectation, Family};
 
 /// The judgement of one probe against its expectation.
@@ -133,6 +134,13 @@ impl FamilySplit {
 /// The judgement of a run; serialized, it is the JSON report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Judgement {
+    /// Version of this document's shape ([`crate::run_info::SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Where, when and with what the run happened (`host`, `started`, `duration_ms`,
+    /// `version`, `nameservers` at the top level of the JSON report); set by the caller
+    /// that ran the probes, absent in a judgement made without a run.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
     /// Probes that passed.
     pub passed: usize,
     /// Probes that failed.
@@ -229,6 +237,8 @@ pub fn judge_run(
     }
     let count = |v| records.iter().filter(|p| p.verdict == v).count();
     Judgement {
+        schema_version: SCHEMA_VERSION,
+        run: None,
         passed: count(Verdict::Pass),
         failed: count(Verdict::Fail),
         inconclusive: count(Verdict::Inconclusive),

@@ -33,6 +33,14 @@ impl Family {
         }
     }
 
+    /// The lower-case name, as JSON and metric labels spell it (`ipv4`, `ipv6`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
     /// The DNS record type that holds this family's addresses.
     pub fn record_type(self) -> &'static str {
         match self {

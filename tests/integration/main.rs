@@ -9,6 +9,7 @@ mod edges;
 mod explain;
 mod fault_matrix;
 mod hostile_input;
+mod monitoring;
 mod netns_core;
 mod private_checkout;
 mod robustness;

@@ -252,7 +252,7 @@ fn subcommand_sections(name: &str) -> Vec<Section> {
             },
             Section {
                 title: "OUTPUT FILES",
-                body: vec![text("--output [FORMAT=]FILE writes the run's report in FORMAT (human, json or junit; default: --format's) to FILE, in addition to standard output. FILE is replaced atomically: the report is written to a temporary file in FILE's directory, synced, and renamed over FILE, so a reader sees the previous report or the new one, never a part. The temporary file is created before anything is probed, so a missing or read-only directory is exit status 2 at once. An interrupted run replaces no file.")],
+                body: vec![text("--output [FORMAT=]FILE writes the run's report in FORMAT (human, json, junit or prometheus; default: --format's) to FILE, in addition to standard output. FILE is replaced atomically: the report is written to a temporary file in FILE's directory, synced, and renamed over FILE, so a reader sees the previous report or the new one, never a part. The temporary file is created before anything is probed, so a missing or read-only directory is exit status 2 at once. An interrupted run replaces no file.")],
             },
             exit_status(RUN_EXIT_CODES),
             Section {
