@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::util::fixtures::scenario;
 use crate::util::lab::{Lab, LAB_DNS_V4};
 use crate::util::process::{code, describe, stderr, stdout};
-use crate::util::report::{Probe, Report};
+use crate::util::report::{judge, Probe, Report};
 
 /// What a mail server host has: a listener on port 25 on every address of the host
 /// namespace (both families, loopback and link-local included), greeting like an MTA. It
@@ -160,16 +160,6 @@ fn checked(lab: &Lab, args: &[&str], host_addresses: &[&str]) -> Run {
     run
 }
 
-/// The documented verdict of an observed outcome under an expectation.
-fn judge(expect: &str, observed: &str) -> &'static str {
-    match (expect, observed) {
-        (_, "error" | "no-address") => "inconclusive",
-        ("allow", "connected") | ("deny", "refused" | "unreachable" | "timeout") => "pass",
-        ("allow", "refused" | "unreachable" | "timeout") | ("deny", "connected") => "fail",
-        other => panic!("unknown expect/observed {other:?}"),
-    }
-}
-
 /// Addresses a connection to which never leaves the host, whatever the namespace.
 fn stays_on_host(ip: IpAddr) -> bool {
     match ip {
@@ -184,14 +174,7 @@ fn stays_on_host(ip: IpAddr) -> bool {
 fn check_invariants(run: &Run, host_addresses: &[&str]) -> Vec<String> {
     let mut errors = Vec::new();
     let report = &run.report;
-    let documented_exit = if report.failed > 0 {
-        1
-    } else if report.inconclusive > 0 {
-        3
-    } else {
-        0
-    };
-    if run.exit() != documented_exit {
+    if run.exit() != report.documented_exit() {
         errors.push(format!(
             "exit {} disagrees with failed={} inconclusive={}",
             run.exit(),
