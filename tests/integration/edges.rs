@@ -355,18 +355,11 @@ fn dns_answers_that_stay_on_the_host_are_never_probed() {
     let ns = edge_ns();
     let host = [HOST_V4, HOST_V6];
 
-    let run = checked(
-        &lab,
-        &adhoc(
-            "ec-postfix",
-            "allow",
-            &format!(
-                "--nameserver {ns} --mx sinkhole.test --mx loopback.test --mx self.test \
-                 --host www.blocked.test"
-            ),
-        ),
-        &host,
+    let args = format!(
+        "--nameserver {ns} --mx sinkhole.test --mx loopback.test --mx self.test \
+         --host www.blocked.test"
     );
+    let run = checked(&lab, &adhoc("ec-postfix", "allow", &args), &host);
     assert_eq!(run.exit(), 3, "{}", describe(&run.out));
     assert_eq!(run.report.probes.len(), 8, "{:#?}", run.report.probes);
     for (p, _) in run.probes() {
@@ -435,15 +428,8 @@ fn dns_answers_that_stay_on_the_host_are_never_probed() {
 }
 
 fn run_mixed(lab: &Lab, ns: &str, host: &[&str]) -> Run {
-    let run = checked(
-        lab,
-        &adhoc(
-            "ec-postfix",
-            "allow",
-            &format!("--nameserver {ns} --mx mixed.test"),
-        ),
-        host,
-    );
+    let args = format!("--nameserver {ns} --mx mixed.test");
+    let run = checked(lab, &adhoc("ec-postfix", "allow", &args), host);
     let mut seen: Vec<(String, Option<String>, String)> = run
         .report
         .probes
@@ -491,17 +477,9 @@ fn mapped_aaaa_with_ip6tables_dropping_port_25() {
     let link = Link::of(&lab);
     let host = [HOST_V4, HOST_V6, link.host_link_local.as_str()];
 
-    let run = checked(
-        &lab,
-        &adhoc(
-            "ec-postfix",
-            "allow",
-            &format!(
-                "--nameserver {ns} --mx mapped.test --mx maponly.test --addr ::ffff:203.0.113.12"
-            ),
-        ),
-        &host,
-    );
+    let args =
+        format!("--nameserver {ns} --mx mapped.test --mx maponly.test --addr ::ffff:203.0.113.12");
+    let run = checked(&lab, &adhoc("ec-postfix", "allow", &args), &host);
     assert_eq!(run.exit(), 3, "{}", describe(&run.out));
     for (p, e) in run.probes() {
         match p.family.as_str() {
@@ -567,17 +545,9 @@ fn mapped_aaaa_with_iptables_dropping_port_25() {
     lab.iptables(&words("-A OUTPUT -p tcp --dport 25 -j DROP"));
     let host = [HOST_V4, HOST_V6];
 
-    let run = checked(
-        &lab,
-        &adhoc(
-            "ec-web",
-            "deny",
-            &format!(
-                "--nameserver {ns} --mx maponly.test --mx mapped.test --addr ::ffff:203.0.113.12"
-            ),
-        ),
-        &host,
-    );
+    let args =
+        format!("--nameserver {ns} --mx maponly.test --mx mapped.test --addr ::ffff:203.0.113.12");
+    let run = checked(&lab, &adhoc("ec-web", "deny", &args), &host);
     assert_eq!(run.exit(), 3, "{}", describe(&run.out));
     for p in run.report.of("ec-web", "ipv4") {
         assert_eq!(
@@ -592,15 +562,8 @@ fn mapped_aaaa_with_iptables_dropping_port_25() {
     assert_eq!(run.report.of("ec-web", "ipv4").len(), 3);
 
     // The MTA's user: IPv4 fails (it is dropped), IPv6 is untested; no split either way.
-    let run = checked(
-        &lab,
-        &adhoc(
-            "ec-postfix",
-            "allow",
-            &format!("--nameserver {ns} --mx mapped.test"),
-        ),
-        &host,
-    );
+    let args = format!("--nameserver {ns} --mx mapped.test");
+    let run = checked(&lab, &adhoc("ec-postfix", "allow", &args), &host);
     assert_eq!(run.exit(), 1, "{}", describe(&run.out));
     assert!(run.doc["family_splits"].as_array().unwrap().is_empty());
     run.report
@@ -715,18 +678,11 @@ fn opted_in_local_destinations_never_pass_witness_or_split() {
     let own_by_index = format!("{}%{}", link.host_link_local, link.index);
     let host = [HOST_V4, HOST_V6, link.host_link_local.as_str()];
     for expect in ["allow", "deny"] {
-        let run = checked(
-            &lab,
-            &adhoc(
-                "ec-postfix",
-                expect,
-                &format!(
-                    "--local --addr 127.0.0.1 --addr ::1 --addr {HOST_V4} --addr {HOST_V6} \
-                     --addr {own_link_local} --addr ::ffff:127.0.0.2"
-                ),
-            ),
-            &host,
+        let args = format!(
+            "--local --addr 127.0.0.1 --addr ::1 --addr {HOST_V4} --addr {HOST_V6} \
+             --addr {own_link_local} --addr ::ffff:127.0.0.2"
         );
+        let run = checked(&lab, &adhoc("ec-postfix", expect, &args), &host);
         assert_eq!(run.exit(), 3, "{}", describe(&run.out));
         assert_eq!(run.report.probes.len(), 6);
         for (p, e) in run.probes() {
