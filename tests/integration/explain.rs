@@ -5,7 +5,7 @@
 //! temporary table is gone after every exit path, also after a SIGKILL (the next run reaps it).
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -13,8 +13,8 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::util::fixtures::{fixture, scenario};
-use crate::util::lab::{Lab, LAB_DNS_V4};
-use crate::util::process::{code, describe, stderr, stdout, wait_for, Running};
+use crate::util::lab::{Lab, LAB_DNS_V4, STORY};
+use crate::util::process::{code, describe, stderr, stdout, wait_for, words, Running};
 use crate::util::BIN;
 
 /// The JSON report of a run.
@@ -185,22 +185,12 @@ const WITNESSED: &[(&str, &str)] = &[("ec-postfix", "allow"), ("www-data", "deny
 #[test]
 fn story_names_the_ipv4_rule_and_no_ipv6_rule() {
     let Some(lab) = Lab::up() else { return };
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        "ec-postfix",
-        "-j",
-        "DROP",
-    ]);
-    let story = fixture("lab/story.toml");
+    // The story's firewall as one rule, not STORY_RULES: with no rule accepting ec-postfix,
+    // the chain's policy decides its probes, and this test checks that the policy is named.
+    lab.iptables(&words(
+        "-A OUTPUT -p tcp --dport 25 -m owner ! --uid-owner ec-postfix -j DROP",
+    ));
+    let story = fixture(STORY);
     let doc = run_both(&lab, &story);
     let rule = live_rule(&lab, "ip", "filter", "OUTPUT", &["dport 25", "drop"]);
     for addr in ["203.0.113.10", "203.0.113.11"] {
@@ -536,22 +526,7 @@ fn legacy_iptables_rules_are_not_visible_never_no_rule() {
     let Some(lab) = Lab::up() else { return };
     lab.exec(
         "iptables-legacy",
-        &[
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            "203.0.113.10",
-            "--dport",
-            "25",
-            "-m",
-            "owner",
-            "--uid-owner",
-            "www-data",
-            "-j",
-            "DROP",
-        ],
+        &words("-A OUTPUT -p tcp -d 203.0.113.10 --dport 25 -m owner --uid-owner www-data -j DROP"),
     );
     let file = scenario_for(&["203.0.113.10"], "1s", WITNESSED);
     let doc = run_both(&lab, file.path());
@@ -586,33 +561,17 @@ fn explain_needs_root() {
 /// Starts a run with `--explain` whose probes hang (DROP, 20 s timeout); returns it once
 /// its trace table exists.
 fn start_hanging(lab: &Lab) -> Running {
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-d",
-        "203.0.113.10",
-        "--dport",
-        "25",
-        "-j",
-        "DROP",
-    ]);
+    lab.iptables(&words(
+        "-A OUTPUT -p tcp -d 203.0.113.10 --dport 25 -j DROP",
+    ));
     let file = scenario_for(&["203.0.113.10"], "20s", &[("ec-web", "deny")]);
     // The scenario file must outlive the run: leak its directory for the test's duration.
     let path = file.path().to_owned();
     std::mem::forget(file);
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        &lab.host_ns(),
-        BIN,
-        "run",
-        &path,
-        "--explain",
-    ])
-    .env("NO_COLOR", "1");
+    // Not `Lab::run_command`: its `timeout` would be the process the tests signal, while
+    // `ip netns exec` execs the binary itself.
+    let mut cmd = lab.command(BIN);
+    cmd.args(["run", &path, "--explain"]).env("NO_COLOR", "1");
     let running = Running::spawn(&mut cmd);
     assert!(
         wait_for(Duration::from_secs(20), || !trace_tables(lab).is_empty()),
