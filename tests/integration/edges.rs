@@ -22,8 +22,8 @@ use serde_json::Value;
 
 use crate::util::fixtures::scenario;
 use crate::util::lab::{Lab, LAB_DNS_V4};
-use crate::util::process::{code, describe, stderr, stdout};
-use crate::util::report::{Probe, Report};
+use crate::util::process::{code, describe, stderr, stdout, words};
+use crate::util::report::{judge, Probe, Report};
 
 /// What a mail server host has: a listener on port 25 on every address of the host
 /// namespace (both families, loopback and link-local included), greeting like an MTA. It
@@ -41,6 +41,17 @@ fn accepted(server: &Mta) -> usize {
 /// `testkit/src/test_lab.rs`), for `--nameserver`.
 fn edge_ns() -> String {
     LAB_DNS_V4.to_string()
+}
+
+/// The arguments of an ad hoc check as `user` expecting `expect` (`--as USER --expect EXPECT
+/// --timeout 1s`), followed by the words of `more` (destinations, `--nameserver`, `--local`).
+///
+/// The timeout is 1 s, not the default 3 s, only to keep the probes that a rule drops short:
+/// every outcome these tests assert is the same either way.
+fn adhoc<'a>(user: &'a str, expect: &'a str, more: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["--as", user, "--expect", expect, "--timeout", "1s"];
+    args.extend(words(more));
+    args
 }
 
 /// The lab's own host addresses (the test kit's address plan), which the edge zone answers
@@ -160,16 +171,6 @@ fn checked(lab: &Lab, args: &[&str], host_addresses: &[&str]) -> Run {
     run
 }
 
-/// The documented verdict of an observed outcome under an expectation.
-fn judge(expect: &str, observed: &str) -> &'static str {
-    match (expect, observed) {
-        (_, "error" | "no-address") => "inconclusive",
-        ("allow", "connected") | ("deny", "refused" | "unreachable" | "timeout") => "pass",
-        ("allow", "refused" | "unreachable" | "timeout") | ("deny", "connected") => "fail",
-        other => panic!("unknown expect/observed {other:?}"),
-    }
-}
-
 /// Addresses a connection to which never leaves the host, whatever the namespace.
 fn stays_on_host(ip: IpAddr) -> bool {
     match ip {
@@ -184,14 +185,7 @@ fn stays_on_host(ip: IpAddr) -> bool {
 fn check_invariants(run: &Run, host_addresses: &[&str]) -> Vec<String> {
     let mut errors = Vec::new();
     let report = &run.report;
-    let documented_exit = if report.failed > 0 {
-        1
-    } else if report.inconclusive > 0 {
-        3
-    } else {
-        0
-    };
-    if run.exit() != documented_exit {
+    if run.exit() != report.documented_exit() {
         errors.push(format!(
             "exit {} disagrees with failed={} inconclusive={}",
             run.exit(),
@@ -361,28 +355,11 @@ fn dns_answers_that_stay_on_the_host_are_never_probed() {
     let ns = edge_ns();
     let host = [HOST_V4, HOST_V6];
 
-    let run = checked(
-        &lab,
-        &[
-            "--as",
-            "ec-postfix",
-            "--expect",
-            "allow",
-            "--timeout",
-            "1s",
-            "--nameserver",
-            &ns,
-            "--mx",
-            "sinkhole.test",
-            "--mx",
-            "loopback.test",
-            "--mx",
-            "self.test",
-            "--host",
-            "www.blocked.test",
-        ],
-        &host,
+    let args = format!(
+        "--nameserver {ns} --mx sinkhole.test --mx loopback.test --mx self.test \
+         --host www.blocked.test"
     );
+    let run = checked(&lab, &adhoc("ec-postfix", "allow", &args), &host);
     assert_eq!(run.exit(), 3, "{}", describe(&run.out));
     assert_eq!(run.report.probes.len(), 8, "{:#?}", run.report.probes);
     for (p, _) in run.probes() {
@@ -451,22 +428,8 @@ fn dns_answers_that_stay_on_the_host_are_never_probed() {
 }
 
 fn run_mixed(lab: &Lab, ns: &str, host: &[&str]) -> Run {
-    let run = checked(
-        lab,
-        &[
-            "--as",
-            "ec-postfix",
-            "--expect",
-            "allow",
-            "--timeout",
-            "1s",
-            "--nameserver",
-            ns,
-            "--mx",
-            "mixed.test",
-        ],
-        host,
-    );
+    let args = format!("--nameserver {ns} --mx mixed.test");
+    let run = checked(lab, &adhoc("ec-postfix", "allow", &args), host);
     let mut seen: Vec<(String, Option<String>, String)> = run
         .report
         .probes
@@ -510,30 +473,13 @@ fn run_mixed(lab: &Lab, ns: &str, host: &[&str]) -> Run {
 fn mapped_aaaa_with_ip6tables_dropping_port_25() {
     let Some(lab) = Lab::up() else { return };
     let ns = edge_ns();
-    lab.ip6tables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"]);
+    lab.ip6tables(&words("-A OUTPUT -p tcp --dport 25 -j DROP"));
     let link = Link::of(&lab);
     let host = [HOST_V4, HOST_V6, link.host_link_local.as_str()];
 
-    let run = checked(
-        &lab,
-        &[
-            "--as",
-            "ec-postfix",
-            "--expect",
-            "allow",
-            "--timeout",
-            "1s",
-            "--nameserver",
-            &ns,
-            "--mx",
-            "mapped.test",
-            "--mx",
-            "maponly.test",
-            "--addr",
-            "::ffff:203.0.113.12",
-        ],
-        &host,
-    );
+    let args =
+        format!("--nameserver {ns} --mx mapped.test --mx maponly.test --addr ::ffff:203.0.113.12");
+    let run = checked(&lab, &adhoc("ec-postfix", "allow", &args), &host);
     assert_eq!(run.exit(), 3, "{}", describe(&run.out));
     for (p, e) in run.probes() {
         match p.family.as_str() {
@@ -577,16 +523,7 @@ fn mapped_aaaa_with_ip6tables_dropping_port_25() {
     let peer = format!("{}%{}", link.peer_link_local, link.interface);
     let run = checked(
         &lab,
-        &[
-            "--as",
-            "ec-web",
-            "--expect",
-            "deny",
-            "--timeout",
-            "1s",
-            "--addr",
-            &peer,
-        ],
+        &adhoc("ec-web", "deny", &format!("--addr {peer}")),
         &host,
     );
     let (p, e) = run.probes().next().unwrap();
@@ -605,29 +542,12 @@ fn mapped_aaaa_with_ip6tables_dropping_port_25() {
 fn mapped_aaaa_with_iptables_dropping_port_25() {
     let Some(lab) = Lab::up() else { return };
     let ns = edge_ns();
-    lab.iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"]);
+    lab.iptables(&words("-A OUTPUT -p tcp --dport 25 -j DROP"));
     let host = [HOST_V4, HOST_V6];
 
-    let run = checked(
-        &lab,
-        &[
-            "--as",
-            "ec-web",
-            "--expect",
-            "deny",
-            "--timeout",
-            "1s",
-            "--nameserver",
-            &ns,
-            "--mx",
-            "maponly.test",
-            "--mx",
-            "mapped.test",
-            "--addr",
-            "::ffff:203.0.113.12",
-        ],
-        &host,
-    );
+    let args =
+        format!("--nameserver {ns} --mx maponly.test --mx mapped.test --addr ::ffff:203.0.113.12");
+    let run = checked(&lab, &adhoc("ec-web", "deny", &args), &host);
     assert_eq!(run.exit(), 3, "{}", describe(&run.out));
     for p in run.report.of("ec-web", "ipv4") {
         assert_eq!(
@@ -642,22 +562,8 @@ fn mapped_aaaa_with_iptables_dropping_port_25() {
     assert_eq!(run.report.of("ec-web", "ipv4").len(), 3);
 
     // The MTA's user: IPv4 fails (it is dropped), IPv6 is untested; no split either way.
-    let run = checked(
-        &lab,
-        &[
-            "--as",
-            "ec-postfix",
-            "--expect",
-            "allow",
-            "--timeout",
-            "1s",
-            "--nameserver",
-            &ns,
-            "--mx",
-            "mapped.test",
-        ],
-        &host,
-    );
+    let args = format!("--nameserver {ns} --mx mapped.test");
+    let run = checked(&lab, &adhoc("ec-postfix", "allow", &args), &host);
     assert_eq!(run.exit(), 1, "{}", describe(&run.out));
     assert!(run.doc["family_splits"].as_array().unwrap().is_empty());
     run.report
@@ -675,7 +581,6 @@ fn literal_destinations_that_are_not_egress_are_usage_errors() {
     let server = mail_server_on_every_host_address(&lab);
     let link = Link::of(&lab);
     let own_link_local = format!("{}%{}", link.host_link_local, link.interface);
-    let base = ["--as", "ec-postfix", "--expect", "allow", "--timeout", "1s"];
     for (addr, words) in [
         (
             "0.0.0.0",
@@ -703,15 +608,16 @@ fn literal_destinations_that_are_not_egress_are_usage_errors() {
         ),
         ("192.0.2.1%lo", &["only an IPv6 link-local address"][..]),
     ] {
-        let mut args = base.to_vec();
-        args.extend(["--addr", addr]);
-        assert_usage_error(&run_raw(&lab, &args), words);
+        let args = format!("--addr {addr}");
+        assert_usage_error(&run_raw(&lab, &adhoc("ec-postfix", "allow", &args)), words);
     }
     // Unspecified, multicast and broadcast stay errors with the opt-in.
     for addr in ["0.0.0.0", "::", "224.0.0.1", "198.51.100.255"] {
-        let mut args = base.to_vec();
-        args.extend(["--local", "--addr", addr]);
-        assert_usage_error(&run_raw(&lab, &args), &["not a destination"]);
+        let args = format!("--local --addr {addr}");
+        assert_usage_error(
+            &run_raw(&lab, &adhoc("ec-postfix", "allow", &args)),
+            &["not a destination"],
+        );
     }
     assert_usage_error(
         &run_raw(
@@ -772,31 +678,11 @@ fn opted_in_local_destinations_never_pass_witness_or_split() {
     let own_by_index = format!("{}%{}", link.host_link_local, link.index);
     let host = [HOST_V4, HOST_V6, link.host_link_local.as_str()];
     for expect in ["allow", "deny"] {
-        let run = checked(
-            &lab,
-            &[
-                "--as",
-                "ec-postfix",
-                "--expect",
-                expect,
-                "--timeout",
-                "1s",
-                "--local",
-                "--addr",
-                "127.0.0.1",
-                "--addr",
-                "::1",
-                "--addr",
-                HOST_V4,
-                "--addr",
-                HOST_V6,
-                "--addr",
-                &own_link_local,
-                "--addr",
-                "::ffff:127.0.0.2",
-            ],
-            &host,
+        let args = format!(
+            "--local --addr 127.0.0.1 --addr ::1 --addr {HOST_V4} --addr {HOST_V6} \
+             --addr {own_link_local} --addr ::ffff:127.0.0.2"
         );
+        let run = checked(&lab, &adhoc("ec-postfix", expect, &args), &host);
         assert_eq!(run.exit(), 3, "{}", describe(&run.out));
         assert_eq!(run.report.probes.len(), 6);
         for (p, e) in run.probes() {
@@ -806,17 +692,11 @@ fn opted_in_local_destinations_never_pass_witness_or_split() {
                 ("connected", "inconclusive")
             );
         }
-        let human = lab.run(&[
-            "--as",
+        let human = lab.run(&adhoc(
             "ec-postfix",
-            "--expect",
             expect,
-            "--timeout",
-            "1s",
-            "--local",
-            "--addr",
-            &own_by_index,
-        ]);
+            &format!("--local --addr {own_by_index}"),
+        ));
         assert_eq!(code(&human), 3, "{}", describe(&human));
         let text = stdout(&human);
         assert!(
@@ -835,38 +715,14 @@ fn opted_in_local_destinations_never_pass_witness_or_split() {
     );
 
     // Loopback blocked over IPv4 only: not a split, because loopback is not the egress path.
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-d",
-        "127.0.0.1",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    lab.iptables(&words(
+        "-A OUTPUT -d 127.0.0.1 -p tcp --dport 25 -j REJECT --reject-with tcp-reset",
+    ));
     // ... while the real egress path is dropped for ec-web, so its deny of the sink passes;
     // a local connection to the host must not witness it.
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-m",
-        "owner",
-        "--uid-owner",
-        "ec-web",
-        "-d",
-        "203.0.113.0/24",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-j",
-        "DROP",
-    ]);
+    lab.iptables(&words(
+        "-A OUTPUT -m owner --uid-owner ec-web -d 203.0.113.0/24 -p tcp --dport 25 -j DROP",
+    ));
     let file = scenario(
         "timeout = \"1s\"\n\n\
          [[target]]\nname = \"lo\"\naddress = [\"127.0.0.1\", \"::1\"]\nlocal = true\n\n\
@@ -960,16 +816,7 @@ fn scoped_link_local_and_mapped_literals_are_probed_as_they_go_out() {
     );
     let run = checked(
         &lab,
-        &[
-            "--as",
-            "ec-postfix",
-            "--expect",
-            "allow",
-            "--timeout",
-            "1s",
-            "--addr",
-            &by_index,
-        ],
+        &adhoc("ec-postfix", "allow", &format!("--addr {by_index}")),
         &host,
     );
     run.report
@@ -977,22 +824,9 @@ fn scoped_link_local_and_mapped_literals_are_probed_as_they_go_out() {
 
     // ip6tables sees link-local traffic: blocked for ec-web, its deny passes, witnessed
     // by ec-postfix's connection over the same interface.
-    lab.ip6tables(&[
-        "-A",
-        "OUTPUT",
-        "-m",
-        "owner",
-        "--uid-owner",
-        "ec-web",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    lab.ip6tables(&words(
+        "-A OUTPUT -m owner --uid-owner ec-web -p tcp --dport 25 -j REJECT --reject-with tcp-reset",
+    ));
     let file = scenario(&format!(
         "timeout = \"1s\"\n\n[[target]]\nname = \"peer\"\naddress = [\"{by_name}\"]\n\n\
          [[check]]\nas = [\"ec-postfix\"]\nexpect = \"allow\"\n\n\

@@ -5,7 +5,7 @@
 //! temporary table is gone after every exit path, also after a SIGKILL (the next run reaps it).
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -13,8 +13,8 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::util::fixtures::{fixture, scenario};
-use crate::util::lab::{Lab, LAB_DNS_V4};
-use crate::util::process::{code, describe, stderr, stdout, wait_for, Running};
+use crate::util::lab::{Lab, LAB_DNS_V4, STORY};
+use crate::util::process::{code, describe, stderr, stdout, wait_for, words, Running};
 use crate::util::BIN;
 
 /// The JSON report of a run.
@@ -185,22 +185,12 @@ const WITNESSED: &[(&str, &str)] = &[("ec-postfix", "allow"), ("www-data", "deny
 #[test]
 fn story_names_the_ipv4_rule_and_no_ipv6_rule() {
     let Some(lab) = Lab::up() else { return };
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "25",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        "ec-postfix",
-        "-j",
-        "DROP",
-    ]);
-    let story = fixture("lab/story.toml");
+    // The story's firewall as one rule, not STORY_RULES: with no rule accepting ec-postfix,
+    // the chain's policy decides its probes, and this test checks that the policy is named.
+    lab.iptables(&words(
+        "-A OUTPUT -p tcp --dport 25 -m owner ! --uid-owner ec-postfix -j DROP",
+    ));
+    let story = fixture(STORY);
     let doc = run_both(&lab, &story);
     let rule = live_rule(&lab, "ip", "filter", "OUTPUT", &["dport 25", "drop"]);
     for addr in ["203.0.113.10", "203.0.113.11"] {
@@ -262,6 +252,7 @@ type Decided = (
 struct Row {
     name: &'static str,
     addrs: (&'static str, &'static str),
+    /// Setup lines as [`Lab::setup`] reads them.
     setup: &'static [&'static str],
     timeout: &'static str,
     checks: &'static [(&'static str, &'static str)],
@@ -272,128 +263,106 @@ struct Row {
     path: &'static [&'static str],
 }
 
+/// What a row has unless it says otherwise: a 1 s timeout, ec-postfix allowed and www-data
+/// denied ([`WITNESSED`]), and a deciding rule in the chain the hook runs (no jump).
+const ROW: Row = Row {
+    name: "",
+    addrs: ("", ""),
+    setup: &[],
+    timeout: "1s",
+    checks: WITNESSED,
+    decided: &[],
+    path: &[],
+};
+
 const ROWS: &[Row] = &[
     Row {
         name: "iptables-nft and ip6tables-nft DROP",
         addrs: ("203.0.113.60", "2001:db8:200::60"),
-        setup: &["46 -A OUTPUT -p tcp -d {a} --dport 25 -m owner ! --uid-owner ec-postfix -j DROP"],
-        timeout: "1s",
-        checks: WITNESSED,
+        setup: &["host46: -A OUTPUT -p tcp -d {a} --dport 25 -m owner ! --uid-owner ec-postfix -j DROP"],
         decided: &[("www-data", ["ip", "ip6"], "filter", "OUTPUT", &["{a}", "drop"], "drop")],
-        path: &[],
+        ..ROW
     },
     Row {
         name: "REJECT tcp-reset",
         addrs: ("203.0.113.61", "2001:db8:200::61"),
-        setup: &["46 -A OUTPUT -p tcp -d {a} --dport 25 -m owner ! --uid-owner ec-postfix -j REJECT --reject-with tcp-reset"],
-        timeout: "1s",
-        checks: WITNESSED,
+        setup: &["host46: -A OUTPUT -p tcp -d {a} --dport 25 -m owner ! --uid-owner ec-postfix -j REJECT --reject-with tcp-reset"],
         decided: &[("www-data", ["ip", "ip6"], "filter", "OUTPUT", &["{a}", "reject with tcp reset"], "drop")],
-        path: &[],
+        ..ROW
     },
     Row {
         name: "REJECT icmp admin prohibited",
         addrs: ("203.0.113.62", "2001:db8:200::62"),
         setup: &[
-            "4 -A OUTPUT -p tcp -d {a} --dport 25 -m owner ! --uid-owner ec-postfix -j REJECT --reject-with icmp-admin-prohibited",
-            "6 -A OUTPUT -p tcp -d {a} --dport 25 -m owner ! --uid-owner ec-postfix -j REJECT --reject-with icmp6-adm-prohibited",
+            "host: iptables -A OUTPUT -p tcp -d {v4} --dport 25 -m owner ! --uid-owner ec-postfix -j REJECT --reject-with icmp-admin-prohibited",
+            "host: ip6tables -A OUTPUT -p tcp -d {v6} --dport 25 -m owner ! --uid-owner ec-postfix -j REJECT --reject-with icmp6-adm-prohibited",
         ],
         timeout: "3s",
-        checks: WITNESSED,
         decided: &[("www-data", ["ip", "ip6"], "filter", "OUTPUT", &["{a}", "reject with icmp"], "drop")],
-        path: &[],
+        ..ROW
     },
     Row {
         name: "nft inet table",
         addrs: ("203.0.113.63", "2001:db8:200::63"),
         setup: &[
-            "nft add table inet ex63",
-            "nft add chain inet ex63 out { type filter hook output priority 0 ; policy accept ; }",
-            "nft add rule inet ex63 out ip daddr {v4} tcp dport 25 meta skuid www-data drop",
-            "nft add rule inet ex63 out ip6 daddr {v6} tcp dport 25 meta skuid www-data drop",
+            "host: nft add table inet ex63",
+            "host: nft add chain inet ex63 out { type filter hook output priority 0 ; policy accept ; }",
+            "host: nft add rule inet ex63 out ip daddr {v4} tcp dport 25 meta skuid www-data drop",
+            "host: nft add rule inet ex63 out ip6 daddr {v6} tcp dport 25 meta skuid www-data drop",
         ],
-        timeout: "1s",
-        checks: WITNESSED,
         decided: &[("www-data", ["inet", "inet"], "ex63", "out", &["{a}", "drop"], "drop")],
-        path: &[],
+        ..ROW
     },
     Row {
         name: "jump into a user chain",
         addrs: ("203.0.113.65", "2001:db8:200::65"),
         setup: &[
-            "46 -N EC65",
-            "46 -A OUTPUT -p tcp -d {a} --dport 25 -j EC65",
-            "46 -A EC65 -m owner ! --uid-owner ec-postfix -j DROP",
+            "host46: -N EC65",
+            "host46: -A OUTPUT -p tcp -d {a} --dport 25 -j EC65",
+            "host46: -A EC65 -m owner ! --uid-owner ec-postfix -j DROP",
         ],
-        timeout: "1s",
-        checks: WITNESSED,
         decided: &[("www-data", ["ip", "ip6"], "filter", "EC65", &["drop"], "drop")],
         path: &["jump EC65"],
+        ..ROW
     },
     Row {
         name: "owner rule on a supplementary group",
         addrs: ("203.0.113.66", "2001:db8:200::66"),
         setup: &[
-            "46 -A OUTPUT -p tcp -d {a} --dport 25 -m owner --gid-owner ec-mailers --suppl-groups -j ACCEPT",
-            "46 -A OUTPUT -p tcp -d {a} --dport 25 -j DROP",
+            "host46: -A OUTPUT -p tcp -d {a} --dport 25 -m owner --gid-owner ec-mailers --suppl-groups -j ACCEPT",
+            "host46: -A OUTPUT -p tcp -d {a} --dport 25 -j DROP",
         ],
-        timeout: "1s",
         checks: &[("ec-suppl", "allow"), ("ec-web", "deny")],
         decided: &[
             ("ec-suppl", ["ip", "ip6"], "filter", "OUTPUT", &["{a}", "accept"], "accept"),
             ("ec-web", ["ip", "ip6"], "filter", "OUTPUT", &["{a}", "drop"], "drop"),
         ],
-        path: &[],
+        ..ROW
     },
 ];
 
 /// A chain policy DROP: the policy decides, and the rule that let ec-postfix through is named.
 const POLICY_DROP: &[&str] = &[
-    "nft add table inet ex64",
-    "nft add chain inet ex64 out { type filter hook output priority 0 ; policy drop ; }",
-    "nft add rule inet ex64 out ip daddr != 203.0.113.64 accept",
-    "nft add rule inet ex64 out ip6 daddr != 2001:db8:200::64 accept",
-    "nft add rule inet ex64 out meta skuid ec-postfix accept",
+    "host: nft add table inet ex64",
+    "host: nft add chain inet ex64 out { type filter hook output priority 0 ; policy drop ; }",
+    "host: nft add rule inet ex64 out ip daddr != {v4} accept",
+    "host: nft add rule inet ex64 out ip6 daddr != {v6} accept",
+    "host: nft add rule inet ex64 out meta skuid ec-postfix accept",
 ];
 
-fn setup_row(lab: &Lab, row: &Row) {
-    lab.add_sink(row.addrs.0);
-    lab.add_sink(row.addrs.1);
-    for line in row.setup {
-        let fill = |a: &str| -> Vec<String> {
-            line.replace("{v4}", row.addrs.0)
-                .replace("{v6}", row.addrs.1)
-                .replace("{a}", a)
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
-        };
-        let (tools, words): (&[(&str, &str)], Vec<String>) = match line.split_once(' ') {
-            Some(("46", _)) => (
-                &[("iptables", row.addrs.0), ("ip6tables", row.addrs.1)],
-                Vec::new(),
-            ),
-            Some(("4", _)) => (&[("iptables", row.addrs.0)], Vec::new()),
-            Some(("6", _)) => (&[("ip6tables", row.addrs.1)], Vec::new()),
-            _ => (&[], fill("")),
-        };
-        if tools.is_empty() {
-            let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-            lab.exec(&words[0], &args);
-        }
-        for (tool, a) in tools {
-            let words = fill(a);
-            let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-            lab.exec(tool, &args);
-        }
-    }
+/// Makes `addrs` (IPv4, IPv6) sinks of the simulated internet and runs the `setup` lines of
+/// the row `name` for them.
+fn set_up(lab: &Lab, name: &str, addrs: (&str, &str), setup: &[&str]) {
+    lab.add_sink(addrs.0);
+    lab.add_sink(addrs.1);
+    lab.setup(name, addrs, setup);
 }
 
 #[test]
 fn the_deciding_rule_is_the_one_set_up_by_handle_and_text() {
     let Some(lab) = Lab::up() else { return };
     for row in ROWS {
-        setup_row(&lab, row);
+        set_up(&lab, row.name, row.addrs, row.setup);
     }
     let mut failures = Vec::new();
     for row in ROWS {
@@ -444,12 +413,7 @@ fn the_deciding_rule_is_the_one_set_up_by_handle_and_text() {
 fn a_chain_policy_drop_is_named_as_the_policy() {
     let Some(lab) = Lab::up() else { return };
     let (v4, v6) = ("203.0.113.64", "2001:db8:200::64");
-    lab.add_sink(v4);
-    lab.add_sink(v6);
-    for line in POLICY_DROP {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        lab.exec(words[0], &words[1..]);
-    }
+    set_up(&lab, "policy drop", (v4, v6), POLICY_DROP);
     let file = scenario_for(&[v4, v6], "1s", WITNESSED);
     let doc = run_both(&lab, file.path());
     for addr in [v4, v6] {
@@ -484,21 +448,13 @@ fn a_chain_policy_drop_is_named_as_the_policy() {
 fn a_block_beyond_the_host_is_called_out() {
     let Some(lab) = Lab::up() else { return };
     let (v4, v6) = ("203.0.113.67", "2001:db8:200::67");
-    lab.add_sink(v4);
-    lab.add_sink(v6);
     // The host accepts everything; the simulated internet drops port 25 to these addresses
     // (an upstream firewall, a provider's port-25 block).
-    lab.exec_net(
-        "iptables",
-        &[
-            "-A", "INPUT", "-p", "tcp", "-d", v4, "--dport", "25", "-j", "DROP",
-        ],
-    );
-    lab.exec_net(
-        "ip6tables",
-        &[
-            "-A", "INPUT", "-p", "tcp", "-d", v6, "--dport", "25", "-j", "DROP",
-        ],
+    set_up(
+        &lab,
+        "block beyond the host",
+        (v4, v6),
+        &["net46: -A INPUT -p tcp -d {a} --dport 25 -j DROP"],
     );
     let file = scenario_for(&[v4, v6], "1s", &[("www-data", "deny")]);
     let doc = run_both(&lab, file.path());
@@ -536,22 +492,7 @@ fn legacy_iptables_rules_are_not_visible_never_no_rule() {
     let Some(lab) = Lab::up() else { return };
     lab.exec(
         "iptables-legacy",
-        &[
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-d",
-            "203.0.113.10",
-            "--dport",
-            "25",
-            "-m",
-            "owner",
-            "--uid-owner",
-            "www-data",
-            "-j",
-            "DROP",
-        ],
+        &words("-A OUTPUT -p tcp -d 203.0.113.10 --dport 25 -m owner --uid-owner www-data -j DROP"),
     );
     let file = scenario_for(&["203.0.113.10"], "1s", WITNESSED);
     let doc = run_both(&lab, file.path());
@@ -586,33 +527,17 @@ fn explain_needs_root() {
 /// Starts a run with `--explain` whose probes hang (DROP, 20 s timeout); returns it once
 /// its trace table exists.
 fn start_hanging(lab: &Lab) -> Running {
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-d",
-        "203.0.113.10",
-        "--dport",
-        "25",
-        "-j",
-        "DROP",
-    ]);
+    lab.iptables(&words(
+        "-A OUTPUT -p tcp -d 203.0.113.10 --dport 25 -j DROP",
+    ));
     let file = scenario_for(&["203.0.113.10"], "20s", &[("ec-web", "deny")]);
     // The scenario file must outlive the run: leak its directory for the test's duration.
     let path = file.path().to_owned();
     std::mem::forget(file);
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        &lab.host_ns(),
-        BIN,
-        "run",
-        &path,
-        "--explain",
-    ])
-    .env("NO_COLOR", "1");
+    // Not `Lab::run_command`: its `timeout` would be the process the tests signal, while
+    // `ip netns exec` execs the binary itself.
+    let mut cmd = lab.command(BIN);
+    cmd.args(["run", &path, "--explain"]).env("NO_COLOR", "1");
     let running = Running::spawn(&mut cmd);
     assert!(
         wait_for(Duration::from_secs(20), || !trace_tables(lab).is_empty()),

@@ -170,12 +170,9 @@ struct Case {
     /// The row's addresses: `{v4}`/`{v6}` in `setup`, `{a}` in the `*46:` lines, and the
     /// probed addresses of a [`Target::Sink`] row (added to the simulated internet then).
     addrs: (&'static str, &'static str),
-    /// Setup, one command a line, words split on whitespace, run in order before the table's
-    /// rows run: `host: CMD..` / `net: CMD..` run in the host under test / the simulated
-    /// internet; `host46: ARGS` runs `iptables ARGS` with `{a}` = v4 and `ip6tables ARGS`
-    /// with `{a}` = v6 in the host (`net46:` likewise in the simulated internet);
-    /// `lab: delay QUEUE MILLIS` and `lab: reset-listener PORT` run [`Lab::delay`] and
-    /// [`Lab::reset_listener`].
+    /// Setup, run in order before the table's rows run: one command a line, as
+    /// [`Lab::setup`] reads it (e.g. `host46: ARGS`, `iptables ARGS` with `{a}` = v4 and
+    /// `ip6tables ARGS` with `{a}` = v6).
     setup: &'static [&'static str],
     target: Target,
     families: Fam,
@@ -931,61 +928,7 @@ fn prepare(lab: &Lab, case: &Case) {
             lab.add_sink(sink_addr(case, family));
         }
     }
-    let fill = |text: &str, a: &str| -> Vec<String> {
-        text.replace("{v4}", case.addrs.0)
-            .replace("{v6}", case.addrs.1)
-            .replace("{a}", a)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    };
-    for line in case.setup {
-        let (kind, rest) = line
-            .split_once(':')
-            .unwrap_or_else(|| panic!("{}: bad setup line {line:?}", case.name));
-        let run = |words: Vec<String>, net: bool| {
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            let (program, args) = words
-                .split_first()
-                .unwrap_or_else(|| panic!("{}: empty setup line {line:?}", case.name));
-            if net {
-                lab.exec_net(program, args);
-            } else {
-                lab.exec(program, args);
-            }
-        };
-        match kind {
-            "host" | "net" => run(fill(rest, ""), kind == "net"),
-            "host46" | "net46" => {
-                for (tool, a) in [("iptables", case.addrs.0), ("ip6tables", case.addrs.1)] {
-                    let mut words = vec![tool.to_string()];
-                    words.extend(fill(rest, a));
-                    run(words, kind == "net46");
-                }
-            }
-            "lab" => {
-                let words = fill(rest, "");
-                let args: Vec<&str> = words.iter().map(String::as_str).collect();
-                // Through the lab's typed helpers, not a helper's name: they are what the
-                // lab promises to keep, whatever builds it.
-                let number = |word: &str| -> u64 {
-                    word.parse()
-                        .unwrap_or_else(|_| panic!("{}: {word:?} in {line:?}", case.name))
-                };
-                match args.as_slice() {
-                    ["delay", queue, millis] => {
-                        let queue = u16::try_from(number(queue)).expect("queue number");
-                        lab.delay(queue, number(millis));
-                    }
-                    ["reset-listener", port] => {
-                        lab.reset_listener(u16::try_from(number(port)).expect("port"));
-                    }
-                    _ => panic!("{}: unknown lab helper in {line:?}", case.name),
-                }
-            }
-            other => panic!("{}: unknown setup kind {other:?}", case.name),
-        }
-    }
+    lab.setup(case.name, case.addrs, case.setup);
 }
 
 /// The scenario file of a row.

@@ -5,8 +5,9 @@
 //! down when the [`Lab`] is dropped, also when the test panics.
 //!
 //! What several tests run in it is here too: the story on the lab's names ([`STORY`]) with
-//! its firewall ([`STORY_RULES`]), and the ad hoc check of the lab's first sink
-//! ([`port25_as`]).
+//! its firewall ([`STORY_RULES`]), the ad hoc check of the lab's first sink
+//! ([`port25_as`]), and the setup lines of the tables of faults and deciding rules
+//! ([`Lab::setup`]).
 //!
 //! These tests need root and the lab's tools. Missing prerequisites make the test **fail**
 //! with a message naming what is missing; the only opt-out is `EGRESS_CHECK_SKIP_NETNS=1`,
@@ -244,9 +245,9 @@ pub fn ensure_lab_users() -> bool {
     true
 }
 
-/// Fault injection in a lab: the simulated internet's namespace, extra sink addresses, and
-/// the test kit's helpers that delay packets or reset connections (used by the
-/// `fault_matrix` tests).
+/// Fault injection in a lab: the simulated internet's namespace, extra sink addresses, the
+/// test kit's helpers that delay packets or reset connections, and the setup lines that use
+/// them (the `fault_matrix` and `explain` tests' tables).
 impl Lab {
     /// Name of the simulated internet's namespace.
     pub fn net_ns(&self) -> String {
@@ -314,5 +315,73 @@ impl Lab {
         self.inner
             .reset_listener(port)
             .unwrap_or_else(|e| panic!("reset listener on port {port}: {e}"));
+    }
+
+    /// Runs the setup `lines` of the table row `row` (named in panics), in order, for the
+    /// row's addresses `addrs` (IPv4, IPv6): the setup language of the fault matrix's and
+    /// the `--explain` tests' tables.
+    ///
+    /// One command a line, `KIND: WORDS`, words split on whitespace, `{v4}`/`{v6}` replaced
+    /// by the row's addresses: `host: CMD..` / `net: CMD..` run in the host under test / the
+    /// simulated internet; `host46: ARGS` runs `iptables ARGS` with `{a}` = v4 and
+    /// `ip6tables ARGS` with `{a}` = v6 in the host (`net46:` likewise in the simulated
+    /// internet); `lab: delay QUEUE MILLIS` and `lab: reset-listener PORT` run
+    /// [`Lab::delay`] and [`Lab::reset_listener`].
+    pub fn setup(&self, row: &str, addrs: (&str, &str), lines: &[&str]) {
+        let fill = |text: &str, a: &str| -> Vec<String> {
+            text.replace("{v4}", addrs.0)
+                .replace("{v6}", addrs.1)
+                .replace("{a}", a)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        for line in lines {
+            let (kind, rest) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{row}: bad setup line {line:?}"));
+            let run = |words: Vec<String>, net: bool| {
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                let (program, args) = words
+                    .split_first()
+                    .unwrap_or_else(|| panic!("{row}: empty setup line {line:?}"));
+                if net {
+                    self.exec_net(program, args);
+                } else {
+                    self.exec(program, args);
+                }
+            };
+            match kind {
+                "host" | "net" => run(fill(rest, ""), kind == "net"),
+                "host46" | "net46" => {
+                    for (tool, a) in [("iptables", addrs.0), ("ip6tables", addrs.1)] {
+                        let mut words = vec![tool.to_string()];
+                        words.extend(fill(rest, a));
+                        run(words, kind == "net46");
+                    }
+                }
+                "lab" => {
+                    let words = fill(rest, "");
+                    let args: Vec<&str> = words.iter().map(String::as_str).collect();
+                    // Through the lab's typed helpers, not a helper's name: they are what the
+                    // lab promises to keep, whatever builds it.
+                    let number = |word: &str| -> u64 {
+                        word.parse()
+                            .unwrap_or_else(|_| panic!("{row}: {word:?} in {line:?}"))
+                    };
+                    match args.as_slice() {
+                        ["delay", queue, millis] => {
+                            let queue = u16::try_from(number(queue)).expect("queue number");
+                            self.delay(queue, number(millis));
+                        }
+                        ["reset-listener", port] => {
+                            self.reset_listener(u16::try_from(number(port)).expect("port"));
+                        }
+                        _ => panic!("{row}: unknown lab helper in {line:?}"),
+                    }
+                }
+                other => panic!("{row}: unknown setup kind {other:?}"),
+            }
+        }
     }
 }
