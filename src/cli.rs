@@ -36,11 +36,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one or more scenario files.
+    #[command(after_help = exit_codes::HELP)]
     Run(RunArgs),
     /// Print what would be probed for mail domains (MX, A, AAAA); connects nowhere, needs no root.
+    #[command(after_help = exit_codes::RESOLVE_HELP)]
     Resolve(ResolveArgs),
     /// Prove a firewall ruleset before it ships: load it into a throwaway network namespace
     /// joined to a simulated internet that answers the scenario's names, and run the scenario.
+    #[command(after_help = exit_codes::HELP)]
     Sandbox(SandboxArgs),
     /// Internal: the per-user probe worker (see [`crate::worker`]).
     #[command(name = crate::worker::WORKER_SUBCOMMAND, hide = true)]
@@ -259,6 +262,22 @@ mod tests {
 
         let cli = parse(&["resolve", "gmail.com", "outlook.com"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Resolve(_))));
+    }
+
+    #[test]
+    fn every_help_lists_its_exit_codes() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let help = |cmd: &mut clap::Command| cmd.render_long_help().to_string();
+        assert!(help(&mut cli).contains(exit_codes::HELP));
+        for name in ["run", "sandbox"] {
+            let text = help(cli.find_subcommand_mut(name).unwrap());
+            assert!(text.contains("130/143"), "{name}: {text}");
+            assert!(text.contains("3 none failed"), "{name}: {text}");
+        }
+        let text = help(cli.find_subcommand_mut("resolve").unwrap());
+        assert!(text.contains(exit_codes::RESOLVE_HELP), "{text}");
     }
 
     #[test]

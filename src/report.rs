@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use crate::probe::Observed;
 use crate::verdict::{FamilySplit, Judgement, ProbeRecord, Verdict};
-use crate::vocab::Expectation;
+use crate::vocab::{counted, Expectation};
 
 mod resolution;
 
@@ -36,17 +36,25 @@ fn host(p: &ProbeRecord) -> String {
 /// The one-line summary.
 pub fn summary(report: &Judgement) -> String {
     let mut line = format!(
-        "{} failed, {} inconclusive, {} passed ({} probes)",
+        "{} failed, {} inconclusive, {} passed ({})",
         report.failed,
         report.inconclusive,
         report.passed,
-        report.probes.len()
+        counted(report.probes.len(), "probe", "probes")
     );
     if report.unwitnessed_denies > 0 {
-        let _ = write!(line, "; {} denies not witnessed", report.unwitnessed_denies);
+        let _ = write!(
+            line,
+            "; {} not witnessed",
+            counted(report.unwitnessed_denies, "deny", "denies")
+        );
     }
     if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0) {
-        let _ = write!(line, "; {count} denies not enforced by this host");
+        let _ = write!(
+            line,
+            "; {} not enforced by this host",
+            counted(count, "deny", "denies")
+        );
     }
     line
 }
@@ -214,12 +222,15 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
     }
 
     if report.unwitnessed_denies > 0 {
+        let (what, them) = match report.unwitnessed_denies {
+            1 => ("1 passing deny was".to_string(), "it"),
+            n => (format!("{n} passing denies were"), "them"),
+        };
         let _ = writeln!(
             out,
-            "note: {} passing denies were not witnessed: no probe in this run connected to \
-             the same address and port, so the target may simply have been down. Add a \
-             check that is expected to connect (e.g. the MTA's user) to witness them.",
-            report.unwitnessed_denies
+            "note: {what} not witnessed: no probe in this run connected to the same address \
+             and port, so the target may simply have been down. Add a check that is expected \
+             to connect (e.g. the MTA's user) to witness {them}."
         );
     }
     let summary = format!("summary: {}", summary(report));
@@ -389,8 +400,17 @@ pub(crate) mod tests {
             Expectation::Deny,
             Observed::Timeout,
         )]);
-        assert!(to_human(&report, false).contains("not witnessed"));
-        assert!(summary(&report).contains("1 denies not witnessed"));
+        let human = to_human(&report, false);
+        assert!(
+            human.contains("note: 1 passing deny was not witnessed"),
+            "{human}"
+        );
+        assert!(human.contains("to witness it."), "{human}");
+        assert!(
+            summary(&report).ends_with("(1 probe); 1 deny not witnessed"),
+            "{}",
+            summary(&report)
+        );
     }
 
     #[test]

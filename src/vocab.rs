@@ -180,6 +180,11 @@ pub fn normalize_domain(text: &str) -> Result<String, ValueError> {
     Ok(name)
 }
 
+/// `count` and the noun in the number it calls for: "1 probe", "2 probes".
+pub fn counted(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
 /// What is wrong with a list that must be non-empty and free of duplicates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListError<T> {

@@ -4,6 +4,7 @@
 //! Tests that need root or network namespaces fail (never skip) when they cannot run;
 //! outside CI, `EGRESS_CHECK_SKIP_NETNS=1` skips them knowingly (see [`util::lab`]).
 
+mod conventions;
 mod edges;
 mod explain;
 mod fault_matrix;

@@ -1,0 +1,73 @@
+//! The CLI conventions users expect (issue 10): exit codes in every `--help`, counts in the
+//! right number, messages that only suggest what works, names validated alike everywhere,
+//! DNS errors that name the nameserver, `--color`, `-v`/`-q`, and `host` targets resolved as
+//! the system resolves them.
+
+use std::process::{Command, Output, Stdio};
+
+use crate::util::lab::Lab;
+use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::BIN;
+
+/// Runs the binary here (no lab), as the current user, without standard input.
+fn run_here(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"))
+}
+
+#[test]
+fn help_lists_every_exit_code_on_every_mode_that_returns_it() {
+    for args in [&["--help"][..], &["run", "--help"], &["sandbox", "--help"]] {
+        let out = run_here(args);
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        let help = stdout(&out);
+        for code in [
+            "0 every check passed",
+            "1 at least one failed",
+            "3 none failed",
+            "2 usage",
+        ] {
+            assert!(help.contains(code), "{args:?} lacks {code:?}\n{help}");
+        }
+        assert!(help.contains("130/143"), "{args:?}\n{help}");
+    }
+    let out = run_here(&["resolve", "--help"]);
+    let help = stdout(&out);
+    assert!(
+        help.contains("0 every name resolved") && help.contains("3 at least one lookup failed"),
+        "{help}"
+    );
+}
+
+#[test]
+fn counts_of_one_are_singular() {
+    let Some(lab) = Lab::up() else { return };
+    // One deny that nothing witnesses: the closed port of a sink refuses it.
+    let out = lab.run(&[
+        "--as",
+        "ec-web",
+        "--addr",
+        "203.0.113.10",
+        "--port",
+        "26",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("note: 1 passing deny was not witnessed"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text.contains("0 failed, 0 inconclusive, 1 passed (1 probe); 1 deny not witnessed"),
+        "{}",
+        describe(&out)
+    );
+    assert!(stderr(&out).is_empty(), "{}", describe(&out));
+}
