@@ -5,6 +5,7 @@
 
 use std::process::{Command, Output, Stdio};
 
+use crate::util::fixtures::scenario;
 use crate::util::lab::Lab;
 use crate::util::process::{code, describe, stderr, stdout};
 use crate::util::BIN;
@@ -70,4 +71,38 @@ fn counts_of_one_are_singular() {
         describe(&out)
     );
     assert!(stderr(&out).is_empty(), "{}", describe(&out));
+}
+
+#[test]
+fn names_are_validated_alike_everywhere_before_anything_is_looked_up() {
+    // `--nameserver` points nowhere: a name that got as far as DNS would time out (exit 3).
+    for args in [
+        &["resolve", "--nameserver", "192.0.2.1", "--", "-x"][..],
+        &["resolve", "--nameserver", "192.0.2.1", "bad domain"],
+        &["resolve", "--nameserver", "192.0.2.1", "x-.test"],
+        &["--as", "root", "--nameserver", "192.0.2.1", "--mx=-x"],
+        &["--as", "root", "--nameserver", "192.0.2.1", "--host=-x"],
+    ] {
+        let started = std::time::Instant::now();
+        let out = run_here(args);
+        assert_eq!(code(&out), 2, "{args:?}\n{}", describe(&out));
+        assert!(
+            stderr(&out).contains("is not a valid domain name"),
+            "{args:?}\n{}",
+            describe(&out)
+        );
+        assert!(stdout(&out).is_empty(), "{args:?}\n{}", describe(&out));
+        assert!(started.elapsed().as_secs() < 1, "{args:?}: not at once");
+    }
+    let file = scenario(
+        "[[target]]\nname = \"t\"\nhost = \"-x\"\n\n[[check]]\nas = [\"root\"]\nexpect = \"deny\"\n",
+    );
+    let out = run_here(&["run", file.path()]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(":3:") && err.contains("not a valid domain name"),
+        "{}",
+        describe(&out)
+    );
 }
