@@ -1,5 +1,6 @@
 //! The command line. The names here are a contract used by scripts: keep them.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,40 @@ pub struct Cli {
     /// The ad hoc check.
     #[command(flatten)]
     pub ad_hoc: AdHocArgs,
+}
+
+/// Parses the command line (`args` with the program name first).
+///
+/// `egress-check --as USER run FILE` is what a user who knows the ad hoc form types; it
+/// means `run --as USER FILE` (and likewise for `sandbox`), so it is accepted as that.
+/// Anything else that mixes the ad hoc options with a subcommand stays clap's usage error.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    Cli::try_parse_from(&args).or_else(|err| {
+        if err.kind() != clap::error::ErrorKind::ArgumentConflict {
+            return Err(err);
+        }
+        hoist_as(&args)
+            .and_then(|moved| Cli::try_parse_from(moved).ok())
+            .ok_or(err)
+    })
+}
+
+/// `[prog, --as, USER, run|sandbox, rest...]` (or `--as=USER`) as `[prog, run|sandbox,
+/// --as, USER, rest...]`; `None` for any other shape.
+fn hoist_as(args: &[OsString]) -> Option<Vec<OsString>> {
+    let takes_as = |word: &OsString| word == "run" || word == "sandbox";
+    let (user, rest) = match args.get(1)?.to_str()? {
+        "--as" => (args.get(2)?.clone(), args.get(3..)?),
+        flag => (OsString::from(flag.strip_prefix("--as=")?), args.get(2..)?),
+    };
+    let (subcommand, rest) = rest.split_first()?;
+    if !takes_as(subcommand) {
+        return None;
+    }
+    let mut moved = vec![args[0].clone(), subcommand.clone(), "--as".into(), user];
+    moved.extend(rest.iter().cloned());
+    Some(moved)
 }
 
 /// Subcommands.
@@ -278,6 +313,46 @@ mod tests {
         }
         let text = help(cli.find_subcommand_mut("resolve").unwrap());
         assert!(text.contains(exit_codes::RESOLVE_HELP), "{text}");
+    }
+
+    #[test]
+    fn as_before_a_subcommand_is_the_subcommands() {
+        let argv = |args: &[&str]| {
+            std::iter::once("egress-check")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect::<Vec<_>>()
+        };
+        for args in [
+            &["--as", "nobody", "run", "x.toml", "--format", "json"][..],
+            &["--as=nobody", "run", "x.toml", "--format", "json"],
+        ] {
+            let Some(Command::Run(run)) = super::parse(argv(args)).unwrap().command else {
+                panic!("{args:?}")
+            };
+            assert_eq!(run.user.as_deref(), Some("nobody"));
+            assert_eq!(run.files, [PathBuf::from("x.toml")]);
+            assert_eq!(run.common.probe.format, Format::Json);
+        }
+        let Some(Command::Sandbox(sandbox)) =
+            super::parse(argv(&["--as", "nobody", "sandbox", "x.toml"]))
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!(sandbox.user.as_deref(), Some("nobody"));
+        // Other mixtures stay usage errors.
+        for args in [
+            &["--as", "nobody", "--mx", "a.test", "run", "x.toml"][..],
+            &["--as", "nobody", "resolve", "a.test"],
+        ] {
+            assert_eq!(
+                super::parse(argv(args)).unwrap_err().exit_code(),
+                2,
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

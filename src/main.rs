@@ -6,12 +6,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
 use egress_check::address::HostInterfaces;
 use egress_check::cli::{
-    AdHocArgs, Cli, Command, CommonArgs, Format, ProbeOptions, ResolveArgs, ResolveFormat, RunArgs,
-    SandboxArgs,
+    self, AdHocArgs, Cli, Command, CommonArgs, Format, ProbeOptions, ResolveArgs, ResolveFormat,
+    RunArgs, SandboxArgs,
 };
 use egress_check::output::{self, PreparedOutputs};
 use egress_check::plan::{self, Assignment, NameserverChoice};
@@ -19,10 +18,12 @@ use egress_check::report::{self, ResolveReport};
 use egress_check::resolve::Resolver;
 use egress_check::runner::{self, RunSettings};
 use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
-use egress_check::{exit_codes, explain, netns, sandbox, source, verdict, vocab, worker};
+use egress_check::{
+    exit_codes, explain, identity, lab, netns, sandbox, source, verdict, vocab, worker,
+};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse(std::env::args_os()).unwrap_or_else(|err| err.exit());
     // The worker must start before any runtime or thread exists: it changes identity.
     if let Some(Command::ProbeAs(args)) = cli.command {
         return ExitCode::from(worker::worker_main(args) as u8);
@@ -51,7 +52,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 /// `egress-check run FILE...`: the scenarios' checks, from this host (or `--netns`).
 fn run(args: RunArgs) -> anyhow::Result<u8> {
     let scenarios = source::load_all(&args.files)?;
-    let prepared = prepare(&scenarios, args.user.as_deref(), &args.common.probe)?;
+    // Without privileges, `--as yourself` only helps when the scenarios check you.
+    let own_checks = || {
+        let me = identity::current_user_name();
+        plan::assignments(&scenarios, Some(&me), None)
+            .is_ok()
+            .then(|| format!("run only your own checks with `--as {me}`"))
+    };
+    let prepared = prepare(
+        &scenarios,
+        args.user.as_deref(),
+        &args.common.probe,
+        own_checks,
+    )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
     probe_and_report(prepared, nameservers, &args.common.probe, explain)
@@ -78,7 +91,19 @@ fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
     } else {
         targets.into_scenario(&user, args.expect)?
     };
-    let prepared = prepare(std::slice::from_ref(&scenario), None, &args.common.probe)?;
+    // An ad hoc check can always probe as the user running it.
+    let as_yourself = || {
+        Some(format!(
+            "probe as yourself with `--as {}`",
+            identity::current_user_name()
+        ))
+    };
+    let prepared = prepare(
+        std::slice::from_ref(&scenario),
+        None,
+        &args.common.probe,
+        as_yourself,
+    )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
     probe_and_report(prepared, nameservers, &args.common.probe, explain)
@@ -90,8 +115,10 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    // Before anything else: whatever the scenario says, a sandbox without root is nothing.
+    lab::preflight()?;
     let scenarios = source::load_all(&args.files)?;
-    let prepared = prepare(&scenarios, args.user.as_deref(), &args.probe)?;
+    let prepared = prepare(&scenarios, args.user.as_deref(), &args.probe, || None)?;
     let assignments = &prepared.assignments;
     if assignments
         .iter()
@@ -216,13 +243,16 @@ struct Prepared {
 
 /// Before anything is sent: the plan (every user looked up), the privileges to become
 /// them, the `--output` files' directories, and descriptors for the workers.
+/// `alternative` says what would work without privileges, for the message when they are
+/// missing (`None`: nothing would).
 fn prepare(
     scenarios: &[Scenario],
     only_user: Option<&str>,
     options: &ProbeOptions,
+    alternative: impl FnOnce() -> Option<String>,
 ) -> anyhow::Result<Prepared> {
     let assignments = plan::assignments(scenarios, only_user, options.timeout)?;
-    plan::ensure_privileges(&assignments)?;
+    plan::ensure_privileges(&assignments).map_err(|e| e.with_alternative(alternative()))?;
     let outputs = PreparedOutputs::prepare(&options.output, options.format)?;
     worker::raise_fd_limit();
     Ok(Prepared {

@@ -3,11 +3,15 @@
 //! DNS errors that name the nameserver, `--color`, `-v`/`-q`, and `host` targets resolved as
 //! the system resolves them.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::util::fixtures::scenario;
+use crate::util::fixtures::{scenario, ScenarioFile};
 use crate::util::lab::Lab;
 use crate::util::process::{code, describe, stderr, stdout};
+use crate::util::report::Report;
+use crate::util::users::binary_for_other_users;
 use crate::util::BIN;
 
 /// Runs the binary here (no lab), as the current user, without standard input.
@@ -105,4 +109,98 @@ fn names_are_validated_alike_everywhere_before_anything_is_looked_up() {
         "{}",
         describe(&out)
     );
+}
+
+/// A scenario of the lab's users against `dual.test`, in a directory every user can read.
+fn lab_users_scenario() -> ScenarioFile {
+    let file = scenario(
+        "timeout = \"1s\"\n\n\
+         [[target]]\nname = \"mail\"\nmx = \"dual.test\"\n\n\
+         [[check]]\nas = [\"ec-postfix\"]\nexpect = \"allow\"\n\n\
+         [[check]]\nas = [\"ec-web\"]\nexpect = \"deny\"\n",
+    );
+    let dir = Path::new(file.path()).parent().expect("a directory");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    file
+}
+
+#[test]
+fn the_non_root_hint_only_suggests_what_works() {
+    let Some(lab) = Lab::up() else { return };
+    let file = lab_users_scenario();
+
+    // `nobody` has no check in the scenario: `--as nobody` would not help, so it is not said.
+    let out = lab.run_as("nobody", &["run", file.path()]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains("needs root"), "{}", describe(&out));
+    assert!(!err.contains("--as"), "{}", describe(&out));
+
+    // `ec-web` has: the hint names it, and following it probes.
+    let out = lab.run_as("ec-web", &["run", file.path()]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("run only your own checks with `--as ec-web`"),
+        "{}",
+        describe(&out)
+    );
+    let out = lab.run_as("ec-web", &["run", file.path(), "--as", "ec-web"]);
+    assert_eq!(
+        code(&out),
+        1,
+        "ec-web reaches the sinks: a failed deny\n{}",
+        describe(&out)
+    );
+    assert!(stdout(&out).contains("ec-web"), "{}", describe(&out));
+
+    // Ad hoc, probing as oneself always works.
+    let adhoc = ["--addr", "203.0.113.10", "--port", "26", "--timeout", "1s"];
+    let out = lab.run_as("nobody", &[&["--as", "ec-web"][..], &adhoc].concat());
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("probe as yourself with `--as nobody`"),
+        "{}",
+        describe(&out)
+    );
+    let out = lab.run_as("nobody", &[&["--as", "nobody"][..], &adhoc].concat());
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+}
+
+#[test]
+fn sandbox_without_root_says_so_first() {
+    let shared = binary_for_other_users();
+    let file = lab_users_scenario();
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(shared.path())
+        .args(["sandbox", file.path()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run runuser");
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(
+        stderr(&out).starts_with("egress-check: sandbox needs root"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn as_before_run_is_run_as() {
+    let Some(lab) = Lab::up() else { return };
+    let file = lab_users_scenario();
+    let out = lab.run(&["--as", "ec-web", "run", file.path(), "--format", "json"]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let report = Report::parse(&out);
+    assert!(!report.probes.is_empty(), "{}", describe(&out));
+    assert!(
+        report.probes.iter().all(|p| p.user == "ec-web"),
+        "only ec-web's checks\n{}",
+        describe(&out)
+    );
+    // `--as` and the subcommand's own options in any order after it, as `run --as` takes them.
+    let out = lab.run(&["--as=ec-postfix", "run", "--timeout", "1s", file.path()]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert!(!stdout(&out).contains("ec-web"), "{}", describe(&out));
 }
