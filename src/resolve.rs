@@ -59,18 +59,34 @@ pub struct DnsFailure {
     pub record: &'static str,
     /// Why it failed.
     pub kind: FailureKind,
+    /// The nameserver asked (`10.255.255.53`, `[2001:db8::53]:5353`, or `10.0.0.1 or
+    /// 10.0.0.2` when the configuration has several and any may have answered); `None` when
+    /// none was (no resolver could be set up, the run was interrupted first).
+    pub nameserver: Option<String>,
 }
 
 impl fmt::Display for DnsFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = match &self.kind {
-            FailureKind::Nxdomain => "NXDOMAIN (no such domain)".to_string(),
-            FailureKind::Servfail => "SERVFAIL".to_string(),
-            FailureKind::Refused => "REFUSED".to_string(),
-            FailureKind::Timeout => "timed out (nameserver unreachable or too slow)".to_string(),
-            FailureKind::Other(text) => text.clone(),
-        };
-        write!(f, "DNS {} lookup of {}: {}", self.record, self.name, reason)
+        write!(f, "DNS {} lookup of {}: ", self.record, self.name)?;
+        // A failure is the answer of one server (or its silence): name it, so that a wrong
+        // or unreachable nameserver is seen at once.
+        match (&self.kind, &self.nameserver) {
+            (FailureKind::Nxdomain, Some(ns)) => write!(f, "NXDOMAIN from {ns} (no such domain)"),
+            (FailureKind::Servfail, Some(ns)) => write!(f, "SERVFAIL from {ns}"),
+            (FailureKind::Refused, Some(ns)) => write!(f, "REFUSED by {ns}"),
+            (FailureKind::Timeout, Some(ns)) => write!(
+                f,
+                "timed out waiting for {ns} (nameserver unreachable or too slow)"
+            ),
+            (FailureKind::Other(text), Some(ns)) => write!(f, "{text} (asking {ns})"),
+            (FailureKind::Nxdomain, None) => f.write_str("NXDOMAIN (no such domain)"),
+            (FailureKind::Servfail, None) => f.write_str("SERVFAIL"),
+            (FailureKind::Refused, None) => f.write_str("REFUSED"),
+            (FailureKind::Timeout, None) => {
+                f.write_str("timed out (nameserver unreachable or too slow)")
+            }
+            (FailureKind::Other(text), None) => f.write_str(text),
+        }
     }
 }
 
@@ -148,6 +164,28 @@ pub struct Resolver {
     inner: TokioResolver,
     /// Who answers, as reports name it.
     answered_by: String,
+    /// The nameservers asked, as failures name them ([`DnsFailure::nameserver`]).
+    nameserver: String,
+}
+
+/// The nameservers of `config`, as a failure names them: `10.0.0.53`, `10.0.0.53:5353`,
+/// `10.0.0.1 or 10.0.0.2`.
+fn name_servers(config: &ResolverConfig) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for server in config.name_servers() {
+        let port = server.connections.first().map_or(53, |c| c.port);
+        let name = match port {
+            53 => server.ip.to_string(),
+            port => std::net::SocketAddr::new(server.ip, port).to_string(),
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    match names.as_slice() {
+        [] => "no nameserver".to_string(),
+        many => many.join(" or "),
+    }
 }
 
 /// Names the nameservers of a configuration read from `file`, as reports cite them.
@@ -203,6 +241,7 @@ impl Resolver {
                 (config, None, answered_by)
             }
         };
+        let nameserver = name_servers(&config);
         let mut builder = TokioResolver::builder_with_config(config, provider);
         if let Some(system_options) = system_options {
             *builder.options_mut() = system_options;
@@ -215,7 +254,11 @@ impl Resolver {
         options.use_hosts_file = ResolveHosts::Never;
         options.preserve_intermediates = true;
         let inner = builder.build().map_err(ResolverError::Build)?;
-        Ok(Resolver { inner, answered_by })
+        Ok(Resolver {
+            inner,
+            answered_by,
+            nameserver,
+        })
     }
 
     async fn mx(&self, domain: &str) -> MxAnswer {
@@ -250,6 +293,7 @@ impl Resolver {
                     name: domain.to_string(),
                     record: "MX",
                     kind,
+                    nameserver: Some(self.nameserver.clone()),
                 }),
             },
         }
@@ -285,6 +329,7 @@ impl Resolver {
                     name: name.to_string(),
                     record: family.record_type(),
                     kind,
+                    nameserver: Some(self.nameserver.clone()),
                 }),
             },
         }
@@ -426,6 +471,7 @@ pub fn without_resolver(kind: &TargetKind, message: &str) -> Resolution {
                 "A/AAAA"
             },
             kind: FailureKind::Other(message.to_string()),
+            nameserver: None,
         }),
     }
 }
@@ -1149,6 +1195,7 @@ mod tests {
             name: "nx.test".into(),
             record: "MX",
             kind: FailureKind::Nxdomain,
+            nameserver: Some("10.0.0.53".into()),
         });
         let probes = expand(std::slice::from_ref(&a), &host(), |_| failure.clone());
         assert_eq!(probes.len(), 4);
@@ -1164,16 +1211,46 @@ mod tests {
     }
 
     #[test]
-    fn failures_read_well() {
-        let f = DnsFailure {
+    fn failures_read_well_and_name_the_nameserver() {
+        let mut f = DnsFailure {
             name: "nx.test".into(),
             record: "MX",
             kind: FailureKind::Nxdomain,
+            nameserver: Some("10.255.255.53".into()),
         };
+        assert_eq!(
+            f.to_string(),
+            "DNS MX lookup of nx.test: NXDOMAIN from 10.255.255.53 (no such domain)"
+        );
+        f.kind = FailureKind::Timeout;
+        assert_eq!(
+            f.to_string(),
+            "DNS MX lookup of nx.test: timed out waiting for 10.255.255.53 (nameserver \
+             unreachable or too slow)"
+        );
+        f.nameserver = None;
+        f.kind = FailureKind::Nxdomain;
         assert_eq!(
             f.to_string(),
             "DNS MX lookup of nx.test: NXDOMAIN (no such domain)"
         );
+    }
+
+    #[test]
+    fn nameservers_are_named_with_their_port_when_not_53() {
+        let one = |addr: &str| {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+            for connection in &mut server.connections {
+                connection.port = addr.port();
+            }
+            server
+        };
+        let config = ResolverConfig::from_name_servers(vec![one("10.0.0.53:53")]);
+        assert_eq!(name_servers(&config), "10.0.0.53");
+        let config =
+            ResolverConfig::from_name_servers(vec![one("[2001:db8::53]:5353"), one("10.0.0.2:53")]);
+        assert_eq!(name_servers(&config), "[2001:db8::53]:5353 or 10.0.0.2");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use crate::util::fixtures::{scenario, ScenarioFile};
-use crate::util::lab::Lab;
+use crate::util::lab::{Lab, LAB_DNS_V4};
 use crate::util::process::{code, describe, stderr, stdout};
 use crate::util::report::Report;
 use crate::util::users::binary_for_other_users;
@@ -203,4 +203,36 @@ fn as_before_run_is_run_as() {
     let out = lab.run(&["--as=ec-postfix", "run", "--timeout", "1s", file.path()]);
     assert_eq!(code(&out), 0, "{}", describe(&out));
     assert!(!stdout(&out).contains("ec-web"), "{}", describe(&out));
+}
+
+#[test]
+fn dns_errors_name_the_nameserver_that_answered_or_timed_out() {
+    let Some(lab) = Lab::up() else { return };
+    let out = lab.run(&["resolve", "--nameserver", LAB_DNS_V4, "nx.test"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        stdout(&out).contains(&format!("NXDOMAIN from {LAB_DNS_V4}")),
+        "{}",
+        describe(&out)
+    );
+    // Nobody listens there: the lookup times out, and the message says where it waited.
+    let out = lab.run(&["resolve", "--nameserver", "198.51.100.99:5353", "dual.test"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("timed out waiting for 198.51.100.99:5353"),
+        "{}",
+        describe(&out)
+    );
+    // In a probe's detail too, with the system's resolver (the namespace's resolv.conf).
+    let (out, report) = lab.run_json(&["--as", "ec-web", "--mx", "servfail.test"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        report.probes.iter().all(|p| p
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains(&format!("SERVFAIL from {LAB_DNS_V4}"))),
+        "{}",
+        describe(&out)
+    );
 }
