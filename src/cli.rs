@@ -31,6 +31,42 @@ pub struct Cli {
     /// The ad hoc check.
     #[command(flatten)]
     pub ad_hoc: AdHocArgs,
+    /// How much is said, and in colour or not: every mode.
+    #[command(flatten)]
+    pub display: DisplayOptions,
+}
+
+/// How much is said, and how: options of every mode, accepted before or after the
+/// subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct DisplayOptions {
+    /// Colour in the human report: auto (on a terminal, unless NO_COLOR is set or
+    /// TERM=dumb; CLICOLOR_FORCE forces it), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// Colour when writing to a terminal that supports it (NO_COLOR, CLICOLOR_FORCE and
+    /// TERM=dumb honoured).
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl ColorWhen {
+    /// The choice as anstream takes it.
+    pub fn choice(self) -> anstream::ColorChoice {
+        match self {
+            ColorWhen::Auto => anstream::ColorChoice::Auto,
+            ColorWhen::Always => anstream::ColorChoice::Always,
+            ColorWhen::Never => anstream::ColorChoice::Never,
+        }
+    }
 }
 
 /// Parses the command line (`args` with the program name first).
@@ -228,7 +264,7 @@ pub struct ResolveArgs {
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// For people; colour on a terminal unless NO_COLOR is set.
+    /// For people; colour as --color says.
     Human,
     /// One JSON document on stdout.
     Json,

@@ -24,6 +24,7 @@ use egress_check::{
 
 fn main() -> ExitCode {
     let cli = cli::parse(std::env::args_os()).unwrap_or_else(|err| err.exit());
+    anstream::ColorChoice::write_global(cli.display.color.choice());
     // The worker must start before any runtime or thread exists: it changes identity.
     if let Some(Command::ProbeAs(args)) = cli.command {
         return ExitCode::from(worker::worker_main(args) as u8);
@@ -352,6 +353,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Whether the human report on `stream` is coloured: `--color`, and for `auto` what
+/// anstream's own choice weighs (NO_COLOR, then CLICOLOR_FORCE, CLICOLOR=0, a terminal
+/// whose TERM supports colour), except that `CI` does not override `TERM=dumb`: a dumb
+/// terminal gets no escapes, wherever it runs.
 fn use_color(stream: &impl IsTerminal) -> bool {
-    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    use anstream::ColorChoice;
+    match ColorChoice::global() {
+        ColorChoice::Always | ColorChoice::AlwaysAnsi => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            let clicolor = anstyle_query::clicolor();
+            if anstyle_query::no_color() {
+                false
+            } else if anstyle_query::clicolor_force() {
+                true
+            } else if clicolor == Some(false) {
+                false
+            } else {
+                stream.is_terminal()
+                    && (anstyle_query::term_supports_color() || clicolor == Some(true))
+            }
+        }
+    }
 }

@@ -126,11 +126,25 @@ pub fn to_junit(report: &Judgement) -> String {
         .expect("a JUnit report always serializes")
 }
 
-/// The human report; `color` adds ANSI colours.
+/// Styles of the human report.
+mod style {
+    use anstyle::{AnsiColor, Style};
+
+    /// A failure, a leak, a failed summary.
+    pub const BAD: Style = AnsiColor::Red.on_default().bold();
+    /// Inconclusive, interrupted.
+    pub const UNSURE: Style = AnsiColor::Yellow.on_default().bold();
+    /// A passing probe.
+    pub const PASS: Style = AnsiColor::Green.on_default();
+    /// A run where everything passed.
+    pub const GOOD: Style = AnsiColor::Green.on_default().bold();
+}
+
+/// The human report; `color` adds ANSI colours (the caller decides, see `--color`).
 pub fn to_human(report: &Judgement, color: bool) -> String {
-    let paint = |text: &str, code: &str| {
+    let paint = |text: &str, style: anstyle::Style| {
         if color {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            format!("{style}{text}{style:#}")
         } else {
             text.to_string()
         }
@@ -140,11 +154,14 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         let _ = writeln!(
             out,
             "{}",
-            paint(&format!("INTERRUPTED: {reason}; partial results"), "1;33")
+            paint(
+                &format!("INTERRUPTED: {reason}; partial results"),
+                style::UNSURE
+            )
         );
     }
     for split in &report.family_splits {
-        let _ = writeln!(out, "{}", paint(&split_headline(report, split), "1;31"));
+        let _ = writeln!(out, "{}", paint(&split_headline(report, split), style::BAD));
     }
     if !report.family_splits.is_empty() {
         out.push('\n');
@@ -189,9 +206,9 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         );
         for p in records {
             let label = match p.verdict {
-                Verdict::Fail => paint("FAIL", "1;31"),
-                Verdict::Inconclusive => paint("INCONCLUSIVE", "1;33"),
-                Verdict::Pass => paint("pass", "32"),
+                Verdict::Fail => paint("FAIL", style::BAD),
+                Verdict::Inconclusive => paint("INCONCLUSIVE", style::UNSURE),
+                Verdict::Pass => paint("pass", style::PASS),
             };
             let pad = " ".repeat(12usize.saturating_sub(p.verdict.label().len()));
             let mut line = format!(
@@ -234,19 +251,19 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         );
     }
     let summary = format!("summary: {}", summary(report));
-    let code = if report.failed > 0 {
-        "1;31"
+    let summary_style = if report.failed > 0 {
+        style::BAD
     } else if report.inconclusive > 0 {
-        "1;33"
+        style::UNSURE
     } else {
-        "1;32"
+        style::GOOD
     };
     if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0) {
         let _ = writeln!(out, "note: {}", crate::explain::not_enforced_note(count));
     }
-    let _ = writeln!(out, "{}", paint(&summary, code));
+    let _ = writeln!(out, "{}", paint(&summary, summary_style));
     for split in &report.family_splits {
-        let _ = writeln!(out, "{}", paint(&split_headline(report, split), "1;31"));
+        let _ = writeln!(out, "{}", paint(&split_headline(report, split), style::BAD));
     }
     out
 }
@@ -489,6 +506,10 @@ pub(crate) mod tests {
             Observed::Timeout,
         )]);
         assert!(!to_human(&report, false).contains('\x1b'));
-        assert!(to_human(&report, true).contains("\x1b[1;31mFAIL"));
+        let painted = to_human(&report, true);
+        assert!(
+            painted.contains(&format!("{}FAIL{:#}", style::BAD, style::BAD)),
+            "{painted:?}"
+        );
     }
 }

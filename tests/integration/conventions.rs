@@ -236,3 +236,76 @@ fn dns_errors_name_the_nameserver_that_answered_or_timed_out() {
         describe(&out)
     );
 }
+
+/// Runs the ad hoc check of a closed sink port (a passing deny) in the lab, with `env`
+/// (NO_COLOR, CLICOLOR_FORCE, TERM cleared first) and `args` added; returns its output.
+fn colored_run(lab: &Lab, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = lab.command(BIN);
+    cmd.args(["--as", "ec-web", "--addr", "203.0.113.10", "--port", "26"])
+        .args(args)
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("CLICOLOR")
+        .env("TERM", "xterm")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    let out = cmd.output().expect("run egress-check");
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    out
+}
+
+/// Whether the text has an ANSI escape.
+fn painted(text: &[u8]) -> bool {
+    text.contains(&0x1b)
+}
+
+#[test]
+fn color_follows_the_flag_and_the_environment() {
+    let Some(lab) = Lab::up() else { return };
+    // (environment, arguments, coloured?) with stdout a pipe.
+    let cases: &[(&[(&str, &str)], &[&str], bool)] = &[
+        (&[], &[], false),
+        (&[], &["--color", "always"], true),
+        (&[("NO_COLOR", "1")], &["--color=always"], true),
+        (&[("CLICOLOR_FORCE", "1")], &[], true),
+        (&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")], &[], false),
+        (&[("CLICOLOR_FORCE", "1")], &["--color", "never"], false),
+        (&[], &["--color", "always", "--format", "json"], false),
+    ];
+    for (env, args, expected) in cases {
+        let out = colored_run(&lab, env, args);
+        assert_eq!(
+            painted(&out.stdout),
+            *expected,
+            "{env:?} {args:?}\n{}",
+            describe(&out)
+        );
+    }
+    // `--output` files are never coloured.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("report.txt");
+    let spec = format!("human={}", file.display());
+    let out = colored_run(&lab, &[], &["--color", "always", "--output", &spec]);
+    assert!(painted(&out.stdout), "{}", describe(&out));
+    assert!(!painted(&std::fs::read(&file).expect("the report file")));
+
+    // On a terminal (script(1) gives the run one): colour, unless TERM=dumb or NO_COLOR.
+    for (env, expected) in [
+        ("TERM=xterm", true),
+        ("TERM=dumb", false),
+        ("NO_COLOR=1", false),
+    ] {
+        let line = format!(
+            "env -u NO_COLOR -u CLICOLOR_FORCE TERM=xterm {env} {BIN} --as ec-web --addr \
+             203.0.113.10 --port 26"
+        );
+        let out = lab
+            .command("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script");
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        assert_eq!(painted(&out.stdout), expected, "{env}\n{}", describe(&out));
+    }
+}
