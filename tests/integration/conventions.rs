@@ -263,7 +263,8 @@ fn painted(text: &[u8]) -> bool {
 fn color_follows_the_flag_and_the_environment() {
     let Some(lab) = Lab::up() else { return };
     // (environment, arguments, coloured?) with stdout a pipe.
-    let cases: &[(&[(&str, &str)], &[&str], bool)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], bool);
+    let cases: &[Case] = &[
         (&[], &[], false),
         (&[], &["--color", "always"], true),
         (&[("NO_COLOR", "1")], &["--color=always"], true),
