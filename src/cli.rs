@@ -44,6 +44,14 @@ pub struct DisplayOptions {
     /// TERM=dumb; CLICOLOR_FORCE forces it), always, never.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto, global = true)]
     pub color: ColorWhen,
+    /// Say more on stderr: the resolver's answers and the nameserver that gave them, each
+    /// worker's start and identity, each probe's timing; twice: also the libraries' own.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Say less: the human report shows failures, inconclusives and the summary only
+    /// (warnings and errors still go to stderr).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 /// `--color`.
@@ -72,35 +80,60 @@ impl ColorWhen {
 /// Parses the command line (`args` with the program name first).
 ///
 /// `egress-check --as USER run FILE` is what a user who knows the ad hoc form types; it
-/// means `run --as USER FILE` (and likewise for `sandbox`), so it is accepted as that.
-/// Anything else that mixes the ad hoc options with a subcommand stays clap's usage error.
+/// means `run --as USER FILE` (and likewise for `sandbox`), so it is accepted as that, and
+/// so are `-v`, `-q` and `--color` before any subcommand. Anything else that mixes the ad
+/// hoc options with a subcommand stays clap's usage error.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
     let args: Vec<OsString> = args.into_iter().collect();
     Cli::try_parse_from(&args).or_else(|err| {
         if err.kind() != clap::error::ErrorKind::ArgumentConflict {
             return Err(err);
         }
-        hoist_as(&args)
+        hoist_before_subcommand(&args)
             .and_then(|moved| Cli::try_parse_from(moved).ok())
             .ok_or(err)
     })
 }
 
-/// `[prog, --as, USER, run|sandbox, rest...]` (or `--as=USER`) as `[prog, run|sandbox,
-/// --as, USER, rest...]`; `None` for any other shape.
-fn hoist_as(args: &[OsString]) -> Option<Vec<OsString>> {
-    let takes_as = |word: &OsString| word == "run" || word == "sandbox";
-    let (user, rest) = match args.get(1)?.to_str()? {
-        "--as" => (args.get(2)?.clone(), args.get(3..)?),
-        flag => (OsString::from(flag.strip_prefix("--as=")?), args.get(2..)?),
-    };
-    let (subcommand, rest) = rest.split_first()?;
-    if !takes_as(subcommand) {
+/// `[prog, OPTIONS..., SUBCOMMAND, rest...]` as `[prog, SUBCOMMAND, OPTIONS..., rest...]`
+/// when every leading option is one the subcommand also takes (`--as` for `run` and
+/// `sandbox`; `-v`, `-q`, `--color` for all); `None` for any other shape. clap parses the
+/// result again, so a wrong guess here is still refused there.
+fn hoist_before_subcommand(args: &[OsString]) -> Option<Vec<OsString>> {
+    let mut moved: Vec<OsString> = Vec::new();
+    let mut i = 1;
+    loop {
+        let word = args.get(i)?.to_str()?;
+        let takes_value = matches!(word, "--as" | "--color");
+        let is_flag = word.starts_with("--as=")
+            || word.starts_with("--color=")
+            || matches!(word, "--verbose" | "--quiet")
+            || (word.len() > 1
+                && word.starts_with('-')
+                && !word.starts_with("--")
+                && word[1..].chars().all(|c| c == 'v' || c == 'q'));
+        if takes_value {
+            moved.extend([args[i].clone(), args.get(i + 1)?.clone()]);
+            i += 2;
+        } else if is_flag {
+            moved.push(args[i].clone());
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let subcommand = args.get(i)?;
+    if moved.is_empty()
+        || !["run", "sandbox", "resolve"]
+            .iter()
+            .any(|s| subcommand == s)
+    {
         return None;
     }
-    let mut moved = vec![args[0].clone(), subcommand.clone(), "--as".into(), user];
-    moved.extend(rest.iter().cloned());
-    Some(moved)
+    let mut out = vec![args[0].clone(), subcommand.clone()];
+    out.extend(moved);
+    out.extend(args[i + 1..].iter().cloned());
+    Some(out)
 }
 
 /// Subcommands.
@@ -378,6 +411,13 @@ mod tests {
             panic!()
         };
         assert_eq!(sandbox.user.as_deref(), Some("nobody"));
+        let Some(Command::Resolve(_)) =
+            super::parse(argv(&["-vv", "--color", "never", "resolve", "a.test"]))
+                .map(|c| c.command)
+                .unwrap_or(None)
+        else {
+            panic!("display options before resolve")
+        };
         // Other mixtures stay usage errors.
         for args in [
             &["--as", "nobody", "--mx", "a.test", "run", "x.toml"][..],
@@ -389,6 +429,20 @@ mod tests {
                 "{args:?}"
             );
         }
+    }
+
+    #[test]
+    fn verbosity_counts_and_quiet_excludes_it() {
+        let cli = parse(&["run", "x.toml", "-vv"]).unwrap();
+        assert_eq!(cli.display.verbose, 2);
+        let cli = super::parse(
+            ["egress-check", "-q", "resolve", "a.test"]
+                .into_iter()
+                .map(OsString::from),
+        )
+        .unwrap();
+        assert!(cli.display.quiet);
+        assert_eq!(parse(&["run", "-q", "-v"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use anyhow::Context;
 
 use egress_check::address::HostInterfaces;
 use egress_check::cli::{
-    self, AdHocArgs, Cli, Command, CommonArgs, Format, ProbeOptions, ResolveArgs, ResolveFormat,
-    RunArgs, SandboxArgs,
+    self, AdHocArgs, Cli, Command, CommonArgs, DisplayOptions, Format, ProbeOptions, ResolveArgs,
+    ResolveFormat, RunArgs, SandboxArgs,
 };
 use egress_check::output::{self, PreparedOutputs};
 use egress_check::plan::{self, Assignment, NameserverChoice};
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     if let Some(Command::ProbeAs(args)) = cli.command {
         return ExitCode::from(worker::worker_main(args) as u8);
     }
+    init_logging(&cli.display);
     // The one place errors become exit codes: anything that stops a mode before it has a
     // report is a usage, scenario or privilege error, and nothing was probed.
     match dispatch(cli) {
@@ -40,18 +41,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// Diagnostics go to stderr through `tracing`, never into stdout's reports: `-q` keeps
+/// its errors only, the default its warnings, `-v` adds this crate's debug events (resolver answers,
+/// workers, probe timings), `-vv` its trace events and the libraries' (hickory's) debug.
+fn init_logging(display: &DisplayOptions) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let (own, others) = match (display.quiet, display.verbose) {
+        (true, _) => (LevelFilter::ERROR, LevelFilter::ERROR),
+        (false, 0) => (LevelFilter::WARN, LevelFilter::WARN),
+        (false, 1) => (LevelFilter::DEBUG, LevelFilter::WARN),
+        (false, _) => (LevelFilter::TRACE, LevelFilter::DEBUG),
+    };
+    let filter = Targets::new()
+        .with_default(others)
+        .with_target("egress_check", own);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(use_color(&std::io::stderr()))
+        .without_time()
+        .with_target(false);
+    // Only fails when a subscriber is already set, which nothing else here does.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let display = &cli.display;
     match cli.command {
-        Some(Command::Run(args)) => run(args),
+        Some(Command::Run(args)) => run(args, display),
         Some(Command::Resolve(args)) => resolve_names(args),
-        Some(Command::Sandbox(args)) => sandbox(args),
-        None => ad_hoc(cli.ad_hoc),
+        Some(Command::Sandbox(args)) => sandbox(args, display),
+        None => ad_hoc(cli.ad_hoc, display),
         Some(Command::ProbeAs(_)) => unreachable!("handled in main"),
     }
 }
 
 /// `egress-check run FILE...`: the scenarios' checks, from this host (or `--netns`).
-fn run(args: RunArgs) -> anyhow::Result<u8> {
+fn run(args: RunArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     let scenarios = source::load_all(&args.files)?;
     // Without privileges, `--as yourself` only helps when the scenarios check you.
     let own_checks = || {
@@ -68,12 +99,12 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe, explain)
+    probe_and_report(prepared, nameservers, &args.common.probe, display, explain)
 }
 
 /// `egress-check --as USER [targets]`: one user, the command line's targets (or the
 /// built-in scenario), from this host.
-fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
+fn ad_hoc(args: AdHocArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     let Some(user) = args.user else {
         anyhow::bail!(
             "nothing to do: give a subcommand (`run FILE`, `resolve DOMAIN`) or \
@@ -107,12 +138,12 @@ fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
     )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe, explain)
+    probe_and_report(prepared, nameservers, &args.common.probe, display, explain)
 }
 
 /// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host
 /// namespace, behind the given rules, whose simulated internet answers every name.
-fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -188,7 +219,7 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
                             false
                         }
                     };
-                probe_and_report(prepared, nameservers, &args.probe, explain)
+                probe_and_report(prepared, nameservers, &args.probe, display, explain)
             })
     };
     // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
@@ -290,6 +321,7 @@ fn probe_and_report(
     prepared: Prepared,
     nameservers: NameserverChoice,
     options: &ProbeOptions,
+    display: &DisplayOptions,
     explain: bool,
 ) -> anyhow::Result<u8> {
     let Prepared {
@@ -327,6 +359,10 @@ fn probe_and_report(
     }
     match options.format {
         Format::Human if signal_code.is_some() => {}
+        Format::Human if display.quiet => print!(
+            "{}",
+            report::to_human_quiet(&judgement, use_color(&std::io::stdout()))
+        ),
         format => print!(
             "{}",
             output::render(&judgement, format, use_color(&std::io::stdout()))

@@ -142,6 +142,16 @@ mod style {
 
 /// The human report; `color` adds ANSI colours (the caller decides, see `--color`).
 pub fn to_human(report: &Judgement, color: bool) -> String {
+    human(report, color, false)
+}
+
+/// The human report for `-q`: family splits, failures, inconclusives (with what decided
+/// them) and the summary; no passing probe and no note about passes.
+pub fn to_human_quiet(report: &Judgement, color: bool) -> String {
+    human(report, color, true)
+}
+
+fn human(report: &Judgement, color: bool, quiet: bool) -> String {
     let paint = |text: &str, style: anstyle::Style| {
         if color {
             format!("{style}{text}{style:#}")
@@ -177,7 +187,11 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
             .or_insert(Verdict::Pass);
         *w = (*w).min(p.verdict);
     }
-    for p in &report.probes {
+    for p in report
+        .probes
+        .iter()
+        .filter(|p| !quiet || p.verdict != Verdict::Pass)
+    {
         let key = (p.spec.user.as_str(), p.spec.target.as_str(), p.spec.expect);
         groups
             .entry((worst[&key], key.0, key.1, key.2))
@@ -238,7 +252,7 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         out.push('\n');
     }
 
-    if report.unwitnessed_denies > 0 {
+    if report.unwitnessed_denies > 0 && !quiet {
         let (what, them) = match report.unwitnessed_denies {
             1 => ("1 passing deny was".to_string(), "it"),
             n => (format!("{n} passing denies were"), "them"),
@@ -258,7 +272,7 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
     } else {
         style::GOOD
     };
-    if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0) {
+    if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0 && !quiet) {
         let _ = writeln!(out, "note: {}", crate::explain::not_enforced_note(count));
     }
     let _ = writeln!(out, "{}", paint(&summary, summary_style));
@@ -407,6 +421,36 @@ pub(crate) mod tests {
         let fail = human.find("FAIL").unwrap();
         let pass = human.find("pass").unwrap();
         assert!(fail < pass, "{human}");
+    }
+
+    #[test]
+    fn quiet_keeps_failures_inconclusives_and_the_summary() {
+        let report = judged(vec![
+            probe(
+                "www-data",
+                "2001:db8::10",
+                Expectation::Deny,
+                Observed::Connected,
+            ),
+            probe("www-data", "-", Expectation::Deny, Observed::NoAddress),
+            probe(
+                "ec-ok",
+                "203.0.113.10",
+                Expectation::Deny,
+                Observed::Timeout,
+            ),
+        ]);
+        let quiet = to_human_quiet(&report, false);
+        assert!(quiet.contains("FAIL"), "{quiet}");
+        assert!(quiet.contains("INCONCLUSIVE"), "{quiet}");
+        assert!(!quiet.contains("pass "), "{quiet}");
+        assert!(!quiet.contains("ec-ok"), "{quiet}");
+        assert!(!quiet.contains("note:"), "{quiet}");
+        assert!(
+            quiet.contains("summary: 1 failed, 1 inconclusive, 1 passed"),
+            "{quiet}"
+        );
+        assert!(to_human(&report, false).contains("ec-ok"));
     }
 
     #[test]

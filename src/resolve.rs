@@ -188,6 +188,19 @@ fn name_servers(config: &ResolverConfig) -> String {
     }
 }
 
+/// An answer as `-v` shows it: `203.0.113.10, 203.0.113.11`, `no record`, or the failure.
+fn describe_addresses(answer: &Addresses) -> String {
+    match answer {
+        Addresses::Found(list) => list
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Addresses::None => "no record".to_string(),
+        Addresses::Failed(failure) => failure.to_string(),
+    }
+}
+
 /// Names the nameservers of a configuration read from `file`, as reports cite them.
 fn describe_servers(config: &ResolverConfig, file: &str) -> String {
     let mut ips: Vec<IpAddr> = config.name_servers().iter().map(|s| s.ip).collect();
@@ -262,6 +275,34 @@ impl Resolver {
     }
 
     async fn mx(&self, domain: &str) -> MxAnswer {
+        let answer = self.mx_answer(domain).await;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let said = match &answer {
+                MxAnswer::Exchanges(list, glue) => format!(
+                    "{}{}",
+                    list.iter()
+                        .map(|(pref, name)| format!("{pref} {name}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if glue.is_empty() {
+                        ""
+                    } else {
+                        " (with addresses in the additional section)"
+                    }
+                ),
+                MxAnswer::NoRecords => "no MX record".to_string(),
+                MxAnswer::NullMx => "null MX (RFC 7505)".to_string(),
+                MxAnswer::Failed(failure) => {
+                    tracing::debug!("{failure}");
+                    return answer;
+                }
+            };
+            tracing::debug!("{} answered MX {domain}: {said}", self.answered_by);
+        }
+        answer
+    }
+
+    async fn mx_answer(&self, domain: &str) -> MxAnswer {
         match self.inner.mx_lookup(fqdn(domain)).await {
             Ok(lookup) => {
                 let mut records: Vec<(u16, String)> = lookup
@@ -300,6 +341,20 @@ impl Resolver {
     }
 
     async fn addresses(&self, name: &str, family: Family) -> Addresses {
+        let answer = self.address_answer(name, family).await;
+        match &answer {
+            Addresses::Failed(failure) => tracing::debug!("{failure}"),
+            found => tracing::debug!(
+                "{} answered {} {name}: {}",
+                self.answered_by,
+                family.record_type(),
+                describe_addresses(found)
+            ),
+        }
+        answer
+    }
+
+    async fn address_answer(&self, name: &str, family: Family) -> Addresses {
         let result = match family {
             Family::Ipv4 => self.inner.lookup(fqdn(name), RecordType::A).await,
             Family::Ipv6 => self.inner.lookup(fqdn(name), RecordType::AAAA).await,
@@ -380,6 +435,13 @@ impl Resolver {
             if let MxAnswer::Exchanges(_, glue) = answer {
                 for (key, list) in glue {
                     if hosts.contains(&key.0) {
+                        tracing::debug!(
+                            "{} answered {} {} along with the MX answer: {}",
+                            self.answered_by,
+                            key.1.record_type(),
+                            key.0,
+                            describe_addresses(&Addresses::Found(list.clone()))
+                        );
                         addresses.insert(key.clone(), Addresses::Found(list.clone()));
                     }
                 }

@@ -310,3 +310,66 @@ fn color_follows_the_flag_and_the_environment() {
         assert_eq!(painted(&out.stdout), expected, "{env}\n{}", describe(&out));
     }
 }
+
+#[test]
+fn verbose_says_what_the_resolver_workers_and_probes_did_on_stderr() {
+    let Some(lab) = Lab::up() else { return };
+    let (out, report) = lab.run_json(&[
+        "-v",
+        "--as",
+        "ec-web",
+        "--mx",
+        "dual.test",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    assert!(!report.probes.is_empty(), "the report on stdout is intact");
+    let err = stderr(&out);
+    let uid = crate::util::users::uid_of("ec-web");
+    for expected in [
+        // The resolver's answers, with the nameserver that gave them.
+        format!("DNS server {LAB_DNS_V4}"),
+        "answered MX dual.test: 10 mx1.dual.test, 20 mx2.dual.test".to_string(),
+        "answered AAAA mx1.dual.test along with the MX answer: 2001:db8:200::10".to_string(),
+        // The worker's start and identity.
+        "worker for ec-web started: pid ".to_string(),
+        format!("becomes uid {uid} gid "),
+        // Each probe's timing.
+        "probe as ec-web: 203.0.113.10:25 connected after ".to_string(),
+        "probe as ec-web: [2001:db8:200::11]:25 connected after ".to_string(),
+    ] {
+        assert!(
+            err.contains(&expected),
+            "{expected:?} missing\n{}",
+            describe(&out)
+        );
+    }
+    // Without -v, nothing of it.
+    let (out, _) = lab.run_json(&["--as", "ec-web", "--mx", "dual.test", "--timeout", "1s"]);
+    assert!(stderr(&out).is_empty(), "{}", describe(&out));
+}
+
+#[test]
+fn quiet_shows_failures_inconclusives_and_the_summary_only() {
+    let Some(lab) = Lab::up() else { return };
+    let file = scenario(
+        "timeout = \"1s\"\n\n\
+         [[target]]\nname = \"mail\"\nmx = \"dual.test\"\n\n\
+         [[target]]\nname = \"gone\"\nmx = \"nx.test\"\n\n\
+         [[check]]\nas = [\"ec-postfix\"]\nto = [\"mail\"]\nexpect = \"allow\"\n\n\
+         [[check]]\nas = [\"ec-web\"]\nexpect = \"deny\"\n",
+    );
+    let out = lab.run(&["run", file.path(), "-q"]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(text.contains("FAIL"), "{}", describe(&out));
+    assert!(text.contains("INCONCLUSIVE"), "{}", describe(&out));
+    assert!(text.contains("summary: "), "{}", describe(&out));
+    assert!(!text.contains("pass "), "{}", describe(&out));
+    assert!(!text.contains("ec-postfix"), "{}", describe(&out));
+    assert!(stderr(&out).is_empty(), "{}", describe(&out));
+    // Machine-readable formats are whole whatever -q says.
+    let (_, report) = lab.run_json(&["-q", "run", file.path()]);
+    assert!(report.probes.iter().any(|p| p.user == "ec-postfix"));
+}
