@@ -166,6 +166,58 @@ pub struct Resolver {
     answered_by: String,
     /// The nameservers asked, as failures name them ([`DnsFailure::nameserver`]).
     nameserver: String,
+    /// `/etc/hosts`, consulted for `host` targets as the system resolver does; `None` when
+    /// the nameserver is explicit (`--nameserver`, a scenario's, the sandbox's): then the
+    /// question is what that server says.
+    hosts: Option<HostsFile>,
+}
+
+/// Where `host` targets are looked up before DNS.
+pub const HOSTS_FILE: &str = "/etc/hosts";
+
+/// The addresses of names in a hosts(5) file, in the file's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostsFile {
+    /// Lowercase name or alias to its addresses.
+    names: HashMap<String, Vec<IpAddr>>,
+}
+
+impl HostsFile {
+    /// Parses hosts(5) text: `ADDRESS NAME [ALIAS...]` per line, `#` comments. Lines whose
+    /// address does not parse (a zone index, say) are skipped, as glibc skips them.
+    pub fn parse(text: &str) -> HostsFile {
+        let mut names: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or_default();
+            let mut fields = line.split_whitespace();
+            let Some(Ok(addr)) = fields.next().map(str::parse::<IpAddr>) else {
+                continue;
+            };
+            for name in fields {
+                let list = names
+                    .entry(name.trim_end_matches('.').to_ascii_lowercase())
+                    .or_default();
+                if !list.contains(&addr) {
+                    list.push(addr);
+                }
+            }
+        }
+        HostsFile { names }
+    }
+
+    /// Reads [`HOSTS_FILE`]; a missing or unreadable file is an empty table, as for the
+    /// system resolver.
+    pub fn system() -> HostsFile {
+        std::fs::read_to_string(HOSTS_FILE)
+            .map(|text| HostsFile::parse(&text))
+            .unwrap_or_default()
+    }
+
+    /// The addresses of `name` (already normalized: lowercase, no trailing dot), if the
+    /// file names it.
+    pub fn lookup(&self, name: &str) -> Option<&[IpAddr]> {
+        self.names.get(name).map(Vec::as_slice)
+    }
 }
 
 /// The nameservers of `config`, as a failure names them: `10.0.0.53`, `10.0.0.53:5353`,
@@ -255,6 +307,10 @@ impl Resolver {
             }
         };
         let nameserver = name_servers(&config);
+        let hosts = match source {
+            NameserverSource::Server(_) => None,
+            NameserverSource::System | NameserverSource::ResolvConf(_) => Some(HostsFile::system()),
+        };
         let mut builder = TokioResolver::builder_with_config(config, provider);
         if let Some(system_options) = system_options {
             *builder.options_mut() = system_options;
@@ -271,6 +327,7 @@ impl Resolver {
             inner,
             answered_by,
             nameserver,
+            hosts,
         })
     }
 
@@ -409,9 +466,13 @@ impl Resolver {
             .zip(join_all(domains.iter().map(|d| self.mx(d))).await)
             .collect();
 
+        // `host` targets the hosts file names are answered by it alone, as glibc's `files`
+        // source does (`hosts: files dns`): a family it has no address of is not tested.
+        let from_file = |host: &str| self.hosts.as_ref().and_then(|h| h.lookup(host));
         let mut hosts: BTreeSet<String> = BTreeSet::new();
         for kind in &kinds {
             match kind {
+                TargetKind::Host(host) if from_file(host).is_some() => {}
                 TargetKind::Host(host) => {
                     hosts.insert(host.clone());
                 }
@@ -480,7 +541,10 @@ impl Resolver {
                     },
                     TargetKind::Host(host) => Resolution::Exchanges {
                         implicit_mx: false,
-                        exchanges: vec![exchange(host, None)],
+                        exchanges: vec![match from_file(host) {
+                            Some(list) => from_hosts_file(host, list),
+                            None => exchange(host, None),
+                        }],
                     },
                     TargetKind::Addresses(list) => literals(list),
                 };
@@ -488,6 +552,39 @@ impl Resolver {
             })
             .collect()
     }
+}
+
+/// A `host` target as the hosts file gives it: its addresses by family, answered by
+/// [`HOSTS_FILE`] (so that an answer that is not egress is named as coming from there).
+fn from_hosts_file(host: &str, list: &[IpAddr]) -> Exchange {
+    let of = |family: Family| {
+        let found: Vec<IpAddr> = list
+            .iter()
+            .copied()
+            .filter(|ip| match family {
+                Family::Ipv4 => ip.is_ipv4(),
+                Family::Ipv6 => ip.is_ipv6(),
+            })
+            .collect();
+        if found.is_empty() {
+            Addresses::None
+        } else {
+            Addresses::Found(found)
+        }
+    };
+    let found = Exchange {
+        name: Some(host.to_string()),
+        preference: None,
+        ipv4: of(Family::Ipv4),
+        ipv6: of(Family::Ipv6),
+        answered_by: HOSTS_FILE.to_string(),
+    };
+    tracing::debug!(
+        "{HOSTS_FILE} answered {host}: A {}; AAAA {}",
+        describe_addresses(&found.ipv4),
+        describe_addresses(&found.ipv6)
+    );
+    found
 }
 
 /// The resolutions of a run: per nameserver source and target.
@@ -1339,6 +1436,48 @@ mod tests {
             vec!["203.0.113.10".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(glue.len(), 2);
+    }
+
+    #[test]
+    fn hosts_files_parse_as_glibc_reads_them() {
+        let hosts = HostsFile::parse(
+            "127.0.0.1 localhost\n\
+             # a comment\n\
+             192.0.2.25  Relay.Example relay # the admin's relay\n\
+             2001:db8::25 relay.example\n\
+             fe80::1%eth0 broken\n\
+             garbage line\n",
+        );
+        let ips = |list: &[&str]| {
+            list.iter()
+                .map(|a| a.parse().unwrap())
+                .collect::<Vec<IpAddr>>()
+        };
+        assert_eq!(
+            hosts.lookup("relay.example").unwrap(),
+            ips(&["192.0.2.25", "2001:db8::25"])
+        );
+        assert_eq!(hosts.lookup("relay").unwrap(), ips(&["192.0.2.25"]));
+        assert_eq!(hosts.lookup("broken"), None);
+        assert_eq!(hosts.lookup("line"), None);
+    }
+
+    #[test]
+    fn a_local_hosts_file_answer_is_named_as_coming_from_it() {
+        let exchange = from_hosts_file("relay", &["127.0.0.1".parse().unwrap()]);
+        assert_eq!(exchange.ipv6, Addresses::None);
+        let plans = exchange_plans(&exchange, Family::Ipv4, &Family::ALL, &host(), None);
+        let [FamilyPlan {
+            destination: Destination::None(why),
+            ..
+        }] = plans.as_slice()
+        else {
+            panic!("not probed")
+        };
+        assert!(
+            why.starts_with("/etc/hosts answered A 127.0.0.1 for relay:"),
+            "{why}"
+        );
     }
 
     #[test]

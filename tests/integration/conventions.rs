@@ -373,3 +373,77 @@ fn quiet_shows_failures_inconclusives_and_the_summary_only() {
     let (_, report) = lab.run_json(&["-q", "run", file.path()]);
     assert!(report.probes.iter().any(|p| p.user == "ec-postfix"));
 }
+
+#[test]
+fn host_targets_resolve_as_the_system_does_with_etc_hosts() {
+    let Some(lab) = Lab::up() else { return };
+    // `ip netns exec` bind-mounts /etc/netns/HOST/hosts over /etc/hosts: the lab host's own
+    // hosts file (removed with the lab).
+    std::fs::write(
+        format!("/etc/netns/{}/hosts", lab.host_ns()),
+        "127.0.0.1 localhost\n\
+         203.0.113.12 relay relay.corp.example  # the admin's relay, only here\n\
+         127.0.0.1 localrelay\n\
+         203.0.113.99 mx1.dual.test\n",
+    )
+    .expect("write the lab's hosts file");
+
+    let json = |args: &[&str]| {
+        let mut all = vec!["--as", "ec-web", "--port", "25", "--timeout", "1s"];
+        all.extend(args);
+        lab.run_json(&all)
+    };
+    // A relay named only in /etc/hosts (a single label: no DNS would know it).
+    let (out, report) = json(&["--host", "relay"]);
+    let v4 = report.of("ec-web", "ipv4");
+    assert_eq!(v4.len(), 1, "{}", describe(&out));
+    assert_eq!(
+        v4[0].address.as_deref(),
+        Some("203.0.113.12"),
+        "{}",
+        describe(&out)
+    );
+    let v6 = report.of("ec-web", "ipv6");
+    assert_eq!(v6[0].observed, "no-address", "{}", describe(&out));
+
+    // A local answer from /etc/hosts is named as coming from there, and not probed.
+    let (out, report) = json(&["--host", "localrelay"]);
+    let v4 = report.of("ec-web", "ipv4");
+    assert_eq!(v4[0].observed, "no-address", "{}", describe(&out));
+    assert!(
+        v4[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("/etc/hosts answered A 127.0.0.1 for localrelay:"),
+        "{}",
+        describe(&out)
+    );
+
+    // Names /etc/hosts does not have go to DNS; MX lookups and their exchanges stay DNS.
+    let (out, report) = json(&["--host", "host.test", "--mx", "dual.test"]);
+    let addresses: Vec<&str> = report
+        .probes
+        .iter()
+        .filter_map(|p| p.address.as_deref())
+        .collect();
+    for expected in ["203.0.113.10", "2001:db8:200::10", "203.0.113.11"] {
+        assert!(
+            addresses.contains(&expected),
+            "{expected}\n{}",
+            describe(&out)
+        );
+    }
+    assert!(!addresses.contains(&"203.0.113.99"), "{}", describe(&out));
+
+    // An explicit nameserver is asked alone: what that server says is the question.
+    let (out, report) = json(&["--host", "relay", "--nameserver", LAB_DNS_V4]);
+    assert!(
+        report
+            .probes
+            .iter()
+            .all(|p| p.address.as_deref() != Some("203.0.113.12")),
+        "{}",
+        describe(&out)
+    );
+}
