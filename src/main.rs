@@ -42,8 +42,9 @@ fn main() -> ExitCode {
 }
 
 /// Diagnostics go to stderr through `tracing`, never into stdout's reports: `-q` keeps
-/// its errors only, the default its warnings, `-v` adds this crate's debug events (resolver answers,
-/// workers, probe timings), `-vv` its trace events and the libraries' (hickory's) debug.
+/// errors only, the default warnings, `-v` adds this crate's debug events (resolver
+/// answers, workers, probe timings), `-vv` its trace events and the libraries' (hickory's)
+/// debug events.
 fn init_logging(display: &DisplayOptions) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
