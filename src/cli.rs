@@ -306,7 +306,7 @@ pub enum Format {
     /// expectation (for CI test reporters).
     Junit,
     /// Prometheus text exposition format 0.0.4, for node_exporter's textfile collector
-    /// (`--output prometheus=/var/lib/prometheus/node-exporter/egress-check.prom`).
+    /// (with `--output prometheus=FILE` into its directory).
     Prometheus,
 }
 
