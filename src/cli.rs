@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::address::Literal;
 use crate::exit_codes;
 use crate::output::OutputSpec;
-use crate::vocab::{parse_nameserver, parse_timeout, Expectation};
+use crate::vocab::{parse_nameserver, parse_timeout, Expectation, PortError, PortRange};
 use crate::worker::WorkerArgs;
 
 /// Proves, end to end, what this host's egress firewall lets each local user reach:
@@ -160,9 +160,10 @@ pub struct AdHocArgs {
     /// cross the egress path and are never a pass).
     #[arg(long, requires = "addr")]
     pub local: bool,
-    /// A port to probe (repeatable) [default: 25].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Vec<u16>,
+    /// A port or inclusive port range to probe (repeatable; `--port 1-1024`, `--port 1-65535`)
+    /// [default: 25].
+    #[arg(long, value_name = "N|A-B", value_parser = parse_port_range)]
+    pub port: Vec<PortRange>,
     /// What should happen.
     #[arg(long, value_enum, default_value_t = Expectation::Deny)]
     pub expect: Expectation,
@@ -186,6 +187,11 @@ pub struct ResolveArgs {
     /// Enter this network namespace (/run/netns/NAME) first.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+}
+
+/// `--port N` or `--port A-B`.
+fn parse_port_range(text: &str) -> Result<PortRange, PortError> {
+    text.parse()
 }
 
 /// Report formats.
@@ -259,8 +265,13 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.ad_hoc.port, vec![25, 587]);
+        assert_eq!(
+            cli.ad_hoc.port,
+            vec!["25".parse().unwrap(), "587".parse().unwrap()]
+        );
         assert_eq!(cli.ad_hoc.expect, Expectation::Allow);
+        let ranged = parse(&["--as", "x", "--port", "1-1024"]).unwrap();
+        assert_eq!(ranged.ad_hoc.port[0].ports().count(), 1024);
 
         let cli = parse(&["resolve", "gmail.com", "outlook.com"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Resolve(_))));
@@ -271,6 +282,9 @@ mod tests {
         for args in [
             &["--as", "x", "--port", "0"][..],
             &["--as", "x", "--port", "65536"],
+            &["--as", "x", "--port", "1-65536"],
+            &["--as", "x", "--port", "1024-1"],
+            &["--as", "x", "--port", "-"],
             &["--as", "x", "--timeout", "soon"],
             &["--as", "x", "--expect", "maybe"],
             &["--as", "x", "--addr", "1.2.3"],
