@@ -53,13 +53,16 @@ pub struct ProbeOptions {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// With `--format json`: the compact document (`--format json-compact`).
+    #[arg(long)]
+    pub compact: bool,
     /// Per connect attempt, e.g. `500ms`, `2s` [default: the scenario's, else 3s].
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Bound on the whole run; probes still pending then are inconclusive.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub deadline: Option<Duration>,
-    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, junit, prometheus;
+    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, json-compact, junit, prometheus;
     /// default: --format's); repeatable. An interrupted run replaces no file.
     #[arg(long, value_name = "[FORMAT=]FILE")]
     pub output: Vec<OutputSpec>,
@@ -199,8 +202,12 @@ fn parse_port_range(text: &str) -> Result<PortRange, PortError> {
 pub enum Format {
     /// For people; colour on a terminal unless NO_COLOR is set.
     Human,
-    /// One JSON document on stdout.
+    /// One JSON document on stdout, one object per probe (the contract).
     Json,
+    /// One JSON document on stdout for big runs (sweeps): probes that differ only in their
+    /// port are one entry of `probe_ranges` (`"ports": "1-24,26-65535"`); same as
+    /// `--format json --compact`.
+    JsonCompact,
     /// JUnit XML on stdout, one test case per user, target, exchange, family, port and
     /// expectation (for CI test reporters).
     Junit,

@@ -309,7 +309,11 @@ fn probe_and_report(
             report::to_human(&judgement, use_color(&std::io::stderr()))
         );
     }
-    match options.format {
+    let format = match options.format {
+        Format::Json if options.compact => Format::JsonCompact,
+        format => format,
+    };
+    match format {
         Format::Human if signal_code.is_some() => {}
         format => print!(
             "{}",
