@@ -321,7 +321,10 @@ mod tests {
         let err = spec("jsn=x.json").unwrap_err();
         assert!(matches!(err, OutputSpecError::UnknownFormat { .. }));
         let text = err.to_string();
-        assert!(text.contains("human, json, json-compact, junit, prometheus"), "{text}");
+        assert!(
+            text.contains("human, json, json-compact, junit, prometheus"),
+            "{text}"
+        );
         assert!(text.contains("./jsn=x.json"), "{text}");
     }
 

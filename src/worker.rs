@@ -24,8 +24,10 @@ use crate::probe::{self, Attempt};
 /// The hidden subcommand that starts a worker.
 pub const WORKER_SUBCOMMAND: &str = "__probe-as";
 
-/// Largest number of connection attempts a worker keeps in flight.
-const MAX_IN_FLIGHT: u64 = 8192;
+/// Largest number of connection attempts a worker keeps in flight: a sweep of more is
+/// spread over several workers ([`probes_per_worker`]), which also spreads it over the
+/// cores, since a worker is single-threaded.
+const MAX_IN_FLIGHT: u64 = 16384;
 /// Descriptors a worker keeps free for stdio and the runtime.
 const RESERVED_FDS: u64 = 32;
 /// Largest request a worker accepts on stdin.
@@ -172,20 +174,48 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 async fn probe_all(probes: Vec<WorkerProbe>, in_flight: usize) -> anyhow::Result<()> {
-    let mut results = futures::stream::iter(probes)
+    let results = futures::stream::iter(probes)
         .map(|p| async move {
             let attempt = probe::connect(p.addr, Duration::from_millis(p.timeout_ms)).await;
             WorkerResult { id: p.id, attempt }
         })
         .buffer_unordered(in_flight);
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    while let Some(result) = results.next().await {
-        serde_json::to_writer(&mut out, &result)?;
-        out.write_all(b"\n")?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    // Whatever finished together is written with one flush: a sweep's thousands of
+    // simultaneous timeouts are one write, not one each; nothing finished waits unwritten.
+    let mut batches = results.ready_chunks(4096);
+    while let Some(batch) = batches.next().await {
+        for result in batch {
+            serde_json::to_writer(&mut out, &result)?;
+            out.write_all(b"\n")?;
+        }
         out.flush()?;
     }
     Ok(())
+}
+
+/// How many probes one worker is given: as many as it can keep in flight at once with the
+/// descriptors it will have (the hard limit, which a root worker raises its soft limit to),
+/// so that no probe of a worker waits for another's timeout. A user with more probes gets
+/// several workers. The second value is true when the descriptor limit, not
+/// [`MAX_IN_FLIGHT`], set the figure (a run that is slower than it could be says so).
+pub fn probes_per_worker() -> (usize, bool) {
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
+    let usable = hard.saturating_sub(RESERVED_FDS).max(1);
+    (usable.min(MAX_IN_FLIGHT) as usize, usable < MAX_IN_FLIGHT)
+}
+
+/// `probes` cut into `per_worker`-sized shards of nearly equal size (a sweep of 65,537
+/// probes is two shards of 32,769 and 32,768, not 65,536 and 1), in order; together they are
+/// `probes`, each exactly once.
+pub fn shards(probes: &[WorkerProbe], per_worker: usize) -> Vec<&[WorkerProbe]> {
+    if probes.is_empty() {
+        return Vec::new();
+    }
+    let count = probes.len().div_ceil(per_worker.max(1));
+    let size = probes.len().div_ceil(count);
+    probes.chunks(size).collect()
 }
 
 /// How many workers the parent may run at once: each holds three pipes (and the parent
@@ -326,4 +356,46 @@ pub async fn run_worker(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probes(n: usize) -> Vec<WorkerProbe> {
+        (0..n)
+            .map(|id| WorkerProbe {
+                id,
+                addr: "192.0.2.1:25".parse().unwrap(),
+                timeout_ms: 1000,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shards_cover_every_probe_once() {
+        for (n, per, expected) in [
+            (0, 10, vec![]),
+            (1, 10, vec![1]),
+            (10, 10, vec![10]),
+            (11, 10, vec![6, 5]),
+            (
+                131_070,
+                16_384,
+                vec![
+                    16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_382,
+                ],
+            ),
+            (131_070, 992, vec![]),
+        ] {
+            let list = probes(n);
+            let got = shards(&list, per);
+            if !expected.is_empty() || n == 0 {
+                assert_eq!(got.iter().map(|s| s.len()).collect::<Vec<_>>(), expected);
+            }
+            assert!(got.iter().all(|s| s.len() <= per));
+            let ids: Vec<usize> = got.iter().flat_map(|s| s.iter().map(|p| p.id)).collect();
+            assert_eq!(ids, (0..n).collect::<Vec<_>>());
+        }
+    }
 }

@@ -95,14 +95,29 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     let tracer = settings.explain.then(|| Tracer::start(&probes));
     let dispatch = Dispatch::new(&probes);
     let (tx, mut rx) = mpsc::unbounded_channel::<WorkerResult>();
+    // A user's probes beyond what one worker can keep in flight go to more workers of the
+    // same user: the shards partition the list, so each probe is still asked exactly once.
+    let (per_worker, fd_limited) = worker::probes_per_worker();
     let worker_futures: Vec<_> = dispatch
         .requests
         .iter()
-        .map(|(user, requests)| {
+        .flat_map(|(user, requests)| {
+            let shards = worker::shards(requests, per_worker);
+            if fd_limited && shards.len() > 1 {
+                eprintln!(
+                    "egress-check: limited by the descriptor limit (RLIMIT_NOFILE): {per_worker} \
+                     connects in flight per worker, so `{user}`'s {} probes run in {} workers",
+                    requests.len(),
+                    shards.len()
+                );
+            }
+            shards.into_iter().map(move |shard| (user, shard))
+        })
+        .map(|(user, shard)| {
             let tx = tx.clone();
             let service = services.get(user.as_str()).copied();
             async move {
-                let outcome = worker::run_worker(user, service, requests, tx).await;
+                let outcome = worker::run_worker(user, service, shard, tx).await;
                 (user.clone(), outcome)
             }
         })
@@ -127,7 +142,8 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
                     for (user, outcome) in outcomes {
                         if let Err(error) = outcome {
                             eprintln!("egress-check: probing as `{user}` failed: {error}");
-                            worker_errors.insert(user, error);
+                            // Several workers of one user: the first error names the cause.
+                            worker_errors.entry(user).or_insert(error);
                         }
                     }
                     break None;
