@@ -12,7 +12,7 @@ use crate::verdict::{
     format_port_ranges_capped, split_ranges, thousands, Judgement, ProbeRecord, SplitRange,
     Verdict, HEADLINE_RANGES,
 };
-use crate::vocab::{port_ranges, Expectation, Family};
+use crate::vocab::{port_ranges, Expectation, Family, PortRange};
 
 pub mod prometheus;
 mod resolution;
@@ -27,6 +27,40 @@ fn endpoint(p: &ProbeRecord) -> String {
         (Some(addr), None) => SocketAddr::new(addr, p.spec.port).to_string(),
         (None, _) => format!("(no address):{}", p.spec.port),
     }
+}
+
+/// `endpoint` of probes that differ only in their port: `203.0.113.10:25` for one,
+/// `203.0.113.10:1-24,26-65535` (`[2001:db8::1]:...`) for several.
+fn endpoint_ports(probes: &[&ProbeRecord]) -> String {
+    let p = probes[0];
+    if probes.len() == 1 {
+        return endpoint(p);
+    }
+    let ranges = port_ranges(probes.iter().map(|p| p.spec.port));
+    let ports = format_port_ranges_capped(&ranges, HEADLINE_RANGES);
+    match (p.address, &p.zone) {
+        (Some(std::net::IpAddr::V6(a)), Some(zone)) => format!("[{a}%{zone}]:{ports}"),
+        (Some(std::net::IpAddr::V6(a)), None) => format!("[{a}]:{ports}"),
+        (Some(a), _) => format!("{a}:{ports}"),
+        (None, _) => format!("(no address):{ports}"),
+    }
+}
+
+/// `probes` grouped by `key` (all else is their port), groups in the order first met.
+fn alike_but_port<'a, K: std::hash::Hash + Eq>(
+    probes: &[&'a ProbeRecord],
+    key: impl Fn(&ProbeRecord) -> K,
+) -> Vec<Vec<&'a ProbeRecord>> {
+    let mut index: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<&'a ProbeRecord>> = Vec::new();
+    for &p in probes {
+        let i = *index.entry(key(p)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(p);
+    }
+    groups
 }
 
 /// The exchange (with its MX preference) or the target's name.
@@ -274,44 +308,59 @@ pub fn to_json_compact(report: &Judgement) -> String {
 pub fn to_junit(report: &Judgement) -> String {
     use quick_junit::{NonSuccessKind, Report as JunitReport, TestCase, TestCaseStatus, TestSuite};
 
-    type CaseKey<'a> = (&'a str, &'a str, String, Family, u16, Expectation);
-    let mut cases: BTreeMap<CaseKey<'_>, Vec<&ProbeRecord>> = BTreeMap::new();
+    // One case per contiguous range of the ports checked (a sweep's 65,535 ports are one
+    // case, `ports 1-65535`; ports 25 and 587 stay two cases): what was checked, so names
+    // stay stable whatever the outcomes.
+    type CaseKey<'a> = (&'a str, &'a str, String, Family, Expectation);
+    let mut by_check: BTreeMap<CaseKey<'_>, Vec<&ProbeRecord>> = BTreeMap::new();
     for p in &report.probes {
         let exchange = p
             .spec
             .exchange
             .clone()
             .unwrap_or_else(|| p.spec.target.clone());
-        cases
+        by_check
             .entry((
                 p.spec.user.as_str(),
                 p.spec.target.as_str(),
                 exchange,
                 p.spec.family,
-                p.spec.port,
                 p.spec.expect,
             ))
             .or_default()
             .push(p);
+    }
+    let mut cases: Vec<(CaseKey<'_>, PortRange, Vec<&ProbeRecord>)> = Vec::new();
+    for (key, probes) in by_check {
+        let ranges = port_ranges(probes.iter().map(|p| p.spec.port));
+        let mut split: Vec<Vec<&ProbeRecord>> = vec![Vec::new(); ranges.len()];
+        for p in probes {
+            let i = ranges.partition_point(|r| r.last < p.spec.port);
+            split[i].push(p);
+        }
+        for (range, probes) in ranges.into_iter().zip(split) {
+            cases.push((key.clone(), range, probes));
+        }
     }
     let timestamp = report
         .run
         .as_ref()
         .map(|run| chrono::DateTime::<chrono::Utc>::from(run.started).fixed_offset());
     let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
-    for ((user, target, exchange, family, port, expect), mut probes) in cases {
-        probes.sort_by_key(|p| (p.verdict, p.address));
+    for ((user, target, exchange, family, expect), range, mut probes) in cases {
+        probes.sort_by_key(|p| (p.verdict, p.address, p.spec.port));
         let worst = probes
             .iter()
             .map(|p| p.verdict)
             .min()
             .unwrap_or(Verdict::Pass);
-        let outcomes = probes
+        let outcomes = alike_but_port(&probes, |p| (p.address, p.observed, p.verdict))
             .iter()
-            .map(|p| {
+            .map(|group| {
+                let p = group[0];
                 format!(
                     "{} {} ({})",
-                    endpoint(p),
+                    endpoint_ports(group),
                     p.observed.as_str(),
                     p.verdict.label().to_lowercase()
                 )
@@ -338,8 +387,13 @@ pub fn to_junit(report: &Judgement) -> String {
                 status
             }
         };
+        let ports = if range.first == range.last {
+            format!("port {range}")
+        } else {
+            format!("ports {range}")
+        };
         let mut case = TestCase::new(
-            format!("{exchange} {family} port {port} expect {expect}"),
+            format!("{exchange} {family} {ports} expect {expect}"),
             status,
         );
         // Names that stay stable across runs: the unit or user, never a pid.
@@ -348,26 +402,36 @@ pub fn to_junit(report: &Judgement) -> String {
         case.set_time(std::time::Duration::from_millis(
             probes.iter().map(|p| p.elapsed_ms).max().unwrap_or(0),
         ));
-        let system_out = probes
-            .iter()
-            .map(|p| {
-                let mut line = format!(
-                    "{} {} {} {}",
-                    host(p),
-                    endpoint(p),
-                    p.observed.as_str(),
-                    p.verdict.label()
-                );
-                if let Some(detail) = &p.detail {
-                    let _ = write!(line, " -- {detail}");
-                }
-                if let Some(e) = &p.explanation {
-                    let _ = write!(line, "\n  decided by: {}", e.decided_by.text);
-                }
-                line
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let system_out = alike_but_port(&probes, |p| {
+            (
+                host(p),
+                p.address,
+                p.observed,
+                p.verdict,
+                p.detail.clone(),
+                p.explanation.as_ref().map(|e| e.decided_by.text.clone()),
+            )
+        })
+        .iter()
+        .map(|group| {
+            let p = group[0];
+            let mut line = format!(
+                "{} {} {} {}",
+                host(p),
+                endpoint_ports(group),
+                p.observed.as_str(),
+                p.verdict.label()
+            );
+            if let Some(detail) = &p.detail {
+                let _ = write!(line, " -- {detail}");
+            }
+            if let Some(e) = &p.explanation {
+                let _ = write!(line, "\n  decided by: {}", e.decided_by.text);
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
         case.set_system_out(system_out);
         suites
             .entry(user)
@@ -971,5 +1035,31 @@ pub(crate) mod tests {
         // Every probe once.
         let total: u64 = ranges.iter().map(|r| r["probes"].as_u64().unwrap()).sum();
         assert_eq!(total, 131_070);
+    }
+
+    #[test]
+    fn junit_has_one_case_per_range_checked() {
+        let xml = to_junit(&sweep());
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let cases: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        let names: Vec<&str> = cases.iter().map(|n| n.attribute("name").unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "mx1.gmail.test IPv4 ports 1-65535 expect deny",
+                "mx1.gmail.test IPv6 ports 1-65535 expect deny"
+            ]
+        );
+        assert!(
+            xml.contains(
+                "expected deny: 203.0.113.10:80,443 connected (fail), \
+                 203.0.113.10:1-79,81-442,444-65535 timeout (pass)"
+            ),
+            "{xml}"
+        );
+        assert!(xml.len() < 10_000, "{}", xml.len());
     }
 }
