@@ -295,6 +295,9 @@ fn probe_and_report(
         executed.attempts,
         executed.interruption.map(|i| i.describe()),
     );
+    if let Some(reason) = &executed.kernel_limited {
+        judgement.mark_kernel_limited(reason);
+    }
     if let Some(explanations) = executed.explanations {
         judgement.attach_explanations(explanations);
     }

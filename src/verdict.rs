@@ -287,6 +287,31 @@ impl Judgement {
         );
     }
 
+    /// A kernel limit may have dropped SYNs during the run (`reason`, from
+    /// [`crate::runner::kernel`]): every timeout becomes inconclusive with the reason, since
+    /// a dropped SYN reads as one; counts follow.
+    pub fn mark_kernel_limited(&mut self, reason: &str) {
+        for p in &mut self.probes {
+            if p.observed == Observed::Timeout && p.verdict != Verdict::Inconclusive {
+                p.verdict = Verdict::Inconclusive;
+                p.witnessed = None;
+                p.detail = Some(match p.detail.take() {
+                    Some(d) => format!("{d}; {reason}"),
+                    None => reason.to_string(),
+                });
+            }
+        }
+        let count = |v| self.probes.iter().filter(|p| p.verdict == v).count();
+        self.passed = count(Verdict::Pass);
+        self.failed = count(Verdict::Fail);
+        self.inconclusive = count(Verdict::Inconclusive);
+        self.unwitnessed_denies = self
+            .probes
+            .iter()
+            .filter(|p| p.witnessed == Some(false))
+            .count();
+    }
+
     /// 0 all passed, 1 a failure, 3 inconclusive only.
     pub fn exit_code(&self) -> u8 {
         exit_codes::of_counts(self.failed, self.inconclusive)
@@ -593,5 +618,22 @@ mod tests {
         );
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(999), "999");
+    }
+
+    #[test]
+    fn a_kernel_limit_makes_timeouts_inconclusive() {
+        use crate::report::tests::{judged, probe};
+        let mut j = judged(vec![
+            probe("u", "203.0.113.10", Expectation::Deny, Timeout),
+            probe("u", "203.0.113.11", Expectation::Allow, Timeout),
+            probe("u", "203.0.113.12", Expectation::Deny, Refused),
+            probe("u", "203.0.113.13", Expectation::Allow, Connected),
+        ]);
+        assert_eq!((j.passed, j.failed, j.inconclusive), (3, 1, 0));
+        j.mark_kernel_limited("conntrack drop +3");
+        assert_eq!((j.passed, j.failed, j.inconclusive), (2, 0, 2));
+        assert_eq!(j.unwitnessed_denies, 1, "only the refused deny is left");
+        assert_eq!(j.probes[0].detail.as_deref(), Some("conntrack drop +3"));
+        assert_eq!(j.exit_code(), 3);
     }
 }
