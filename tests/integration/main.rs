@@ -15,4 +15,5 @@ mod private_checkout;
 mod robustness;
 mod sandbox;
 mod service;
+mod sweep;
 mod util;
