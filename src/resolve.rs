@@ -46,6 +46,19 @@ pub enum FailureKind {
     Refused,
     /// No answer in time (server unreachable or too slow).
     Timeout,
+    /// This host's own firewall refused to let the query out (EPERM on send): the
+    /// nameserver's address, and the OS error.
+    BlockedByHost {
+        /// The nameserver, as written in reports.
+        server: String,
+        /// The OS error, e.g. "Operation not permitted".
+        error: String,
+    },
+    /// No nameserver answered at all (the query could go out; the cause may be anywhere).
+    NoAnswer {
+        /// The nameservers, as written in reports.
+        servers: String,
+    },
     /// Anything else.
     Other(String),
 }
@@ -68,6 +81,10 @@ impl fmt::Display for DnsFailure {
             FailureKind::Servfail => "SERVFAIL".to_string(),
             FailureKind::Refused => "REFUSED".to_string(),
             FailureKind::Timeout => "timed out (nameserver unreachable or too slow)".to_string(),
+            FailureKind::BlockedByHost { server, error } => {
+                format!("DNS query to {server} blocked by this host's firewall ({error})")
+            }
+            FailureKind::NoAnswer { servers } => format!("no answer from {servers}"),
             FailureKind::Other(text) => text.clone(),
         };
         write!(f, "DNS {} lookup of {}: {}", self.record, self.name, reason)
@@ -148,6 +165,10 @@ pub struct Resolver {
     inner: TokioResolver,
     /// Who answers, as reports name it.
     answered_by: String,
+    /// The nameservers asked, for [`diagnose`].
+    servers: Vec<std::net::SocketAddr>,
+    /// Why no connection to them could be made, found out once ([`diagnose`]).
+    diagnosis: std::sync::Arc<tokio::sync::OnceCell<FailureKind>>,
 }
 
 /// Names the nameservers of a configuration read from `file`, as reports cite them.
@@ -203,6 +224,18 @@ impl Resolver {
                 (config, None, answered_by)
             }
         };
+        let servers = {
+            let mut servers: Vec<std::net::SocketAddr> = config
+                .name_servers()
+                .iter()
+                .map(|s| {
+                    let port = s.connections.first().map_or(53, |c| c.port);
+                    std::net::SocketAddr::new(s.ip, port)
+                })
+                .collect();
+            servers.dedup();
+            servers
+        };
         let mut builder = TokioResolver::builder_with_config(config, provider);
         if let Some(system_options) = system_options {
             *builder.options_mut() = system_options;
@@ -215,7 +248,28 @@ impl Resolver {
         options.use_hosts_file = ResolveHosts::Never;
         options.preserve_intermediates = true;
         let inner = builder.build().map_err(ResolverError::Build)?;
-        Ok(Resolver { inner, answered_by })
+        Ok(Resolver {
+            inner,
+            answered_by,
+            servers,
+            diagnosis: Default::default(),
+        })
+    }
+
+    /// [`classify`], with "no connection could be made" explained in words by
+    /// [`diagnose`] (once per resolver): hickory's own message names its pool, not the cause.
+    async fn classify(&self, err: &NetError) -> Classified {
+        match classify(err) {
+            Classified::Failure(FailureKind::Other(_)) if no_connection(err) => {
+                let kind = self
+                    .diagnosis
+                    .get_or_init(|| diagnose(&self.servers))
+                    .await
+                    .clone();
+                Classified::Failure(kind)
+            }
+            other => other,
+        }
     }
 
     async fn mx(&self, domain: &str) -> MxAnswer {
@@ -244,7 +298,7 @@ impl Resolver {
                     .collect();
                 MxAnswer::Exchanges(exchanges, glue(lookup.additionals()))
             }
-            Err(err) => match classify(&err) {
+            Err(err) => match self.classify(&err).await {
                 Classified::NoRecords => MxAnswer::NoRecords,
                 Classified::Failure(kind) => MxAnswer::Failed(DnsFailure {
                     name: domain.to_string(),
@@ -279,7 +333,7 @@ impl Resolver {
                     Addresses::Found(found)
                 }
             }
-            Err(err) => match classify(&err) {
+            Err(err) => match self.classify(&err).await {
                 Classified::NoRecords => Addresses::None,
                 Classified::Failure(kind) => Addresses::Failed(DnsFailure {
                     name: name.to_string(),
@@ -763,6 +817,60 @@ fn classify(err: &NetError) -> Classified {
             Classified::Failure(FailureKind::Timeout)
         }
         other => Classified::Failure(FailureKind::Other(other.to_string())),
+    }
+}
+
+/// True when hickory could not use any connection to the nameservers (its pool gave up, or
+/// sending failed): the cases [`diagnose`] explains.
+fn no_connection(err: &NetError) -> bool {
+    match err {
+        NetError::NoConnections => true,
+        NetError::Io(io) => io.raw_os_error() == Some(nix::libc::EPERM),
+        _ => false,
+    }
+}
+
+/// A DNS query for the root's NS records (id 0x4543), as a resolver would send it.
+const PROBE_QUERY: [u8; 17] = [
+    0x45, 0x43, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1,
+];
+
+/// Why no connection to `servers` was possible: the first one whose query this host's
+/// firewall refuses (EPERM on send, the errno a local `DROP`/`REJECT` in OUTPUT gives a
+/// UDP sender), else no answer from any of them.
+async fn diagnose(servers: &[std::net::SocketAddr]) -> FailureKind {
+    let name = |addr: &std::net::SocketAddr| {
+        if addr.port() == 53 {
+            addr.ip().to_string()
+        } else {
+            addr.to_string()
+        }
+    };
+    for server in servers {
+        let bind: std::net::SocketAddr = if server.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let Ok(socket) = tokio::net::UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if let Err(error) = socket.send_to(&PROBE_QUERY, server).await {
+            if error.raw_os_error() == Some(nix::libc::EPERM) {
+                let errno = nix::errno::Errno::from_raw(nix::libc::EPERM);
+                return FailureKind::BlockedByHost {
+                    server: name(server),
+                    error: errno.desc().to_string(),
+                };
+            }
+        }
+    }
+    FailureKind::NoAnswer {
+        servers: if servers.is_empty() {
+            "any nameserver".to_string()
+        } else {
+            servers.iter().map(name).collect::<Vec<_>>().join(", ")
+        },
     }
 }
 

@@ -207,3 +207,31 @@ fn a_sweep_under_a_low_descriptor_limit_reports_every_probe_once() {
         report.probes.iter().find(|p| p.observed != "timeout")
     );
 }
+
+/// A ruleset that lets DNS out only to another resolver: the lab's DNS server is refused by
+/// this host's own firewall, and the report says so in words, not in a resolver library's.
+#[test]
+fn dns_blocked_by_this_hosts_firewall_says_so() {
+    let Some(lab) = Lab::up() else { return };
+    ensure_story_users();
+    for proto in ["udp", "tcp"] {
+        lab.ip46tables(&["-A", "OUTPUT", "-p", proto, "--dport", "53", "-j", "DROP"]);
+    }
+    let (out, report) = lab.run_json(&[
+        "--as",
+        "www-data",
+        "--mx",
+        "dual.test",
+        "--nameserver",
+        crate::util::lab::LAB_DNS_V4,
+    ]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    let detail = report.probes[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains(
+            "DNS query to 198.51.100.2 blocked by this host's firewall (Operation not permitted)"
+        ),
+        "{}",
+        describe(&out)
+    );
+}
