@@ -206,16 +206,29 @@ pub fn probes_per_worker() -> (usize, bool) {
     (usable.min(MAX_IN_FLIGHT) as usize, usable < MAX_IN_FLIGHT)
 }
 
-/// `probes` cut into `per_worker`-sized shards of nearly equal size (a sweep of 65,537
-/// probes is two shards of 32,769 and 32,768, not 65,536 and 1), in order; together they are
-/// `probes`, each exactly once.
-pub fn shards(probes: &[WorkerProbe], per_worker: usize) -> Vec<&[WorkerProbe]> {
+/// `probes` cut into shards of nearly equal size (a sweep of 65,537 probes is two shards of
+/// 32,769 and 32,768, not 65,536 and 1), in order; together they are `probes`, each exactly
+/// once. As many shards as it takes to keep `per_worker` in flight in each, but no more
+/// than the machine's cores or what [`MAX_IN_FLIGHT`] alone would need, whichever is more:
+/// under a low descriptor limit a hundred small workers would cost more memory than the
+/// time they save, so each worker then runs its shard in waves (slower, and said so).
+pub fn shards(probes: &[WorkerProbe], per_worker: usize, cores: usize) -> Vec<&[WorkerProbe]> {
     if probes.is_empty() {
         return Vec::new();
     }
-    let count = probes.len().div_ceil(per_worker.max(1));
+    let wanted = probes.len().div_ceil(per_worker.max(1));
+    let cap = probes
+        .len()
+        .div_ceil(MAX_IN_FLIGHT as usize)
+        .max(cores.max(1));
+    let count = wanted.min(cap);
     let size = probes.len().div_ceil(count);
     probes.chunks(size).collect()
+}
+
+/// The cores this process may run on (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// How many workers the parent may run at once: each holds three pipes (and the parent
@@ -374,26 +387,40 @@ mod tests {
 
     #[test]
     fn shards_cover_every_probe_once() {
-        for (n, per, expected) in [
-            (0, 10, vec![]),
-            (1, 10, vec![1]),
-            (10, 10, vec![10]),
-            (11, 10, vec![6, 5]),
+        for (n, per, cores, expected) in [
+            (0, 10, 2, vec![]),
+            (1, 10, 2, vec![1]),
+            (10, 10, 2, vec![10]),
+            (11, 10, 2, vec![6, 5]),
+            (8192, 16_384, 2, vec![8192]),
             (
                 131_070,
                 16_384,
+                2,
                 vec![
                     16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_382,
                 ],
             ),
-            (131_070, 992, vec![]),
+            // A low descriptor limit: 8 workers (what 16,384 in flight needs), in waves.
+            (
+                131_070,
+                992,
+                2,
+                vec![
+                    16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_382,
+                ],
+            ),
+            // 2,500 probes with 224 in flight: as many workers as cores.
+            (2500, 224, 2, vec![1250, 1250]),
+            (2500, 224, 4, vec![625, 625, 625, 625]),
         ] {
             let list = probes(n);
-            let got = shards(&list, per);
-            if !expected.is_empty() || n == 0 {
-                assert_eq!(got.iter().map(|s| s.len()).collect::<Vec<_>>(), expected);
-            }
-            assert!(got.iter().all(|s| s.len() <= per));
+            let got = shards(&list, per, cores);
+            assert_eq!(
+                got.iter().map(|s| s.len()).collect::<Vec<_>>(),
+                expected,
+                "{n} {per} {cores}"
+            );
             let ids: Vec<usize> = got.iter().flat_map(|s| s.iter().map(|p| p.id)).collect();
             assert_eq!(ids, (0..n).collect::<Vec<_>>());
         }

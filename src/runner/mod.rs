@@ -104,15 +104,17 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     // A user's probes beyond what one worker can keep in flight go to more workers of the
     // same user: the shards partition the list, so each probe is still asked exactly once.
     let (per_worker, fd_limited) = worker::probes_per_worker();
+    let cores = worker::cores();
     let worker_futures: Vec<_> = dispatch
         .requests
         .iter()
         .flat_map(|(user, requests)| {
-            let shards = worker::shards(requests, per_worker);
-            if fd_limited && shards.len() > 1 {
+            let shards = worker::shards(requests, per_worker, cores);
+            if fd_limited && requests.len() > per_worker {
                 eprintln!(
-                    "egress-check: limited by the descriptor limit (RLIMIT_NOFILE): {per_worker} \
-                     connects in flight per worker, so `{user}`'s {} probes run in {} workers",
+                    "egress-check: limited by the descriptor limit (RLIMIT_NOFILE): at most \
+                     {per_worker} connects in flight per worker; `{user}`'s {} probes run in \
+                     {} workers, in waves: slower than the run could be",
                     requests.len(),
                     shards.len()
                 );
