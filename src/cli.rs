@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::address::Literal;
 use crate::exit_codes;
 use crate::output::OutputSpec;
-use crate::vocab::{parse_nameserver, parse_timeout, Expectation};
+use crate::vocab::{parse_nameserver, parse_timeout, Expectation, PortError, PortRange};
 use crate::worker::WorkerArgs;
 
 /// Proves, end to end, what this host's egress firewall lets each local user reach:
@@ -160,13 +160,16 @@ pub struct ProbeOptions {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// With `--format json`: the compact document (`--format json-compact`).
+    #[arg(long)]
+    pub compact: bool,
     /// Per connect attempt, e.g. `500ms`, `2s` [default: the scenario's, else 3s].
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
     /// Bound on the whole run; probes still pending then are inconclusive.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub deadline: Option<Duration>,
-    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, junit, prometheus;
+    /// Also write the report to FILE, replaced atomically, in FORMAT (human, json, json-compact, junit, prometheus;
     /// default: --format's); repeatable. An interrupted run replaces no file.
     #[arg(long, value_name = "[FORMAT=]FILE")]
     pub output: Vec<OutputSpec>,
@@ -267,9 +270,10 @@ pub struct AdHocArgs {
     /// cross the egress path and are never a pass).
     #[arg(long, requires = "addr")]
     pub local: bool,
-    /// A port to probe (repeatable) [default: 25].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Vec<u16>,
+    /// A port or inclusive port range to probe (repeatable; `--port 1-1024`, `--port 1-65535`)
+    /// [default: 25].
+    #[arg(long, value_name = "N|A-B", value_parser = parse_port_range)]
+    pub port: Vec<PortRange>,
     /// What should happen.
     #[arg(long, value_enum, default_value_t = Expectation::Deny)]
     pub expect: Expectation,
@@ -295,13 +299,22 @@ pub struct ResolveArgs {
     pub netns: Option<String>,
 }
 
+/// `--port N` or `--port A-B`.
+fn parse_port_range(text: &str) -> Result<PortRange, PortError> {
+    text.parse()
+}
+
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// For people; colour as --color says.
     Human,
-    /// One JSON document on stdout.
+    /// One JSON document on stdout, one object per probe (the contract).
     Json,
+    /// One JSON document on stdout for big runs (sweeps): probes that differ only in their
+    /// port are one entry of `probe_ranges` (`"ports": "1-24,26-65535"`); same as
+    /// `--format json --compact`.
+    JsonCompact,
     /// JUnit XML on stdout, one test case per user, target, exchange, family, port and
     /// expectation (for CI test reporters).
     Junit,
@@ -366,8 +379,13 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.ad_hoc.port, vec![25, 587]);
+        assert_eq!(
+            cli.ad_hoc.port,
+            vec!["25".parse().unwrap(), "587".parse().unwrap()]
+        );
         assert_eq!(cli.ad_hoc.expect, Expectation::Allow);
+        let ranged = parse(&["--as", "x", "--port", "1-1024"]).unwrap();
+        assert_eq!(ranged.ad_hoc.port[0].ports().count(), 1024);
 
         let cli = parse(&["resolve", "gmail.com", "outlook.com"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Resolve(_))));
@@ -455,6 +473,9 @@ mod tests {
         for args in [
             &["--as", "x", "--port", "0"][..],
             &["--as", "x", "--port", "65536"],
+            &["--as", "x", "--port", "1-65536"],
+            &["--as", "x", "--port", "1024-1"],
+            &["--as", "x", "--port", "-"],
             &["--as", "x", "--timeout", "soon"],
             &["--as", "x", "--expect", "maybe"],
             &["--as", "x", "--addr", "1.2.3"],

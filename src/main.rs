@@ -359,6 +359,9 @@ fn probe_and_report(
         executed.attempts,
         executed.interruption.map(|i| i.describe()),
     );
+    if let Some(reason) = &executed.kernel_limited {
+        judgement.mark_kernel_limited(reason);
+    }
     if let Some(explanations) = executed.explanations {
         judgement.attach_explanations(explanations);
     }
@@ -373,7 +376,11 @@ fn probe_and_report(
             report::to_human(&judgement, use_color(&std::io::stderr()))
         );
     }
-    match options.format {
+    let format = match options.format {
+        Format::Json if options.compact => Format::JsonCompact,
+        format => format,
+    };
+    match format {
         Format::Human if signal_code.is_some() => {}
         Format::Human if display.quiet => print!(
             "{}",

@@ -35,6 +35,7 @@ pub fn render(judgement: &Judgement, format: Format, color: bool) -> String {
     match format {
         Format::Human => report::to_human(judgement, color),
         Format::Json => format!("{}\n", report::to_json(judgement)),
+        Format::JsonCompact => format!("{}\n", report::to_json_compact(judgement)),
         Format::Junit => format!("{}\n", report::to_junit(judgement)),
         Format::Prometheus => report::prometheus::to_prometheus(judgement),
     }
@@ -320,7 +321,10 @@ mod tests {
         let err = spec("jsn=x.json").unwrap_err();
         assert!(matches!(err, OutputSpecError::UnknownFormat { .. }));
         let text = err.to_string();
-        assert!(text.contains("human, json, junit, prometheus"), "{text}");
+        assert!(
+            text.contains("human, json, json-compact, junit, prometheus"),
+            "{text}"
+        );
         assert!(text.contains("./jsn=x.json"), "{text}");
     }
 

@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 
 use crate::probe::Observed;
 use crate::service::ServiceIdentity;
-use crate::verdict::{FamilySplit, Judgement, ProbeRecord, Verdict};
-use crate::vocab::{counted, Expectation, Family};
+use crate::verdict::{
+    format_port_ranges_capped, split_ranges, thousands, Judgement, ProbeRecord, SplitRange,
+    Verdict, HEADLINE_RANGES,
+};
+use crate::vocab::{counted, port_ranges, Expectation, Family, PortRange};
 
 pub mod prometheus;
 mod resolution;
@@ -24,6 +27,40 @@ fn endpoint(p: &ProbeRecord) -> String {
         (Some(addr), None) => SocketAddr::new(addr, p.spec.port).to_string(),
         (None, _) => format!("(no address):{}", p.spec.port),
     }
+}
+
+/// `endpoint` of probes that differ only in their port: `203.0.113.10:25` for one,
+/// `203.0.113.10:1-24,26-65535` (`[2001:db8::1]:...`) for several.
+fn endpoint_ports(probes: &[&ProbeRecord]) -> String {
+    let p = probes[0];
+    if probes.len() == 1 {
+        return endpoint(p);
+    }
+    let ranges = port_ranges(probes.iter().map(|p| p.spec.port));
+    let ports = format_port_ranges_capped(&ranges, HEADLINE_RANGES);
+    match (p.address, &p.zone) {
+        (Some(std::net::IpAddr::V6(a)), Some(zone)) => format!("[{a}%{zone}]:{ports}"),
+        (Some(std::net::IpAddr::V6(a)), None) => format!("[{a}]:{ports}"),
+        (Some(a), _) => format!("{a}:{ports}"),
+        (None, _) => format!("(no address):{ports}"),
+    }
+}
+
+/// `probes` grouped by `key` (all else is their port), groups in the order first met.
+fn alike_but_port<'a, K: std::hash::Hash + Eq>(
+    probes: &[&'a ProbeRecord],
+    key: impl Fn(&ProbeRecord) -> K,
+) -> Vec<Vec<&'a ProbeRecord>> {
+    let mut index: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<&'a ProbeRecord>> = Vec::new();
+    for &p in probes {
+        let i = *index.entry(key(p)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(p);
+    }
+    groups
 }
 
 /// The exchange (with its MX preference) or the target's name.
@@ -120,6 +157,153 @@ pub fn to_json(report: &Judgement) -> String {
     serde_json::to_string_pretty(report).expect("a report always serializes")
 }
 
+/// One line of the compact JSON report: probes alike but for their port.
+#[derive(serde::Serialize)]
+struct ProbeRange<'a> {
+    user: &'a str,
+    uid: u32,
+    target: &'a str,
+    domain: Option<&'a str>,
+    exchange: Option<&'a str>,
+    preference: Option<u16>,
+    address: Option<std::net::IpAddr>,
+    family: Family,
+    zone: Option<&'a str>,
+    record: Option<&'a str>,
+    local: bool,
+    expect: Expectation,
+    observed: Observed,
+    verdict: Verdict,
+    witnessed: Option<bool>,
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decided_by: Option<&'a str>,
+    /// `1-24,26-65535`.
+    ports: String,
+    /// How many probes the line stands for.
+    probes: usize,
+    /// The slowest of them.
+    elapsed_ms_max: u64,
+}
+
+/// The compact JSON document (`--format json-compact`, or `--format json --compact`).
+#[derive(serde::Serialize)]
+struct CompactReport<'a> {
+    schema_version: u32,
+    /// Tells this document from the default one, whose `probes` are one object per probe.
+    compact: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    run: Option<&'a crate::run_info::RunInfo>,
+    passed: usize,
+    failed: usize,
+    inconclusive: usize,
+    unwitnessed_denies: usize,
+    family_splits: Vec<SplitRange>,
+    interrupted: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_enforced_by_host: Option<usize>,
+    identities: &'a [ServiceIdentity],
+    probe_ranges: Vec<ProbeRange<'a>>,
+}
+
+/// The JSON report for big runs: probes that differ only in their port are one entry of
+/// `probe_ranges` (ports written `1-24,26-65535`), failures first, then in the order
+/// probed; `family_splits` has one entry per user, exchange and pair of families with its
+/// ports as ranges. Counts are those of the default document, probe for probe.
+pub fn to_json_compact(report: &Judgement) -> String {
+    // Nested: tuples longer than 12 are not hashable.
+    type Key<'a> = (
+        (
+            Verdict,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Expectation,
+            Family,
+        ),
+        Option<std::net::IpAddr>,
+        Option<&'a str>,
+        Observed,
+        Option<bool>,
+        bool,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let mut index: std::collections::HashMap<Key<'_>, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<&ProbeRecord>> = Vec::new();
+    for p in &report.probes {
+        let key: Key<'_> = (
+            (
+                p.verdict,
+                &p.spec.user,
+                &p.spec.target,
+                p.spec.exchange.as_deref(),
+                p.spec.expect,
+                p.spec.family,
+            ),
+            p.address,
+            p.zone.as_deref(),
+            p.observed,
+            p.witnessed,
+            p.local,
+            p.detail.as_deref(),
+            p.explanation.as_ref().map(|e| e.decided_by.text.as_str()),
+        );
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(p);
+    }
+    // Stable: equal verdicts keep the order they were first probed in.
+    groups.sort_by_key(|g| g[0].verdict);
+    let probe_ranges = groups
+        .iter()
+        .map(|g| {
+            let p = g[0];
+            ProbeRange {
+                user: &p.spec.user,
+                uid: p.spec.uid,
+                target: &p.spec.target,
+                domain: p.spec.domain.as_deref(),
+                exchange: p.spec.exchange.as_deref(),
+                preference: p.spec.preference,
+                address: p.address,
+                family: p.spec.family,
+                zone: p.zone.as_deref(),
+                record: p.record.as_deref(),
+                local: p.local,
+                expect: p.spec.expect,
+                observed: p.observed,
+                verdict: p.verdict,
+                witnessed: p.witnessed,
+                detail: p.detail.as_deref(),
+                decided_by: p.explanation.as_ref().map(|e| e.decided_by.text.as_str()),
+                ports: crate::vocab::format_port_ranges(&port_ranges(
+                    g.iter().map(|p| p.spec.port),
+                )),
+                probes: g.len(),
+                elapsed_ms_max: g.iter().map(|p| p.elapsed_ms).max().unwrap_or(0),
+            }
+        })
+        .collect();
+    let doc = CompactReport {
+        schema_version: report.schema_version,
+        compact: true,
+        run: report.run.as_ref(),
+        passed: report.passed,
+        failed: report.failed,
+        inconclusive: report.inconclusive,
+        unwitnessed_denies: report.unwitnessed_denies,
+        family_splits: split_ranges(&report.family_splits),
+        interrupted: report.interrupted.as_deref(),
+        not_enforced_by_host: report.not_enforced_by_host,
+        identities: &report.identities,
+        probe_ranges,
+    };
+    serde_json::to_string_pretty(&doc).expect("a report always serializes")
+}
+
 /// JUnit XML: one test suite per user; one test case per thing checked (user, target,
 /// exchange, family, port, expectation), with all its addresses inside.
 ///
@@ -132,44 +316,59 @@ pub fn to_json(report: &Judgement) -> String {
 pub fn to_junit(report: &Judgement) -> String {
     use quick_junit::{NonSuccessKind, Report as JunitReport, TestCase, TestCaseStatus, TestSuite};
 
-    type CaseKey<'a> = (&'a str, &'a str, String, Family, u16, Expectation);
-    let mut cases: BTreeMap<CaseKey<'_>, Vec<&ProbeRecord>> = BTreeMap::new();
+    // One case per contiguous range of the ports checked (a sweep's 65,535 ports are one
+    // case, `ports 1-65535`; ports 25 and 587 stay two cases): what was checked, so names
+    // stay stable whatever the outcomes.
+    type CaseKey<'a> = (&'a str, &'a str, String, Family, Expectation);
+    let mut by_check: BTreeMap<CaseKey<'_>, Vec<&ProbeRecord>> = BTreeMap::new();
     for p in &report.probes {
         let exchange = p
             .spec
             .exchange
             .clone()
             .unwrap_or_else(|| p.spec.target.clone());
-        cases
+        by_check
             .entry((
                 p.spec.user.as_str(),
                 p.spec.target.as_str(),
                 exchange,
                 p.spec.family,
-                p.spec.port,
                 p.spec.expect,
             ))
             .or_default()
             .push(p);
+    }
+    let mut cases: Vec<(CaseKey<'_>, PortRange, Vec<&ProbeRecord>)> = Vec::new();
+    for (key, probes) in by_check {
+        let ranges = port_ranges(probes.iter().map(|p| p.spec.port));
+        let mut split: Vec<Vec<&ProbeRecord>> = vec![Vec::new(); ranges.len()];
+        for p in probes {
+            let i = ranges.partition_point(|r| r.last < p.spec.port);
+            split[i].push(p);
+        }
+        for (range, probes) in ranges.into_iter().zip(split) {
+            cases.push((key.clone(), range, probes));
+        }
     }
     let timestamp = report
         .run
         .as_ref()
         .map(|run| chrono::DateTime::<chrono::Utc>::from(run.started).fixed_offset());
     let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
-    for ((user, target, exchange, family, port, expect), mut probes) in cases {
-        probes.sort_by_key(|p| (p.verdict, p.address));
+    for ((user, target, exchange, family, expect), range, mut probes) in cases {
+        probes.sort_by_key(|p| (p.verdict, p.address, p.spec.port));
         let worst = probes
             .iter()
             .map(|p| p.verdict)
             .min()
             .unwrap_or(Verdict::Pass);
-        let outcomes = probes
+        let outcomes = alike_but_port(&probes, |p| (p.address, p.observed, p.verdict))
             .iter()
-            .map(|p| {
+            .map(|group| {
+                let p = group[0];
                 format!(
                     "{} {} ({})",
-                    endpoint(p),
+                    endpoint_ports(group),
                     p.observed.as_str(),
                     p.verdict.label().to_lowercase()
                 )
@@ -196,8 +395,13 @@ pub fn to_junit(report: &Judgement) -> String {
                 status
             }
         };
+        let ports = if range.first == range.last {
+            format!("port {range}")
+        } else {
+            format!("ports {range}")
+        };
         let mut case = TestCase::new(
-            format!("{exchange} {family} port {port} expect {expect}"),
+            format!("{exchange} {family} {ports} expect {expect}"),
             status,
         );
         // Names that stay stable across runs: the unit or user, never a pid.
@@ -206,26 +410,36 @@ pub fn to_junit(report: &Judgement) -> String {
         case.set_time(std::time::Duration::from_millis(
             probes.iter().map(|p| p.elapsed_ms).max().unwrap_or(0),
         ));
-        let system_out = probes
-            .iter()
-            .map(|p| {
-                let mut line = format!(
-                    "{} {} {} {}",
-                    host(p),
-                    endpoint(p),
-                    p.observed.as_str(),
-                    p.verdict.label()
-                );
-                if let Some(detail) = &p.detail {
-                    let _ = write!(line, " -- {detail}");
-                }
-                if let Some(e) = &p.explanation {
-                    let _ = write!(line, "\n  decided by: {}", e.decided_by.text);
-                }
-                line
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let system_out = alike_but_port(&probes, |p| {
+            (
+                host(p),
+                p.address,
+                p.observed,
+                p.verdict,
+                p.detail.clone(),
+                p.explanation.as_ref().map(|e| e.decided_by.text.clone()),
+            )
+        })
+        .iter()
+        .map(|group| {
+            let p = group[0];
+            let mut line = format!(
+                "{} {} {} {}",
+                host(p),
+                endpoint_ports(group),
+                p.observed.as_str(),
+                p.verdict.label()
+            );
+            if let Some(detail) = &p.detail {
+                let _ = write!(line, " -- {detail}");
+            }
+            if let Some(e) = &p.explanation {
+                let _ = write!(line, "\n  decided by: {}", e.decided_by.text);
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
         case.set_system_out(system_out);
         suites
             .entry(user)
@@ -298,10 +512,14 @@ fn human(report: &Judgement, color: bool, quiet: bool) -> String {
             )
         );
     }
-    for split in &report.family_splits {
-        let _ = writeln!(out, "{}", paint(&split_headline(report, split), style::BAD));
+    // One headline per user, exchange and pair of families, its ports as ranges: a sweep
+    // finds a split on thousands of ports and must still read as one story.
+    let splits = split_ranges(&report.family_splits);
+    let headlines: Vec<String> = splits.iter().map(|s| split_headline(report, s)).collect();
+    for headline in &headlines {
+        let _ = writeln!(out, "{}", paint(headline, style::BAD));
     }
-    if !report.family_splits.is_empty() {
+    if !headlines.is_empty() {
         out.push('\n');
     }
     let identities = identities_text(&report.identities);
@@ -350,21 +568,42 @@ fn human(report: &Judgement, color: bool, quiet: bool) -> String {
             "{} -> {what}: expect {expect}",
             who(report, user, first.spec.uid)
         );
-        for p in records {
+        for line_probes in lines(&records) {
+            let p = line_probes[0];
             let label = match p.verdict {
                 Verdict::Fail => paint("FAIL", style::BAD),
                 Verdict::Inconclusive => paint("INCONCLUSIVE", style::UNSURE),
                 Verdict::Pass => paint("pass", style::PASS),
             };
             let pad = " ".repeat(12usize.saturating_sub(p.verdict.label().len()));
-            let mut line = format!(
-                "  {label}{pad} {:<4} {:<28} {:<11} {:>6} ms  {}",
-                p.spec.family.to_string(),
-                endpoint(p),
-                p.observed.as_str(),
-                p.elapsed_ms,
-                host(p),
-            );
+            let mut line = if let [p] = line_probes.as_slice() {
+                format!(
+                    "  {label}{pad} {:<4} {:<28} {:<11} {:>6} ms  {}",
+                    p.spec.family.to_string(),
+                    endpoint(p),
+                    p.observed.as_str(),
+                    p.elapsed_ms,
+                    host(p),
+                )
+            } else {
+                // `[2001:db8::25] 1-24,26-65535 connected`: the slowest time of the line.
+                let ranges = port_ranges(line_probes.iter().map(|p| p.spec.port));
+                let address = match (p.address, &p.zone) {
+                    (Some(std::net::IpAddr::V6(a)), Some(zone)) => format!("[{a}%{zone}]"),
+                    (Some(std::net::IpAddr::V6(a)), None) => format!("[{a}]"),
+                    (Some(a), _) => a.to_string(),
+                    (None, _) => "(no address)".to_string(),
+                };
+                format!(
+                    "  {label}{pad} {:<4} {address} {} {:<11} {:>6} ms max  {} ({} probes)",
+                    p.spec.family.to_string(),
+                    format_port_ranges_capped(&ranges, HEADLINE_RANGES),
+                    p.observed.as_str(),
+                    line_probes.iter().map(|p| p.elapsed_ms).max().unwrap_or(0),
+                    host(p),
+                    thousands(line_probes.len()),
+                )
+            };
             if p.witnessed == Some(false) {
                 line.push_str("  [not witnessed]");
             }
@@ -412,23 +651,31 @@ fn human(report: &Judgement, color: bool, quiet: bool) -> String {
         let _ = writeln!(out, "note: {}", crate::explain::not_enforced_note(count));
     }
     let _ = writeln!(out, "{}", paint(&summary, summary_style));
-    for split in &report.family_splits {
-        let _ = writeln!(out, "{}", paint(&split_headline(report, split), style::BAD));
+    for headline in &headlines {
+        let _ = writeln!(out, "{}", paint(headline, style::BAD));
     }
     out
 }
 
 /// A family split's headline; with `--explain`, followed by what decided each family
-/// ("IPv4: dropped by ip filter OUTPUT `...`; IPv6: no rule").
-fn split_headline(report: &Judgement, split: &FamilySplit) -> String {
+/// ("IPv4: dropped by ip filter OUTPUT `...`; IPv6: no rule"), as seen on its first port.
+fn split_headline(report: &Judgement, split: &SplitRange) -> String {
     let mut line = split.headline();
+    let Some(port) = split.ports.first().map(|r| r.first) else {
+        return line;
+    };
+    // Only with --explain; without it the scan below would cost a pass over every probe
+    // per split, which a sweep cannot afford.
+    if report.probes.iter().all(|p| p.explanation.is_none()) {
+        return line;
+    }
     let decided = |family| {
         report
             .probes
             .iter()
             .filter(|p| {
                 p.spec.user == split.user
-                    && p.spec.port == split.port
+                    && p.spec.port == port
                     && p.spec.family == family
                     && p.spec.exchange.as_ref().unwrap_or(&p.spec.target) == &split.exchange
             })
@@ -450,6 +697,58 @@ fn split_headline(report: &Judgement, split: &FamilySplit) -> String {
         );
     }
     line
+}
+
+/// What makes probes of one group one line: everything a line shows but the port and the
+/// time it took.
+type LineKey<'a> = (
+    Verdict,
+    Family,
+    String,
+    Option<std::net::IpAddr>,
+    Option<&'a str>,
+    Observed,
+    Option<bool>,
+    bool,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// The probes of one group as lines: probes alike but for their port share a line, unless
+/// none of their ports are contiguous (then each keeps its own line, as a short report
+/// always had).
+fn lines<'a>(records: &[&'a ProbeRecord]) -> Vec<Vec<&'a ProbeRecord>> {
+    let mut index: std::collections::HashMap<LineKey<'a>, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<&'a ProbeRecord>> = Vec::new();
+    for &p in records {
+        let key: LineKey<'a> = (
+            p.verdict,
+            p.spec.family,
+            host(p),
+            p.address,
+            p.zone.as_deref(),
+            p.observed,
+            p.witnessed,
+            p.local,
+            p.detail.as_deref(),
+            p.explanation.as_ref().map(|e| e.decided_by.text.as_str()),
+        );
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(p);
+    }
+    let mut out = Vec::new();
+    for group in groups {
+        let ranges = port_ranges(group.iter().map(|p| p.spec.port));
+        if ranges.iter().all(|r| r.first == r.last) {
+            out.extend(group.into_iter().map(|p| vec![p]));
+        } else {
+            out.push(group);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -729,5 +1028,123 @@ pub(crate) mod tests {
             painted.contains(&format!("{}FAIL{:#}", style::BAD, style::BAD)),
             "{painted:?}"
         );
+    }
+
+    /// www-data sweeping every port of one address per family, expecting deny: IPv4 lets
+    /// 80 and 443 through and drops the rest, IPv6 lets everything through.
+    pub(crate) fn sweep() -> Judgement {
+        let mut list = Vec::new();
+        for (addr, family) in [
+            ("203.0.113.10", Family::Ipv4),
+            ("2001:db8::10", Family::Ipv6),
+        ] {
+            for port in 1..=65535u16 {
+                let observed = match (family, port) {
+                    (Family::Ipv4, 80 | 443) | (Family::Ipv6, _) => Observed::Connected,
+                    _ => Observed::Timeout,
+                };
+                let mut p = probe("www-data", addr, Expectation::Deny, observed);
+                p.0.spec.port = port;
+                list.push(p);
+            }
+        }
+        judged(list)
+    }
+
+    #[test]
+    fn a_sweep_reads_as_ranges() {
+        let report = sweep();
+        assert_eq!(report.probes.len(), 131_070);
+        let human = to_human(&report, false);
+        assert!(human.lines().count() < 20, "{human}");
+        assert!(
+            human.starts_with(
+                "LEAK: www-data reaches 65,533 ports of mx1.gmail.test over IPv6 that IPv4 \
+                 blocks: 1-79,81-442,444-65535\n"
+            ),
+            "{human}"
+        );
+        let fail_v4 = human
+            .lines()
+            .find(|l| l.contains("FAIL") && l.contains("IPv4"))
+            .unwrap();
+        assert!(fail_v4.contains("203.0.113.10:80"), "{human}");
+        let fail_v6 = human
+            .lines()
+            .find(|l| l.contains("FAIL") && l.contains("IPv6"))
+            .unwrap();
+        assert!(
+            fail_v6.contains("[2001:db8::10] 1-65535 connected"),
+            "{human}"
+        );
+        assert!(fail_v6.contains("(65,535 probes)"), "{human}");
+        let pass = human.lines().find(|l| l.contains("pass")).unwrap();
+        assert!(
+            pass.contains("203.0.113.10 1-79,81-442,444-65535 timeout"),
+            "{human}"
+        );
+        assert!(human.find("FAIL").unwrap() < human.find("pass").unwrap());
+    }
+
+    #[test]
+    fn compact_json_groups_by_ranges() {
+        let report = sweep();
+        let value: serde_json::Value = serde_json::from_str(&to_json_compact(&report)).unwrap();
+        assert_eq!(value["compact"], true);
+        assert_eq!(value["failed"], 65_537);
+        let splits = value["family_splits"].as_array().unwrap();
+        assert_eq!(splits.len(), 1);
+        assert_eq!(splits[0]["ports"], "1-79,81-442,444-65535");
+        assert_eq!(splits[0]["port_count"], 65_533);
+        assert_eq!(splits[0]["leaking"], "ipv6");
+        let ranges = value["probe_ranges"].as_array().unwrap();
+        let got: Vec<(&str, &str, &str, u64)> = ranges
+            .iter()
+            .map(|r| {
+                (
+                    r["verdict"].as_str().unwrap(),
+                    r["address"].as_str().unwrap(),
+                    r["ports"].as_str().unwrap(),
+                    r["probes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("fail", "203.0.113.10", "80,443", 2),
+                ("fail", "2001:db8::10", "1-65535", 65_535),
+                ("pass", "203.0.113.10", "1-79,81-442,444-65535", 65_533),
+            ]
+        );
+        // Every probe once.
+        let total: u64 = ranges.iter().map(|r| r["probes"].as_u64().unwrap()).sum();
+        assert_eq!(total, 131_070);
+    }
+
+    #[test]
+    fn junit_has_one_case_per_range_checked() {
+        let xml = to_junit(&sweep());
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let cases: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        let names: Vec<&str> = cases.iter().map(|n| n.attribute("name").unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "mx1.gmail.test IPv4 ports 1-65535 expect deny",
+                "mx1.gmail.test IPv6 ports 1-65535 expect deny"
+            ]
+        );
+        assert!(
+            xml.contains(
+                "expected deny: 203.0.113.10:80,443 connected (fail), \
+                 203.0.113.10:1-79,81-442,444-65535 timeout (pass)"
+            ),
+            "{xml}"
+        );
+        assert!(xml.len() < 10_000, "{}", xml.len());
     }
 }

@@ -46,6 +46,19 @@ pub enum FailureKind {
     Refused,
     /// No answer in time (server unreachable or too slow).
     Timeout,
+    /// This host's own firewall refused to let the query out (EPERM on send): the
+    /// nameserver's address, and the OS error.
+    BlockedByHost {
+        /// The nameserver, as written in reports.
+        server: String,
+        /// The OS error, e.g. "Operation not permitted".
+        error: String,
+    },
+    /// No nameserver answered at all (the query could go out; the cause may be anywhere).
+    NoAnswer {
+        /// The nameservers, as written in reports.
+        servers: String,
+    },
     /// Anything else.
     Other(String),
 }
@@ -71,6 +84,12 @@ impl fmt::Display for DnsFailure {
         // A failure is the answer of one server (or its silence): name it, so that a wrong
         // or unreachable nameserver is seen at once.
         match (&self.kind, &self.nameserver) {
+            // These name the server themselves.
+            (FailureKind::BlockedByHost { server, error }, _) => write!(
+                f,
+                "DNS query to {server} blocked by this host's firewall ({error})"
+            ),
+            (FailureKind::NoAnswer { servers }, _) => write!(f, "no answer from {servers}"),
             (FailureKind::Nxdomain, Some(ns)) => write!(f, "NXDOMAIN from {ns} (no such domain)"),
             (FailureKind::Servfail, Some(ns)) => write!(f, "SERVFAIL from {ns}"),
             (FailureKind::Refused, Some(ns)) => write!(f, "REFUSED by {ns}"),
@@ -170,6 +189,10 @@ pub struct Resolver {
     /// the nameserver is explicit (`--nameserver`, a scenario's, the sandbox's): then the
     /// question is what that server says.
     hosts: Option<HostsFile>,
+    /// The nameservers asked, for [`diagnose`].
+    servers: Vec<std::net::SocketAddr>,
+    /// Why no connection to them could be made, found out once ([`diagnose`]).
+    diagnosis: std::sync::Arc<tokio::sync::OnceCell<FailureKind>>,
 }
 
 /// Where `host` targets are looked up before DNS.
@@ -311,6 +334,18 @@ impl Resolver {
             NameserverSource::Server(_) => None,
             NameserverSource::System | NameserverSource::ResolvConf(_) => Some(HostsFile::system()),
         };
+        let servers = {
+            let mut servers: Vec<std::net::SocketAddr> = config
+                .name_servers()
+                .iter()
+                .map(|s| {
+                    let port = s.connections.first().map_or(53, |c| c.port);
+                    std::net::SocketAddr::new(s.ip, port)
+                })
+                .collect();
+            servers.dedup();
+            servers
+        };
         let mut builder = TokioResolver::builder_with_config(config, provider);
         if let Some(system_options) = system_options {
             *builder.options_mut() = system_options;
@@ -328,7 +363,25 @@ impl Resolver {
             answered_by,
             nameserver,
             hosts,
+            servers,
+            diagnosis: Default::default(),
         })
+    }
+
+    /// [`classify`], with "no connection could be made" explained in words by
+    /// [`diagnose`] (once per resolver): hickory's own message names its pool, not the cause.
+    async fn classify(&self, err: &NetError) -> Classified {
+        match classify(err) {
+            Classified::Failure(FailureKind::Other(_)) if no_connection(err) => {
+                let kind = self
+                    .diagnosis
+                    .get_or_init(|| diagnose(&self.servers))
+                    .await
+                    .clone();
+                Classified::Failure(kind)
+            }
+            other => other,
+        }
     }
 
     async fn mx(&self, domain: &str) -> MxAnswer {
@@ -385,7 +438,7 @@ impl Resolver {
                     .collect();
                 MxAnswer::Exchanges(exchanges, glue(lookup.additionals()))
             }
-            Err(err) => match classify(&err) {
+            Err(err) => match self.classify(&err).await {
                 Classified::NoRecords => MxAnswer::NoRecords,
                 Classified::Failure(kind) => MxAnswer::Failed(DnsFailure {
                     name: domain.to_string(),
@@ -435,7 +488,7 @@ impl Resolver {
                     Addresses::Found(found)
                 }
             }
-            Err(err) => match classify(&err) {
+            Err(err) => match self.classify(&err).await {
                 Classified::NoRecords => Addresses::None,
                 Classified::Failure(kind) => Addresses::Failed(DnsFailure {
                     name: name.to_string(),
@@ -968,6 +1021,60 @@ fn classify(err: &NetError) -> Classified {
             Classified::Failure(FailureKind::Timeout)
         }
         other => Classified::Failure(FailureKind::Other(other.to_string())),
+    }
+}
+
+/// True when hickory could not use any connection to the nameservers (its pool gave up, or
+/// sending failed): the cases [`diagnose`] explains.
+fn no_connection(err: &NetError) -> bool {
+    match err {
+        NetError::NoConnections => true,
+        NetError::Io(io) => io.raw_os_error() == Some(nix::libc::EPERM),
+        _ => false,
+    }
+}
+
+/// A DNS query for the root's NS records (id 0x4543), as a resolver would send it.
+const PROBE_QUERY: [u8; 17] = [
+    0x45, 0x43, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1,
+];
+
+/// Why no connection to `servers` was possible: the first one whose query this host's
+/// firewall refuses (EPERM on send, the errno a local `DROP`/`REJECT` in OUTPUT gives a
+/// UDP sender), else no answer from any of them.
+async fn diagnose(servers: &[std::net::SocketAddr]) -> FailureKind {
+    let name = |addr: &std::net::SocketAddr| {
+        if addr.port() == 53 {
+            addr.ip().to_string()
+        } else {
+            addr.to_string()
+        }
+    };
+    for server in servers {
+        let bind: std::net::SocketAddr = if server.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let Ok(socket) = tokio::net::UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if let Err(error) = socket.send_to(&PROBE_QUERY, server).await {
+            if error.raw_os_error() == Some(nix::libc::EPERM) {
+                let errno = nix::errno::Errno::from_raw(nix::libc::EPERM);
+                return FailureKind::BlockedByHost {
+                    server: name(server),
+                    error: errno.desc().to_string(),
+                };
+            }
+        }
+    }
+    FailureKind::NoAnswer {
+        servers: if servers.is_empty() {
+            "any nameserver".to_string()
+        } else {
+            servers.iter().map(name).collect::<Vec<_>>().join(", ")
+        },
     }
 }
 

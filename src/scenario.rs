@@ -3,7 +3,7 @@
 //! Parsing is strict (unknown keys are errors) and every error carries the file, line and
 //! column of the offending value, so that a broken scenario is fixed in one look.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -15,8 +15,8 @@ use serde_spanned::Spanned;
 
 use crate::address::{on_the_wire, Literal, LiteralError};
 use crate::vocab::{
-    normalize_domain, parse_nameserver, parse_timeout, unique_non_empty, Expectation, Family,
-    ListError, ValueError,
+    merge_ports, normalize_domain, parse_nameserver, parse_timeout, unique_non_empty, Expectation,
+    Family, ListError, PortRange, ValueError,
 };
 
 /// Largest scenario file accepted; anything bigger is a mistake, not a policy.
@@ -186,9 +186,40 @@ struct RawTarget {
     mx: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
     address: Option<Spanned<Vec<Spanned<String>>>>,
-    ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     families: Option<Spanned<Vec<Spanned<Family>>>>,
     local: Option<Spanned<bool>>,
+}
+
+/// One element of `ports`: a TOML integer (`25`) or a string (`"25"`, `"8000-8100"`).
+#[derive(Debug)]
+enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawPort {
+    // By hand rather than `#[serde(untagged)]`: an untagged enum buffers its input and
+    // would lose the element's span, which every error must point at.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawPort, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPort;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port (25) or a port range (\"8000-8100\")")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPort, E> {
+                Ok(RawPort::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -382,20 +413,20 @@ impl Validator<'_> {
             Some(list) => {
                 let span = list.span();
                 let items = list.into_inner();
-                let mut ports = Vec::with_capacity(items.len());
-                for p in &items {
-                    let port = u16::try_from(*p.get_ref())
-                        .ok()
-                        .filter(|&p| p != 0)
-                        .ok_or_else(|| {
-                            self.error(
-                                p.span(),
-                                format!("port {} is out of range (1-65535)", p.get_ref()),
-                            )
-                        })?;
-                    ports.push(port);
+                if items.is_empty() {
+                    return Err(self.error(span, "`ports` list is empty"));
                 }
-                self.unique(ports, span, &items, "ports", |p| format!("port {p}"))?
+                let mut ranges = Vec::with_capacity(items.len());
+                for p in &items {
+                    let range = match p.get_ref() {
+                        RawPort::Number(n) => PortRange::single(*n),
+                        RawPort::Text(t) => t.parse::<PortRange>(),
+                    }
+                    .map_err(|e| self.error(p.span(), e.to_string()))?;
+                    ranges.push(range);
+                }
+                // Overlaps merge: `[25, "1-1024"]` is 1,024 probes, each once.
+                merge_ports(ranges)
             }
         };
         let families = match raw.families {
@@ -492,9 +523,6 @@ fn default_families(kind: &TargetKind) -> Vec<Family> {
 /// Why the ad hoc command line does not make a scenario.
 #[derive(Debug, thiserror::Error)]
 pub enum AdHocError {
-    /// `--port 0`.
-    #[error("--port 0 is out of range (1-65535)")]
-    PortZero,
     /// A value of an option that does not parse.
     #[error("{option}: {error}")]
     Value {
@@ -520,8 +548,8 @@ pub struct AdHocTargets {
     pub hosts: Vec<String>,
     /// `--addr` addresses.
     pub addresses: Vec<Literal>,
-    /// `--port` values (empty means the default).
-    pub ports: Vec<u16>,
+    /// `--port` values and ranges (empty means the default).
+    pub ports: Vec<PortRange>,
     /// `--local`: the `--addr` targets may be loopback or this host's own addresses.
     pub local: bool,
 }
@@ -537,11 +565,10 @@ impl AdHocTargets {
         let ports: Vec<u16> = if self.ports.is_empty() {
             vec![DEFAULT_PORT]
         } else {
-            let unique: BTreeSet<u16> = self.ports.iter().copied().collect();
-            if unique.contains(&0) {
-                return Err(AdHocError::PortZero);
-            }
-            unique.into_iter().collect()
+            // Ascending, as the command line always reported them; overlaps merge.
+            let mut ports = merge_ports(self.ports.iter().copied());
+            ports.sort_unstable();
+            ports
         };
         if self.local && self.addresses.is_empty() {
             return Err(AdHocError::LocalWithoutAddress);
@@ -734,8 +761,28 @@ expect = "allow"
             ),
             (
                 "mx = \"Gmail.COM.\"",
-                "mx = \"a.b\"\nports = [25, 25]",
-                "listed twice",
+                "mx = \"a.b\"\nports = [25, \"8100-8000\"]",
+                "port range `8100-8000` is reversed",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nports = [\"0-10\"]",
+                "port 0 is out of range",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nports = [\"1-65536\"]",
+                "port 65536 is out of range",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nports = [\"\"]",
+                "is not a port or a port range",
+            ),
+            (
+                "mx = \"Gmail.COM.\"",
+                "mx = \"a.b\"\nports = [true]",
+                "a port (25) or a port range",
             ),
             (
                 "mx = \"Gmail.COM.\"",
@@ -935,12 +982,40 @@ expect = "allow"
             mx: vec!["Example.TEST".into()],
             hosts: vec![],
             addresses: vec!["192.0.2.1".parse().unwrap()],
-            ports: vec![587, 25, 587],
+            ports: ["587", "25", "587"]
+                .iter()
+                .map(|p| p.parse().unwrap())
+                .collect(),
             local: false,
         };
         let s = targets.into_scenario("ec-web", Expectation::Allow).unwrap();
         assert_eq!(s.targets.len(), 2);
         assert_eq!(s.targets[0].ports, vec![25, 587]);
         assert_eq!(s.checks[0].targets, vec![0, 1]);
+    }
+
+    #[test]
+    fn port_ranges_merge_and_errors_name_the_element() {
+        let text = MINIMAL.replace(
+            "mx = \"Gmail.COM.\"",
+            "mx = \"a.b\"\nports = [25, \"8000-8100\", \"24-26\", \"1-65535\"]",
+        );
+        let s = parse("s.toml", &text).unwrap();
+        let ports = &s.targets[0].ports;
+        assert_eq!(ports.len(), 65535);
+        assert_eq!(&ports[..3], &[25, 8000, 8001], "in the order first given");
+        let small = MINIMAL.replace(
+            "mx = \"Gmail.COM.\"",
+            "mx = \"a.b\"\nports = [587, \"20-30\", 25]",
+        );
+        let s = parse("s.toml", &small).unwrap();
+        assert_eq!(s.targets[0].ports.len(), 12);
+        assert_eq!(s.targets[0].ports[0], 587);
+
+        let bad = MINIMAL.replace("mx = \"Gmail.COM.\"", "mx = \"a.b\"\nports = [25, \"9-1\"]");
+        let err = error_of(&bad);
+        // The element itself: line 5 of the text, column of its opening quote.
+        assert!(err.starts_with("s.toml:5:14:"), "{err}");
+        assert!(err.contains("port range `9-1` is reversed"), "{err}");
     }
 }

@@ -18,7 +18,7 @@ use crate::explain::Explanation;
 use crate::plan::{PlannedProbe, ProbeSpec};
 use crate::probe::{Attempt, Observed};
 use crate::run_info::{RunInfo, SCHEMA_VERSION};
-use crate::vocab::{Expectation, Family};
+use crate::vocab::{format_port_ranges, port_ranges, Expectation, Family, PortRange};
 
 /// The judgement of one probe against its expectation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -131,6 +131,109 @@ impl FamilySplit {
     }
 }
 
+/// Family splits of one user, exchange and pair of families over a set of ports: what a
+/// sweep's headline says once instead of once per port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SplitRange {
+    /// The user.
+    pub user: String,
+    /// The exchange (or target) name.
+    pub exchange: String,
+    /// The ports, as contiguous ranges, ascending.
+    #[serde(serialize_with = "serialize_ranges")]
+    pub ports: Vec<PortRange>,
+    /// How many ports.
+    pub port_count: usize,
+    /// The family that connected.
+    pub leaking: Family,
+    /// The family that was blocked.
+    pub blocked: Family,
+}
+
+/// Port ranges as one string, `1-24,26-65535`: what people and `jq` read alike.
+pub(crate) fn serialize_ranges<S: serde::Serializer>(
+    ranges: &[PortRange],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_port_ranges(ranges))
+}
+
+impl SplitRange {
+    /// The one-line headline; a single port reads exactly as [`FamilySplit::headline`].
+    pub fn headline(&self) -> String {
+        match self.ports.as_slice() {
+            [one] if one.first == one.last => format!(
+                "LEAK: {} reaches {} port {} over {} while {} is blocked",
+                self.user, self.exchange, one.first, self.leaking, self.blocked
+            ),
+            ranges => format!(
+                "LEAK: {} reaches {} ports of {} over {} that {} blocks: {}",
+                self.user,
+                thousands(self.port_count),
+                self.exchange,
+                self.leaking,
+                self.blocked,
+                format_port_ranges_capped(ranges, HEADLINE_RANGES)
+            ),
+        }
+    }
+}
+
+/// At most this many ranges are written in one human line; the rest are counted (the JSON
+/// reports list every one).
+pub const HEADLINE_RANGES: usize = 64;
+
+/// `ranges` written `A-B,C-D`, at most `cap` of them, then how many more there are.
+pub fn format_port_ranges_capped(ranges: &[PortRange], cap: usize) -> String {
+    if ranges.len() <= cap {
+        return format_port_ranges(ranges);
+    }
+    format!(
+        "{} and {} more ranges",
+        format_port_ranges(&ranges[..cap]),
+        ranges.len() - cap
+    )
+}
+
+/// `65534` as `65,534`: counts people read at a glance.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Merges per-port family splits into one [`SplitRange`] per user, exchange and pair of
+/// families, in the order of `splits` (sorted by user and exchange).
+pub fn split_ranges(splits: &[FamilySplit]) -> Vec<SplitRange> {
+    let mut by_key: BTreeMap<(&str, &str, Family, Family), Vec<u16>> = BTreeMap::new();
+    for s in splits {
+        by_key
+            .entry((&s.user, &s.exchange, s.leaking, s.blocked))
+            .or_default()
+            .push(s.port);
+    }
+    by_key
+        .into_iter()
+        .map(|((user, exchange, leaking, blocked), ports)| {
+            let port_count = ports.len();
+            SplitRange {
+                user: user.to_string(),
+                exchange: exchange.to_string(),
+                ports: port_ranges(ports),
+                port_count,
+                leaking,
+                blocked,
+            }
+        })
+        .collect()
+}
+
 /// The judgement of a run; serialized, it is the JSON report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Judgement {
@@ -182,6 +285,31 @@ impl Judgement {
                 })
                 .count(),
         );
+    }
+
+    /// A kernel limit may have dropped SYNs during the run (`reason`, from
+    /// [`crate::runner::kernel`]): every timeout becomes inconclusive with the reason, since
+    /// a dropped SYN reads as one; counts follow.
+    pub fn mark_kernel_limited(&mut self, reason: &str) {
+        for p in &mut self.probes {
+            if p.observed == Observed::Timeout && p.verdict != Verdict::Inconclusive {
+                p.verdict = Verdict::Inconclusive;
+                p.witnessed = None;
+                p.detail = Some(match p.detail.take() {
+                    Some(d) => format!("{d}; {reason}"),
+                    None => reason.to_string(),
+                });
+            }
+        }
+        let count = |v| self.probes.iter().filter(|p| p.verdict == v).count();
+        self.passed = count(Verdict::Pass);
+        self.failed = count(Verdict::Fail);
+        self.inconclusive = count(Verdict::Inconclusive);
+        self.unwitnessed_denies = self
+            .probes
+            .iter()
+            .filter(|p| p.witnessed == Some(false))
+            .count();
     }
 
     /// 0 all passed, 1 a failure, 3 inconclusive only.
@@ -462,5 +590,50 @@ mod tests {
             report.probes[0].detail.as_deref(),
             Some("ECONNRESET; (implicit MX)")
         );
+    }
+
+    #[test]
+    fn splits_merge_into_ranges() {
+        let split = |port, leaking, blocked| FamilySplit {
+            user: "www-data".into(),
+            exchange: "mx".into(),
+            port,
+            leaking,
+            blocked,
+        };
+        let mut splits: Vec<FamilySplit> = (1..=65535u16)
+            .filter(|&p| p != 25)
+            .map(|p| split(p, Family::Ipv6, Family::Ipv4))
+            .collect();
+        splits.push(split(25, Family::Ipv4, Family::Ipv6));
+        let ranges = split_ranges(&splits);
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(
+            ranges[0].headline(),
+            "LEAK: www-data reaches mx port 25 over IPv4 while IPv6 is blocked"
+        );
+        assert_eq!(
+            ranges[1].headline(),
+            "LEAK: www-data reaches 65,534 ports of mx over IPv6 that IPv4 blocks: 1-24,26-65535"
+        );
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(999), "999");
+    }
+
+    #[test]
+    fn a_kernel_limit_makes_timeouts_inconclusive() {
+        use crate::report::tests::{judged, probe};
+        let mut j = judged(vec![
+            probe("u", "203.0.113.10", Expectation::Deny, Timeout),
+            probe("u", "203.0.113.11", Expectation::Allow, Timeout),
+            probe("u", "203.0.113.12", Expectation::Deny, Refused),
+            probe("u", "203.0.113.13", Expectation::Allow, Connected),
+        ]);
+        assert_eq!((j.passed, j.failed, j.inconclusive), (3, 1, 0));
+        j.mark_kernel_limited("conntrack drop +3");
+        assert_eq!((j.passed, j.failed, j.inconclusive), (2, 0, 2));
+        assert_eq!(j.unwitnessed_denies, 1, "only the refused deny is left");
+        assert_eq!(j.probes[0].detail.as_deref(), Some("conntrack drop +3"));
+        assert_eq!(j.exit_code(), 3);
     }
 }

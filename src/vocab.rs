@@ -135,6 +135,153 @@ pub enum ValueError {
     },
 }
 
+/// An inclusive range of TCP ports, `25` or `8000-8100` as written, never containing 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    /// The first port.
+    pub first: u16,
+    /// The last port (equal to `first` for a single port).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// The ports of the range, in order.
+    pub fn ports(self) -> std::ops::RangeInclusive<u16> {
+        self.first..=self.last
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// Why a port or port range does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// A number outside 1-65535 (0 included: it cannot be connected to).
+    #[error("port {value} is out of range (1-65535)")]
+    OutOfRange {
+        /// The number given.
+        value: i64,
+    },
+    /// Neither a number nor `A-B`.
+    #[error("`{text}` is not a port or a port range (try `25` or `8000-8100`)")]
+    NotAPort {
+        /// The text given.
+        text: String,
+    },
+    /// `B-A` with B > A: written backwards, and probably not what was meant.
+    #[error("port range `{text}` is reversed (empty): write it `{last}-{first}`")]
+    Reversed {
+        /// The text given.
+        text: String,
+        /// Its first port as written (the larger).
+        first: u16,
+        /// Its last port as written (the smaller).
+        last: u16,
+    },
+}
+
+impl PortRange {
+    /// A single port given as a number (scenario files write `25` as a TOML integer).
+    pub fn single(value: i64) -> Result<PortRange, PortError> {
+        let port = u16::try_from(value)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or(PortError::OutOfRange { value })?;
+        Ok(PortRange {
+            first: port,
+            last: port,
+        })
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = PortError;
+
+    /// Parses `N` or `A-B` (inclusive); spaces around the numbers are allowed.
+    fn from_str(text: &str) -> Result<PortRange, PortError> {
+        let not_a_port = || PortError::NotAPort {
+            text: text.to_string(),
+        };
+        // Digits only (no sign): "-5" and "+5" are typos, not ports.
+        let number = |part: &str| -> Result<i64, PortError> {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(not_a_port());
+            }
+            // More digits than any port has: out of range, said with the text's own value.
+            Ok(part.parse::<i64>().unwrap_or(i64::MAX))
+        };
+        match text.split_once('-') {
+            None => PortRange::single(number(text)?),
+            Some((a, b)) => {
+                let first = PortRange::single(number(a)?)?.first;
+                let last = PortRange::single(number(b)?)?.first;
+                if first > last {
+                    return Err(PortError::Reversed {
+                        text: text.to_string(),
+                        first,
+                        last,
+                    });
+                }
+                Ok(PortRange { first, last })
+            }
+        }
+    }
+}
+
+/// The ports of `ranges`, each once, in the order first given: overlaps merge, and a
+/// list without ranges or repeats keeps its order exactly.
+pub fn merge_ports(ranges: impl IntoIterator<Item = PortRange>) -> Vec<u16> {
+    let mut seen = vec![false; usize::from(u16::MAX) + 1];
+    let mut out = Vec::new();
+    for range in ranges {
+        for port in range.ports() {
+            if !std::mem::replace(&mut seen[usize::from(port)], true) {
+                out.push(port);
+            }
+        }
+    }
+    out
+}
+
+/// Contiguous runs of `ports` (sorted and deduplicated first), as ranges.
+pub fn port_ranges(ports: impl IntoIterator<Item = u16>) -> Vec<PortRange> {
+    let mut sorted: Vec<u16> = ports.into_iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<PortRange> = Vec::new();
+    for port in sorted {
+        match out.last_mut() {
+            Some(r) if r.last.checked_add(1) == Some(port) => r.last = port,
+            _ => out.push(PortRange {
+                first: port,
+                last: port,
+            }),
+        }
+    }
+    out
+}
+
+/// `ranges` written `A-B` and joined by commas: `1-24,26-65535`.
+pub fn format_port_ranges(ranges: &[PortRange]) -> String {
+    let mut out = String::new();
+    for (i, r) in ranges.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&r.to_string());
+    }
+    out
+}
+
 /// Parses a human duration such as `500ms` or `2s` for a connect timeout.
 pub fn parse_timeout(text: &str) -> Result<Duration, ValueError> {
     let duration =
@@ -280,5 +427,71 @@ mod tests {
             unique_non_empty([25, 587, 25]),
             Err(ListError::Duplicate(2, 25))
         );
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        let r = |a, b| PortRange { first: a, last: b };
+        assert_eq!("25".parse(), Ok(r(25, 25)));
+        assert_eq!("8000-8100".parse(), Ok(r(8000, 8100)));
+        assert_eq!(" 1 - 65535 ".parse(), Ok(r(1, 65535)));
+        assert_eq!("7-7".parse(), Ok(r(7, 7)));
+        assert!(matches!(
+            "0".parse::<PortRange>(),
+            Err(PortError::OutOfRange { value: 0 })
+        ));
+        assert!(matches!(
+            "1-65536".parse::<PortRange>(),
+            Err(PortError::OutOfRange { value: 65536 })
+        ));
+        assert!(matches!(
+            "99999999999999999999999".parse::<PortRange>(),
+            Err(PortError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            "8100-8000".parse::<PortRange>(),
+            Err(PortError::Reversed { .. })
+        ));
+        for text in ["", "-", "8000-", "-5", "a-b", "1-2-3", "+5", "1..5"] {
+            assert!(
+                matches!(text.parse::<PortRange>(), Err(PortError::NotAPort { .. })),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ports_merge_in_first_given_order() {
+        let r = |a, b| PortRange { first: a, last: b };
+        assert_eq!(merge_ports([r(587, 587), r(25, 25)]), vec![587, 25]);
+        assert_eq!(merge_ports([r(25, 25), r(20, 30), r(25, 25)]).len(), 11);
+        assert_eq!(merge_ports([r(1, 65535), r(80, 80)]).len(), 65535);
+        assert_eq!(
+            port_ranges([5, 1, 2, 3, 65535, 7, 6]),
+            vec![r(1, 3), r(5, 7), r(65535, 65535)]
+        );
+        assert_eq!(format_port_ranges(&port_ranges([1, 2, 4])), "1-2,4");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merging_keeps_every_port_once(
+            items in proptest::collection::vec((1u16..=65535, 0u16..300), 1..20)
+        ) {
+            let ranges: Vec<PortRange> = items
+                .iter()
+                .map(|&(a, len)| PortRange { first: a, last: a.saturating_add(len) })
+                .collect();
+            let merged = merge_ports(ranges.iter().copied());
+            let expected: std::collections::BTreeSet<u16> =
+                ranges.iter().flat_map(|r| r.ports()).collect();
+            let got: std::collections::BTreeSet<u16> = merged.iter().copied().collect();
+            proptest::prop_assert_eq!(got.len(), merged.len());
+            proptest::prop_assert_eq!(&got, &expected);
+            // The ranges printed parse back to the same ports.
+            let text = format_port_ranges(&port_ranges(merged.iter().copied()));
+            let back = merge_ports(text.split(',').map(|t| t.parse::<PortRange>().unwrap()));
+            proptest::prop_assert_eq!(back.into_iter().collect::<std::collections::BTreeSet<_>>(), expected);
+        }
     }
 }

@@ -24,8 +24,10 @@ use crate::probe::{self, Attempt};
 /// The hidden subcommand that starts a worker.
 pub const WORKER_SUBCOMMAND: &str = "__probe-as";
 
-/// Largest number of connection attempts a worker keeps in flight.
-const MAX_IN_FLIGHT: u64 = 8192;
+/// Largest number of connection attempts a worker keeps in flight: a sweep of more is
+/// spread over several workers ([`probes_per_worker`]), which also spreads it over the
+/// cores, since a worker is single-threaded.
+const MAX_IN_FLIGHT: u64 = 16384;
 /// Descriptors a worker keeps free for stdio and the runtime.
 const RESERVED_FDS: u64 = 32;
 /// Largest request a worker accepts on stdin.
@@ -172,20 +174,61 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 async fn probe_all(probes: Vec<WorkerProbe>, in_flight: usize) -> anyhow::Result<()> {
-    let mut results = futures::stream::iter(probes)
+    let results = futures::stream::iter(probes)
         .map(|p| async move {
             let attempt = probe::connect(p.addr, Duration::from_millis(p.timeout_ms)).await;
             WorkerResult { id: p.id, attempt }
         })
         .buffer_unordered(in_flight);
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    while let Some(result) = results.next().await {
-        serde_json::to_writer(&mut out, &result)?;
-        out.write_all(b"\n")?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    // Whatever finished together is written with one flush: a sweep's thousands of
+    // simultaneous timeouts are one write, not one each; nothing finished waits unwritten.
+    let mut batches = results.ready_chunks(4096);
+    while let Some(batch) = batches.next().await {
+        for result in batch {
+            serde_json::to_writer(&mut out, &result)?;
+            out.write_all(b"\n")?;
+        }
         out.flush()?;
     }
     Ok(())
+}
+
+/// How many probes one worker is given: as many as it can keep in flight at once with the
+/// descriptors it will have (the hard limit, which a root worker raises its soft limit to),
+/// so that no probe of a worker waits for another's timeout. A user with more probes gets
+/// several workers. The second value is true when the descriptor limit, not
+/// [`MAX_IN_FLIGHT`], set the figure (a run that is slower than it could be says so).
+pub fn probes_per_worker() -> (usize, bool) {
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
+    let usable = hard.saturating_sub(RESERVED_FDS).max(1);
+    (usable.min(MAX_IN_FLIGHT) as usize, usable < MAX_IN_FLIGHT)
+}
+
+/// `probes` cut into shards of nearly equal size (a sweep of 65,537 probes is two shards of
+/// 32,769 and 32,768, not 65,536 and 1), in order; together they are `probes`, each exactly
+/// once. As many shards as it takes to keep `per_worker` in flight in each, but no more
+/// than the machine's cores or what [`MAX_IN_FLIGHT`] alone would need, whichever is more:
+/// under a low descriptor limit a hundred small workers would cost more memory than the
+/// time they save, so each worker then runs its shard in waves (slower, and said so).
+pub fn shards(probes: &[WorkerProbe], per_worker: usize, cores: usize) -> Vec<&[WorkerProbe]> {
+    if probes.is_empty() {
+        return Vec::new();
+    }
+    let wanted = probes.len().div_ceil(per_worker.max(1));
+    let cap = probes
+        .len()
+        .div_ceil(MAX_IN_FLIGHT as usize)
+        .max(cores.max(1));
+    let count = wanted.min(cap);
+    let size = probes.len().div_ceil(count);
+    probes.chunks(size).collect()
+}
+
+/// The cores this process may run on (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// How many workers the parent may run at once: each holds three pipes (and the parent
@@ -373,4 +416,60 @@ pub async fn run_worker(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probes(n: usize) -> Vec<WorkerProbe> {
+        (0..n)
+            .map(|id| WorkerProbe {
+                id,
+                addr: "192.0.2.1:25".parse().unwrap(),
+                timeout_ms: 1000,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shards_cover_every_probe_once() {
+        for (n, per, cores, expected) in [
+            (0, 10, 2, vec![]),
+            (1, 10, 2, vec![1]),
+            (10, 10, 2, vec![10]),
+            (11, 10, 2, vec![6, 5]),
+            (8192, 16_384, 2, vec![8192]),
+            (
+                131_070,
+                16_384,
+                2,
+                vec![
+                    16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_382,
+                ],
+            ),
+            // A low descriptor limit: 8 workers (what 16,384 in flight needs), in waves.
+            (
+                131_070,
+                992,
+                2,
+                vec![
+                    16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_384, 16_382,
+                ],
+            ),
+            // 2,500 probes with 224 in flight: as many workers as cores.
+            (2500, 224, 2, vec![1250, 1250]),
+            (2500, 224, 4, vec![625, 625, 625, 625]),
+        ] {
+            let list = probes(n);
+            let got = shards(&list, per, cores);
+            assert_eq!(
+                got.iter().map(|s| s.len()).collect::<Vec<_>>(),
+                expected,
+                "{n} {per} {cores}"
+            );
+            let ids: Vec<usize> = got.iter().flat_map(|s| s.iter().map(|p| p.id)).collect();
+            assert_eq!(ids, (0..n).collect::<Vec<_>>());
+        }
+    }
 }

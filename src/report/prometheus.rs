@@ -13,8 +13,8 @@
 //! | `egress_check_probe_inconclusive` | same | 1 inconclusive |
 //! | `egress_check_probe_observed` | same | observed outcome, a code ([`observed_code`]) |
 //! | `egress_check_probe_duration_seconds` | same | how long the connect took |
-//! | `egress_check_probes_passed`, `_failed`, `_inconclusive` | user, target, family, port, expect | counts (no address: survives MX rotation) |
-//! | `egress_check_family_split` | user, exchange, port, leaking | 1 while the split exists |
+//! | `egress_check_probes_passed`, `_failed`, `_inconclusive` | user, target, family, port, expect | counts (no address: survives MX rotation); `port` is the contiguous range checked (`25`, `1-65535`) |
+//! | `egress_check_family_split` | user, exchange, port, leaking | 1 while the split exists; `port` a contiguous range of split ports (`1-79`) |
 //! | `egress_check_last_run_timestamp_seconds`, `_duration_seconds`, `_exit_code`, `_interrupted` | | the run |
 //! | `egress_check_last_run_probes_passed`, `_failed`, `_inconclusive`, `_unwitnessed_denies`, `_family_splits` | | the run's counts |
 //! | `egress_check_probe_series_omitted` | | 1 when per-probe series were left out (more than [`PROBE_SERIES_LIMIT`] probes) |
@@ -28,6 +28,7 @@ use std::fmt::Write as _;
 
 use crate::probe::Observed;
 use crate::verdict::{Judgement, ProbeRecord, Verdict};
+use crate::vocab::{port_ranges, PortRange};
 
 /// Above this many probes (a sweep), the per-probe series are left out and only the
 /// aggregates are written: each probe is 4 series per scrape of every host, and Prometheus
@@ -81,6 +82,16 @@ fn exchange(p: &ProbeRecord) -> String {
         .unwrap_or_else(|| p.spec.target.clone())
 }
 
+/// What one check is, but for its ports: user, target, family, expectation.
+fn check_key(report: &Judgement, p: &ProbeRecord) -> [String; 4] {
+    [
+        super::stable_label(report, &p.spec.user),
+        p.spec.target.clone(),
+        p.spec.family.as_str().to_string(),
+        p.spec.expect.to_string(),
+    ]
+}
+
 fn probe_key(report: &Judgement, p: &ProbeRecord) -> ProbeKey {
     let address = match (p.address, &p.zone) {
         (Some(a), Some(zone)) => format!("{a}%{zone}"),
@@ -104,6 +115,25 @@ pub fn to_prometheus(report: &Judgement) -> String {
     let mut out = String::new();
     let mut probes: BTreeMap<ProbeKey, ProbeValues> = BTreeMap::new();
     let mut targets: BTreeMap<TargetKey, Counts> = BTreeMap::new();
+    // The aggregates' `port` is the contiguous range of ports checked that holds the probe's
+    // port (`25`, or `1-65535` for a sweep): one series per range checked, not per port,
+    // and a label that does not change with outcomes.
+    let mut checked: BTreeMap<[String; 4], Vec<u16>> = BTreeMap::new();
+    for p in &report.probes {
+        checked
+            .entry(check_key(report, p))
+            .or_default()
+            .push(p.spec.port);
+    }
+    let checked: BTreeMap<[String; 4], Vec<PortRange>> = checked
+        .into_iter()
+        .map(|(k, ports)| (k, port_ranges(ports)))
+        .collect();
+    let range_of = |p: &ProbeRecord| -> String {
+        let ranges = &checked[&check_key(report, p)];
+        let i = ranges.partition_point(|r| r.last < p.spec.port);
+        ranges[i].to_string()
+    };
     for p in &report.probes {
         let values = ProbeValues {
             verdict: p.verdict,
@@ -123,7 +153,7 @@ pub fn to_prometheus(report: &Judgement) -> String {
                 super::stable_label(report, &p.spec.user),
                 p.spec.target.clone(),
                 p.spec.family.as_str().to_string(),
-                p.spec.port.to_string(),
+                range_of(p),
                 p.spec.expect.to_string(),
             ])
             .or_default();
@@ -192,16 +222,18 @@ pub fn to_prometheus(report: &Judgement) -> String {
         "egress_check_family_split",
         "1 while a user reaches an exchange and port over one family (leaking) while the other is blocked.",
     );
-    let mut splits: Vec<[String; 4]> = report
-        .family_splits
+    // One series per user, exchange, leaking family and contiguous range of split ports.
+    let mut splits: Vec<[String; 4]> = crate::verdict::split_ranges(&report.family_splits)
         .iter()
-        .map(|s| {
-            [
-                super::stable_label(report, &s.user),
-                s.exchange.clone(),
-                s.port.to_string(),
-                s.leaking.as_str().to_string(),
-            ]
+        .flat_map(|s| {
+            s.ports.iter().map(move |range| {
+                [
+                    super::stable_label(report, &s.user),
+                    s.exchange.clone(),
+                    range.to_string(),
+                    s.leaking.as_str().to_string(),
+                ]
+            })
         })
         .collect();
     splits.sort();
@@ -479,5 +511,21 @@ mod tests {
         assert!(!text.contains("egress_check_family_split{"));
         assert!(text.contains("egress_check_last_run_family_splits 0\n"));
         assert!(text.contains("egress_check_probes_failed{"));
+    }
+
+    #[test]
+    fn a_sweep_is_aggregated_per_range() {
+        let text = to_prometheus(&crate::report::tests::sweep());
+        assert!(text.lines().count() < 80, "{text}");
+        assert!(text.contains(
+            "egress_check_probes_failed{user=\"www-data\",target=\"gmail\",family=\"ipv4\",port=\"1-65535\",expect=\"deny\"} 2\n"
+        ), "{text}");
+        assert!(text.contains(
+            "egress_check_family_split{user=\"www-data\",exchange=\"mx1.gmail.test\",port=\"444-65535\",leaking=\"ipv6\"} 1\n"
+        ), "{text}");
+        assert!(
+            text.contains("egress_check_probe_series_omitted 1\n"),
+            "{text}"
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod dispatch;
 pub mod interrupt;
+pub mod kernel;
 pub mod vantage;
 
 use std::collections::HashMap;
@@ -54,6 +55,9 @@ pub struct Executed {
     /// With `--explain`: `explanations[i]` says what decided `probes[i]` (`None` when
     /// nothing was sent); `None` without `--explain` or when nothing was probed.
     pub explanations: Option<Vec<Option<Explanation>>>,
+    /// Set when a kernel counter that means dropped SYNs moved while the workers ran
+    /// ([`kernel`]): why no timeout of this run proves anything.
+    pub kernel_limited: Option<String>,
 }
 
 /// Resolves and probes. Assignments must have passed [`crate::plan::ensure_privileges`] and
@@ -76,6 +80,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
             attempts,
             interruption: Some(interruption),
             explanations: None,
+            kernel_limited: None,
         }
     };
     // Each identity resolves from where its probes run (crate::service identities in
@@ -94,15 +99,33 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     // below, on every path out of this function (its table also goes when dropped).
     let tracer = settings.explain.then(|| Tracer::start(&probes));
     let dispatch = Dispatch::new(&probes);
+    let counters_before = kernel::Counters::read();
     let (tx, mut rx) = mpsc::unbounded_channel::<WorkerResult>();
+    // A user's probes beyond what one worker can keep in flight go to more workers of the
+    // same user: the shards partition the list, so each probe is still asked exactly once.
+    let (per_worker, fd_limited) = worker::probes_per_worker();
+    let cores = worker::cores();
     let worker_futures: Vec<_> = dispatch
         .requests
         .iter()
-        .map(|(user, requests)| {
+        .flat_map(|(user, requests)| {
+            let shards = worker::shards(requests, per_worker, cores);
+            if fd_limited && requests.len() > per_worker {
+                eprintln!(
+                    "egress-check: limited by the descriptor limit (RLIMIT_NOFILE): at most \
+                     {per_worker} connects in flight per worker; `{user}`'s {} probes run in \
+                     {} workers, in waves: slower than the run could be",
+                    requests.len(),
+                    shards.len()
+                );
+            }
+            shards.into_iter().map(move |shard| (user, shard))
+        })
+        .map(|(user, shard)| {
             let tx = tx.clone();
             let service = services.get(user.as_str()).copied();
             async move {
-                let outcome = worker::run_worker(user, service, requests, tx).await;
+                let outcome = worker::run_worker(user, service, shard, tx).await;
                 (user.clone(), outcome)
             }
         })
@@ -127,7 +150,8 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
                     for (user, outcome) in outcomes {
                         if let Err(error) = outcome {
                             eprintln!("egress-check: probing as `{user}` failed: {error}");
-                            worker_errors.insert(user, error);
+                            // Several workers of one user: the first error names the cause.
+                            worker_errors.entry(user).or_insert(error);
                         }
                     }
                     break None;
@@ -141,6 +165,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     while let Ok(result) = rx.try_recv() {
         record(result);
     }
+    let kernel_limited = kernel::Counters::read().moved_since(&counters_before);
 
     let attempts = dispatch.fan_out(&probes, results, |p| {
         interrupt::missing_reason(interruption, worker_errors.get(&p.spec.user))
@@ -151,5 +176,6 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
         attempts,
         interruption,
         explanations,
+        kernel_limited,
     }
 }

@@ -16,4 +16,5 @@ mod private_checkout;
 mod robustness;
 mod sandbox;
 mod service;
+mod sweep;
 mod util;
