@@ -63,6 +63,10 @@ pub struct ProbeOptions {
     /// default: --format's); repeatable. An interrupted run replaces no file.
     #[arg(long, value_name = "[FORMAT=]FILE")]
     pub output: Vec<OutputSpec>,
+    /// Hidden test hook: every worker commits this fault once fenced
+    /// ([`crate::fence::TestFault`]); never read from a scenario or the environment.
+    #[arg(long, hide = true, value_enum, value_name = "FAULT")]
+    pub test_worker_fault: Option<crate::fence::TestFault>,
 }
 
 /// Where names are resolved and probes start from: this host, or one of its namespaces.

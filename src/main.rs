@@ -236,6 +236,9 @@ fn prepare(
     plan::ensure_privileges(&assignments)?;
     let outputs = PreparedOutputs::prepare(&options.output, options.format)?;
     worker::raise_fd_limit();
+    if let Some(fault) = options.test_worker_fault {
+        worker::set_test_fault(fault);
+    }
     Ok(Prepared {
         assignments,
         outputs,

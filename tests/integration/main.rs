@@ -8,6 +8,7 @@ mod cli_conventions;
 mod edges;
 mod explain;
 mod fault_matrix;
+mod hardening;
 mod hostile_input;
 mod monitoring;
 mod netns_core;

@@ -1,0 +1,100 @@
+//! Hardening (issue 15): the worker's fence (Landlock and a seccomp allowlist) and what a
+//! worker the fence killed leaves in the report; `--output` files that a planted link cannot
+//! turn against root.
+//!
+//! The identity checks of `__probe-as --diagnose` live in `robustness` (which also checks
+//! the fence fields there for every lab user); this module proves the fence *acts*: a call
+//! outside the allowlist kills the worker, and the run says so instead of passing.
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::util::lab::{ensure_lab_users, port25_as, Lab};
+use crate::util::process::{code, describe, stderr, stdout, words};
+use crate::util::BIN;
+
+/// `__probe-as USER --diagnose`, parsed.
+fn diagnose(user: &str) -> Value {
+    let out = Command::new(BIN)
+        .args(["__probe-as", user, "--diagnose"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run egress-check");
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(&out)))
+}
+
+/// The diagnosis shows both layers as the kernel enforces them: the `Seccomp:` line of
+/// `/proc/self/status` says `filter`, and once Landlock is up opening `/etc/passwd` (world
+/// readable) fails with EACCES. A kernel without Landlock fails this test: nothing here
+/// would prove the layer then.
+#[test]
+fn diagnose_shows_the_fence_enforced_by_the_kernel() {
+    if !ensure_lab_users() {
+        return;
+    }
+    for user in ["www-data", "ec-suppl", "nobody"] {
+        let d = diagnose(user);
+        assert_eq!(d["seccomp"], "filter", "seccomp mode as {user}: {d}");
+        assert!(
+            d["seccomp_allowed_calls"].as_u64().is_some_and(|n| n > 0),
+            "{d}"
+        );
+        assert_eq!(
+            d["landlock"]["status"], "enforced",
+            "Landlock as {user} (a kernel without it cannot prove this layer): {d}"
+        );
+        assert_eq!(
+            d["landlock_open_file"], "EACCES",
+            "a world-readable file must be out of reach once Landlock is up, as {user}: {d}"
+        );
+    }
+}
+
+/// A worker that makes a system call outside its allowlist (the hidden test hook makes it
+/// open a Unix socket once fenced) is killed by the kernel; every probe it owed is `error`,
+/// inconclusive, naming the seccomp filter, and the run exits 3. The same check without the
+/// hook connects and passes: the fence itself does not get in the probe's way.
+#[test]
+fn a_forbidden_call_kills_the_worker_and_its_probes_are_inconclusive() {
+    let Some(lab) = Lab::up() else { return };
+    let allow = words("--expect allow --timeout 5s");
+
+    let (out, report) = lab.run_json(&port25_as("ec-postfix", &allow));
+    assert_eq!(code(&out), 0, "control run\n{}", describe(&out));
+    report.expect_probes("ec-postfix", "ipv4", 1, &["connected"], "pass");
+
+    let mut faulty = allow.clone();
+    faulty.extend(["--test-worker-fault", "forbidden-call"]);
+    let (out, report) = lab.run_json(&port25_as("ec-postfix", &faulty));
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    report.expect_probes("ec-postfix", "ipv4", 1, &["error"], "inconclusive");
+    for p in &report.probes {
+        let detail = p.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.contains("seccomp filter (SIGSYS)"),
+            "the detail must name the cause: {p:#?}"
+        );
+    }
+    assert!(
+        stderr(&out).contains("seccomp filter"),
+        "stderr names it too\n{}",
+        describe(&out)
+    );
+}
+
+/// The test hook is not advertised: no help text lists it.
+#[test]
+fn the_test_hook_is_hidden() {
+    for args in [&["--help"][..], &["run", "--help"][..]] {
+        let out = Command::new(BIN).args(args).output().expect("run");
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        assert!(
+            !stdout(&out).contains("test-worker-fault"),
+            "{}",
+            describe(&out)
+        );
+    }
+}
