@@ -98,3 +98,99 @@ fn the_test_hook_is_hidden() {
         );
     }
 }
+
+/// Runs `program args` as `nobody` (setpriv, no groups); panics unless it succeeds.
+fn as_nobody(program: &str, args: &[&str]) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run setpriv");
+    assert_eq!(
+        code(&out),
+        0,
+        "as nobody: {program} {args:?}\n{}",
+        describe(&out)
+    );
+}
+
+/// `--output` into a sticky, world-writable directory (like `/tmp`) where another user
+/// (`nobody`) planted symlinks at the report's name and at the temporary names it can
+/// guess, pointing at a file only root may write: the run replaces the link at the final
+/// name with a root-owned regular file holding the report, never writes through a link,
+/// leaves the guessed links as they were, and a second run over a private (0600) report
+/// keeps it private.
+#[test]
+fn output_into_a_shared_directory_cannot_be_turned_against_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(lab) = Lab::up() else { return };
+    let base = tempfile::Builder::new()
+        .prefix("egress-check-hardening.")
+        .tempdir()
+        .expect("temporary directory");
+    let shared = base.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let victim = base.path().join("victim");
+    std::fs::write(&victim, "precious\n").expect("write victim");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let report = shared.join("last.json");
+    let victim_text = victim.display().to_string();
+    let mut planted = vec![report.clone()];
+    for guess in [".last.json.tmp", ".last.json..tmp", "last.json.tmp"] {
+        planted.push(shared.join(guess));
+    }
+    for link in &planted {
+        as_nobody("ln", &["-s", &victim_text, &link.display().to_string()]);
+    }
+
+    let output = format!("json={}", report.display());
+    let allow = ["--expect", "allow", "--timeout", "5s", "--output", &output];
+    let out = lab.run(&port25_as("ec-postfix", &allow));
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read victim"),
+        "precious\n",
+        "the planted link was followed"
+    );
+    let meta = std::fs::symlink_metadata(&report).expect("stat report");
+    assert!(
+        meta.file_type().is_file(),
+        "a regular file replaces the link: {meta:?}"
+    );
+    assert_eq!(meta.uid(), 0, "owned by root");
+    let text = std::fs::read_to_string(&report).expect("read report");
+    let json: Value = serde_json::from_str(&text).expect("the report is JSON");
+    assert_eq!(json["passed"], 1, "{text}");
+    for link in &planted[1..] {
+        let meta = std::fs::symlink_metadata(link).expect("planted link");
+        assert!(
+            meta.file_type().is_symlink(),
+            "{} was replaced",
+            link.display()
+        );
+    }
+    let entries = std::fs::read_dir(&shared).expect("list").count();
+    assert_eq!(entries, planted.len(), "no temporary file is left behind");
+
+    // A private report stays private when it is replaced.
+    std::fs::set_permissions(&report, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = lab.run(&port25_as("ec-postfix", &allow));
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let mode = std::fs::metadata(&report).expect("stat").mode() & 0o7777;
+    assert_eq!(
+        mode & !0o600,
+        0,
+        "the replaced report is {mode:o}, wider than 0600"
+    );
+}
