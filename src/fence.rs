@@ -1,4 +1,4 @@
-//! The fence a worker puts around itself once it is the user and before its first probe:
+//! The fence a worker (and the resolver process, [`crate::dns_process`]) puts around itself once it is the user and before its first probe:
 //! Landlock with no filesystem access (where the kernel has it), then a seccomp allowlist of
 //! the system calls the probe loop needs, whose default action kills the process.
 //!
@@ -27,6 +27,16 @@ use seccompiler::{
 };
 use serde::Serialize;
 
+/// Which process is fenced: what it needs beyond the common allowlist differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A probe worker: TCP connects only.
+    Worker,
+    /// The resolver process: UDP and TCP queries to nameservers (UDP sockets are bound to a
+    /// random port, and answers are received with recvfrom/recvmsg).
+    Resolver,
+}
+
 /// Why the fence could not be put up; the worker then refuses to probe.
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {
@@ -53,19 +63,22 @@ pub struct LandlockReport {
     pub detail: String,
 }
 
-/// Puts up Landlock: no filesystem access at all, no `bind(2)` of TCP ports, no signals to
+/// Puts up Landlock: no filesystem access at all, no `bind(2)` of TCP ports (a worker), no signals to
 /// or abstract Unix sockets of processes outside the worker. Best effort as to the kernel's
 /// features (an older kernel enforces what it knows), an error only when Landlock exists
 /// and refuses.
 ///
 /// Connecting is not handled: that is what the worker is for, to any port.
-pub fn landlock() -> Result<LandlockReport, FenceError> {
+pub fn landlock(role: Role) -> Result<LandlockReport, FenceError> {
     // The newest ABI this crate knows; the crate keeps what the running kernel has.
     let abi = ABI::V6;
-    let status = Ruleset::default()
+    let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(abi))?
-        .handle_access(AccessNet::BindTcp)?
+        .handle_access(AccessFs::from_all(abi))?;
+    if role == Role::Worker {
+        ruleset = ruleset.handle_access(AccessNet::BindTcp)?;
+    }
+    let status = ruleset
         .scope(Scope::from_all(abi))?
         .create()?
         .restrict_self()?;
@@ -156,10 +169,32 @@ fn target_arch() -> Result<TargetArch, FenceError> {
     Err(FenceError::Architecture(std::env::consts::ARCH))
 }
 
-/// The worker's filter: [`always_allowed`], plus `socket(2)` for `AF_INET` and `AF_INET6`
+/// What the resolver needs beyond [`always_allowed`].
+fn resolver_calls() -> Vec<i64> {
+    vec![
+        libc::SYS_bind,
+        libc::SYS_sendto,
+        libc::SYS_recvfrom,
+        libc::SYS_sendmsg,
+        libc::SYS_recvmsg,
+        libc::SYS_sendmmsg,
+        libc::SYS_recvmmsg,
+        libc::SYS_ioctl,
+    ]
+}
+
+fn allowed(role: Role) -> Vec<i64> {
+    let mut calls = always_allowed();
+    if role == Role::Resolver {
+        calls.extend(resolver_calls());
+    }
+    calls
+}
+
+/// The filter of `role`: its allowlist, plus `socket(2)` for `AF_INET` and `AF_INET6`
 /// only; anything else kills the process.
-pub fn worker_filter() -> Result<BpfProgram, FenceError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = always_allowed()
+pub fn filter(role: Role) -> Result<BpfProgram, FenceError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed(role)
         .into_iter()
         .map(|call| (call, Vec::new()))
         .collect();
@@ -184,12 +219,12 @@ pub fn worker_filter() -> Result<BpfProgram, FenceError> {
     Ok(filter.try_into()?)
 }
 
-/// Installs [`worker_filter`] on this (single-threaded) process. Needs `no_new_privs`,
-/// which the identity drop has set.
-pub fn seccomp() -> Result<usize, FenceError> {
-    let program = worker_filter()?;
+/// Installs the [`filter`] of `role` on this (single-threaded) process; returns how many
+/// system calls it allows. Needs `no_new_privs`, which the identity drop has set.
+pub fn seccomp(role: Role) -> Result<usize, FenceError> {
+    let program = filter(role)?;
     seccompiler::apply_filter(&program)?;
-    Ok(always_allowed().len() + 1)
+    Ok(allowed(role).len() + 1)
 }
 
 /// The kernel's word on this process's seccomp mode: the `Seccomp:` line of a
@@ -248,7 +283,9 @@ mod tests {
 
     #[test]
     fn the_worker_filter_compiles() {
-        let program = worker_filter().unwrap();
-        assert!(program.len() > always_allowed().len());
+        for role in [Role::Worker, Role::Resolver] {
+            let program = filter(role).unwrap();
+            assert!(program.len() > allowed(role).len());
+        }
     }
 }

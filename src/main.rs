@@ -20,13 +20,19 @@ use egress_check::resolve::Resolver;
 use egress_check::run_info::RunInfo;
 use egress_check::runner::{self, RunSettings};
 use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
-use egress_check::{exit_codes, explain, netns, sandbox, source, verdict, vocab, worker};
+use egress_check::{
+    dns_process, exit_codes, explain, netns, sandbox, source, verdict, vocab, worker,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The worker must start before any runtime or thread exists: it changes identity.
     if let Some(Command::ProbeAs(args)) = cli.command {
         return ExitCode::from(worker::worker_main(args) as u8);
+    }
+    // The resolver process too: it drops to its user before any thread exists.
+    if let Some(Command::ResolveAs(args)) = cli.command {
+        return ExitCode::from(dns_process::resolver_main(args) as u8);
     }
     // The one place errors become exit codes: anything that stops a mode before it has a
     // report is a usage, scenario or privilege error, and nothing was probed.
@@ -45,7 +51,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Resolve(args)) => resolve_names(args),
         Some(Command::Sandbox(args)) => sandbox(args),
         None => ad_hoc(cli.ad_hoc),
-        Some(Command::ProbeAs(_)) => unreachable!("handled in main"),
+        Some(Command::ProbeAs(_)) | Some(Command::ResolveAs(_)) => {
+            unreachable!("handled in main")
+        }
     }
 }
 
@@ -238,6 +246,15 @@ fn prepare(
     worker::raise_fd_limit();
     if let Some(fault) = options.test_worker_fault {
         worker::set_test_fault(fault);
+    }
+    if let Some(fault) = options.test_resolver_fault {
+        dns_process::set_test_fault(fault);
+    }
+    if let Some(user) = &options.resolve_as {
+        // Checked like every identity of the plan: known, and becomable by this process.
+        let account = egress_check::identity::lookup(user)?;
+        egress_check::identity::ensure_can_become(&account)?;
+        dns_process::set_resolve_as(account.name);
     }
     Ok(Prepared {
         assignments,

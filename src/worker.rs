@@ -149,8 +149,8 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    crate::fence::landlock()?;
-    crate::fence::seccomp()?;
+    crate::fence::landlock(crate::fence::Role::Worker)?;
+    crate::fence::seccomp(crate::fence::Role::Worker)?;
     if let Some(fault) = args.test_fault {
         crate::fence::commit_fault(fault);
     }
@@ -174,7 +174,7 @@ fn diagnose() -> anyhow::Result<()> {
     // Opened before the fence: afterwards no file can be opened.
     let mut status =
         std::fs::File::open("/proc/self/status").context("opening /proc/self/status")?;
-    let landlock = crate::fence::landlock()?;
+    let landlock = crate::fence::landlock(crate::fence::Role::Worker)?;
     let landlock_open_file = match std::fs::File::open("/etc/passwd") {
         Ok(_) => "ok".to_string(),
         Err(err) => err.raw_os_error().map_or_else(
@@ -182,7 +182,7 @@ fn diagnose() -> anyhow::Result<()> {
             |code| format!("{:?}", nix::errno::Errno::from_raw(code)),
         ),
     };
-    let seccomp_allowed_calls = crate::fence::seccomp()?;
+    let seccomp_allowed_calls = crate::fence::seccomp(crate::fence::Role::Worker)?;
     let diagnosis = Diagnosis {
         identity,
         landlock,
@@ -196,7 +196,7 @@ fn diagnose() -> anyhow::Result<()> {
 
 /// Closes every inherited descriptor above stderr, and resets cwd, umask and environment,
 /// so the user's process holds nothing of root's.
-fn sanitize_inherited_state() -> anyhow::Result<()> {
+pub(crate) fn sanitize_inherited_state() -> anyhow::Result<()> {
     // SAFETY: close_range only closes descriptors; nothing in this single-threaded process
     // holds one above 2 yet.
     let rc = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };

@@ -194,3 +194,175 @@ fn output_into_a_shared_directory_cannot_be_turned_against_root() {
         "the replaced report is {mode:o}, wider than 0600"
     );
 }
+
+/// The ad hoc check as ec-postfix of port 25 on the lab's MX domain (names to resolve),
+/// allowed, followed by `more`.
+fn mx_as_postfix<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--as", "ec-postfix", "--mx", "dual.test", "--port", "25"];
+    args.extend(["--expect", "allow", "--timeout", "3s"]);
+    args.extend_from_slice(more);
+    args
+}
+
+/// A resolver process that dies, hangs, sends garbage or too much, or breaks its fence
+/// (the hidden test hook makes it): the run finishes within its deadline, exit 3, every
+/// probe inconclusive naming the resolver's failure; the same check without the hook
+/// resolves through the resolver process and passes.
+#[test]
+fn a_misbehaving_resolver_leaves_its_names_inconclusive() {
+    let Some(lab) = Lab::up() else { return };
+    let (out, report) = lab.run_json(&mx_as_postfix(&[]));
+    assert_eq!(code(&out), 0, "control run\n{}", describe(&out));
+    assert!(
+        report.passed > 0 && report.inconclusive == 0,
+        "{}",
+        describe(&out)
+    );
+
+    let cases = [
+        ("die", "failed (exit status: 2)"),
+        ("hang", "not finished: the run's --deadline passed"),
+        ("garbage", "sent a malformed answer: does not decode"),
+        ("oversized", "answered more than"),
+        ("forbidden-call", "killed by its seccomp filter (SIGSYS)"),
+    ];
+    for (fault, why) in cases {
+        let started = std::time::Instant::now();
+        let (out, report) = lab.run_json(&mx_as_postfix(&[
+            "--deadline",
+            "4s",
+            "--test-resolver-fault",
+            fault,
+        ]));
+        let took = started.elapsed();
+        assert_eq!(code(&out), 3, "{fault}\n{}", describe(&out));
+        assert!(
+            took < std::time::Duration::from_secs(15),
+            "{fault}: the run took {took:?}, past its deadline"
+        );
+        assert!(!report.probes.is_empty(), "{fault}\n{}", describe(&out));
+        for p in &report.probes {
+            assert_eq!(p.verdict, "inconclusive", "{fault}: {p:#?}");
+            let detail = p.detail.as_deref().unwrap_or_default();
+            assert!(detail.contains(why), "{fault}: expected {why:?} in {p:#?}");
+        }
+    }
+}
+
+/// The socket inodes of `pid`'s descriptors.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    crate::util::procfs::fds(pid)
+        .into_iter()
+        .filter_map(|(_, target)| {
+            target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// The inodes of the UDP and TCP sockets of `pid`'s network namespace.
+fn inet_socket_inodes(pid: u32) -> Vec<String> {
+    let mut inodes = Vec::new();
+    for table in ["udp", "udp6", "tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+            if let Some(inode) = line.split_whitespace().nth(9) {
+                inodes.push(inode.to_string());
+            }
+        }
+    }
+    inodes
+}
+
+/// The root parent opens no network socket during a run: with a nameserver whose queries
+/// are dropped (slow DNS, seconds of waiting), the parent's descriptors, sampled all along,
+/// never include a socket that its namespace's UDP/TCP tables list, while the resolver
+/// process's do (which proves the sampling sees DNS sockets at all).
+#[test]
+fn the_root_parent_opens_no_network_socket() {
+    let Some(lab) = Lab::up() else { return };
+    // A nameserver that reads queries and never answers, in the lab's host namespace.
+    let mut slow = lab
+        .command("python3")
+        .args([
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('127.0.0.1', 5353))\n\
+             print('ready', flush=True)\n\
+             time.sleep(120)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the slow nameserver");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(slow.stdout.take().expect("piped")),
+        &mut ready,
+    )
+    .expect("the slow nameserver starts");
+    assert_eq!(ready.trim(), "ready");
+    let mut child = lab
+        .run_command(&mx_as_postfix(&[
+            "--format",
+            "json",
+            "--nameserver",
+            "127.0.0.1:5353",
+        ]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start egress-check");
+    let mut parent_sockets_seen = Vec::new();
+    let mut resolver_sockets = 0;
+    let mut parent_seen = false;
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        for pid in crate::util::procfs::descendants(child.id()) {
+            let Some(args) = crate::util::procfs::cmdline(pid) else {
+                continue;
+            };
+            seen.insert(args.join(" "));
+            let is_ours = args
+                .first()
+                .is_some_and(|a| a.ends_with("egress-check") || a == "/proc/self/exe");
+            if !is_ours {
+                continue;
+            }
+            let inet = inet_socket_inodes(pid);
+            let sockets: Vec<String> = socket_inodes(pid)
+                .into_iter()
+                .filter(|i| inet.contains(i))
+                .collect();
+            if args.iter().any(|a| a == "__resolve-as") {
+                resolver_sockets += sockets.len();
+            } else if !args.iter().any(|a| a.starts_with("__")) {
+                parent_seen = true;
+                parent_sockets_seen.extend(sockets);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = child.wait().expect("wait");
+    let _ = slow.kill();
+    let _ = slow.wait();
+    assert!(
+        parent_seen,
+        "the parent was never sampled (status {status}); processes seen: {seen:#?}"
+    );
+    assert!(
+        resolver_sockets > 0,
+        "control: the resolver process's DNS sockets must be seen (status {status})"
+    );
+    assert!(
+        parent_sockets_seen.is_empty(),
+        "the root parent held UDP/TCP sockets: {parent_sockets_seen:?}"
+    );
+    assert_eq!(status.code(), Some(3), "DNS dropped: inconclusive");
+}
