@@ -286,7 +286,7 @@ fn the_root_parent_opens_no_network_socket() {
     let Some(lab) = Lab::up() else { return };
     // A nameserver that reads queries and never answers, in the lab's host namespace.
     let mut slow = lab
-        .command("python3")
+        .command("/usr/bin/python3")
         .args([
             "-c",
             "import socket, time\n\
@@ -365,4 +365,355 @@ fn the_root_parent_opens_no_network_socket() {
         "the root parent held UDP/TCP sockets: {parent_sockets_seen:?}"
     );
     assert_eq!(status.code(), Some(3), "DNS dropped: inconclusive");
+}
+
+// ---------------------------------------------------------------------------------------
+// The differential self-check
+// ---------------------------------------------------------------------------------------
+
+/// The oracle: connects to every `ADDR,PORT` argument at once (one thread each) and prints
+/// one line `ADDR,PORT connected|not` each; run as the user by `setpriv --init-groups`, so
+/// it shares nothing with egress-check but the kernel.
+const ORACLE: &str = r#"
+import socket, sys, threading
+out = {}
+def probe(t):
+    addr, port = t.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(1.5)
+    try:
+        s.connect((addr, int(port)))
+        out[t] = "connected"
+    except ConnectionResetError:
+        out[t] = "connected"
+    except OSError:
+        out[t] = "not"
+    finally:
+        s.close()
+threads = [threading.Thread(target=probe, args=(t,)) for t in sys.argv[1:]]
+for th in threads: th.start()
+for th in threads: th.join()
+for t in sys.argv[1:]: print(t, out[t])
+"#;
+
+/// Deterministic pseudo-random numbers (xorshift64*): the seed printed reproduces a run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+const DIFF_USERS: [&str; 5] = ["ec-postfix", "ec-web", "ec-suppl", "www-data", "ec-nologin"];
+const DIFF_V4: [&str; 2] = ["203.0.113.10", "203.0.113.11"];
+const DIFF_V6: [&str; 2] = ["2001:db8:200::10", "2001:db8:200::11"];
+/// 25 and 587 answer on every sink; nobody listens on 26.
+const DIFF_PORTS: [u16; 3] = [25, 587, 26];
+
+/// One random rule, for one family, in iptables (`-A OUTPUT ...`) or nft (`inet` table)
+/// syntax.
+#[derive(Debug, Clone)]
+struct DiffRule {
+    owner: Option<(bool, String, bool)>, // (is uid, name, suppl-groups)
+    port: Option<u16>,
+    dest: Option<String>,
+    target: &'static str, // ACCEPT, DROP, REJECT-RST, REJECT-ICMP
+}
+
+impl DiffRule {
+    fn random(rng: &mut Rng, groups: &[&str], v6: bool) -> DiffRule {
+        let owner = match rng.below(3) {
+            0 => None,
+            1 => Some((true, rng.pick(&DIFF_USERS).to_string(), false)),
+            _ => Some((false, rng.pick(groups).to_string(), rng.below(2) == 0)),
+        };
+        let port = (rng.below(2) == 0).then(|| *rng.pick(&DIFF_PORTS));
+        let dests: &[&str] = if v6 { &DIFF_V6 } else { &DIFF_V4 };
+        let dest = (rng.below(3) == 0).then(|| rng.pick(dests).to_string());
+        let target = *rng.pick(&["ACCEPT", "DROP", "REJECT-RST", "REJECT-ICMP"]);
+        DiffRule {
+            owner,
+            port,
+            dest,
+            target,
+        }
+    }
+
+    fn iptables(&self, v6: bool) -> String {
+        let mut r = "-A OUTPUT -p tcp".to_string();
+        if let Some(d) = &self.dest {
+            r.push_str(&format!(" -d {d}"));
+        }
+        if let Some(p) = self.port {
+            r.push_str(&format!(" --dport {p}"));
+        }
+        if let Some((uid, name, suppl)) = &self.owner {
+            if *uid {
+                r.push_str(&format!(" -m owner --uid-owner {name}"));
+            } else {
+                r.push_str(&format!(" -m owner --gid-owner {name}"));
+                if *suppl {
+                    r.push_str(" --suppl-groups");
+                }
+            }
+        }
+        r.push_str(match (self.target, v6) {
+            ("ACCEPT", _) => " -j ACCEPT",
+            ("DROP", _) => " -j DROP",
+            ("REJECT-RST", _) => " -j REJECT --reject-with tcp-reset",
+            (_, false) => " -j REJECT --reject-with icmp-port-unreachable",
+            (_, true) => " -j REJECT --reject-with icmp6-port-unreachable",
+        });
+        r
+    }
+
+    /// nft has no supplementary-group match: such a rule matches the primary gid only, in
+    /// nft as in its meaning here (`suppl` is ignored for nft policies).
+    fn nft(&self, v6: bool) -> String {
+        let mut r = if v6 {
+            "meta nfproto ipv6 ".to_string()
+        } else {
+            "meta nfproto ipv4 ".to_string()
+        };
+        r.push_str("meta l4proto tcp ");
+        if let Some(d) = &self.dest {
+            r.push_str(&format!("{} daddr {d} ", if v6 { "ip6" } else { "ip" }));
+        }
+        if let Some(p) = self.port {
+            r.push_str(&format!("tcp dport {p} "));
+        }
+        if let Some((uid, name, _)) = &self.owner {
+            r.push_str(&format!(
+                "meta {} \"{name}\" ",
+                if *uid { "skuid" } else { "skgid" }
+            ));
+        }
+        r.push_str(match self.target {
+            "ACCEPT" => "accept",
+            "DROP" => "drop",
+            "REJECT-RST" => "reject with tcp reset",
+            _ => "reject",
+        });
+        r
+    }
+}
+
+/// A random policy: for each family, rules and a chain policy, in one backend.
+#[derive(Debug, Clone)]
+struct DiffPolicy {
+    nft: bool,
+    v4: (Vec<DiffRule>, bool),
+    v6: (Vec<DiffRule>, bool),
+}
+
+impl DiffPolicy {
+    fn random(rng: &mut Rng, groups: &[&str]) -> DiffPolicy {
+        let family = |v6: bool, rng: &mut Rng| {
+            let n = 1 + rng.below(5);
+            let rules = (0..n).map(|_| DiffRule::random(rng, groups, v6)).collect();
+            (rules, rng.below(3) == 0)
+        };
+        let nft = rng.below(2) == 0;
+        let v4 = family(false, rng);
+        let v6 = family(true, rng);
+        DiffPolicy { nft, v4, v6 }
+    }
+
+    fn text(&self) -> String {
+        if self.nft {
+            let mut t = "table inet egress_diff {\n  chain output {\n    type filter hook output priority 0;".to_string();
+            t.push_str(" policy accept;\n");
+            for (v6, (rules, policy_drop)) in [(false, &self.v4), (true, &self.v6)] {
+                for r in rules {
+                    t.push_str(&format!("    {}\n", r.nft(v6)));
+                }
+                if *policy_drop {
+                    // A chain policy per family: nft's inet chain has one, so the family's
+                    // default is its last rule.
+                    t.push_str(&format!(
+                        "    meta nfproto {} meta l4proto tcp drop\n",
+                        if v6 { "ipv6" } else { "ipv4" }
+                    ));
+                }
+            }
+            t.push_str("  }\n}\n");
+            t
+        } else {
+            let mut t = String::new();
+            for (name, v6, (rules, policy_drop)) in
+                [("iptables", false, &self.v4), ("ip6tables", true, &self.v6)]
+            {
+                t.push_str(&format!(
+                    "{name} -P OUTPUT {}\n",
+                    if *policy_drop { "DROP" } else { "ACCEPT" }
+                ));
+                for r in rules {
+                    t.push_str(&format!("{name} {}\n", r.iptables(v6)));
+                }
+            }
+            t
+        }
+    }
+
+    fn apply(&self, lab: &Lab) {
+        if self.nft {
+            lab.nft_file(&self.text());
+        } else {
+            for line in self.text().lines() {
+                let args: Vec<&str> = line.split_whitespace().collect();
+                lab.exec(args[0], &args[1..]);
+            }
+        }
+    }
+
+    fn clear(&self, lab: &Lab) {
+        if self.nft {
+            lab.exec("nft", &["delete", "table", "inet", "egress_diff"]);
+        } else {
+            for tool in ["iptables", "ip6tables"] {
+                lab.exec(tool, &["-F", "OUTPUT"]);
+                lab.exec(tool, &["-P", "OUTPUT", "ACCEPT"]);
+            }
+        }
+    }
+}
+
+/// What the oracle observes as `user`: `connected` or `not` per `ADDR,PORT`.
+fn oracle(lab: &Lab, user: &str, targets: &[String]) -> std::collections::BTreeMap<String, bool> {
+    let out = lab
+        .command("setpriv")
+        .args([
+            "--reuid",
+            user,
+            "--regid",
+            &crate::util::users::id_numbers("-g", user)[0].to_string(),
+        ])
+        .args(["--init-groups", "--", "/usr/bin/python3", "-c", ORACLE])
+        .args(targets)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the oracle");
+    assert_eq!(code(&out), 0, "oracle as {user}\n{}", describe(&out));
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(t, o)| (t.to_string(), o == "connected"))
+        .collect()
+}
+
+/// egress-check's observations as `user` of every address and port.
+fn observed(lab: &Lab, user: &str) -> std::collections::BTreeMap<String, bool> {
+    let mut args = vec!["--as", user, "--expect", "allow", "--timeout", "1s"];
+    for a in DIFF_V4.iter().chain(&DIFF_V6) {
+        args.extend(["--addr", a]);
+    }
+    let ports: Vec<String> = DIFF_PORTS.iter().map(u16::to_string).collect();
+    for p in &ports {
+        args.extend(["--port", p]);
+    }
+    let (out, report) = lab.run_json(&args);
+    assert!(matches!(code(&out), 0 | 1), "{}", describe(&out));
+    report
+        .probes
+        .iter()
+        .map(|p| {
+            let addr = p.address.clone().unwrap_or_default();
+            (format!("{addr},{}", p.port), p.observed == "connected")
+        })
+        .collect()
+}
+
+/// Rounds of random policies (the seed is printed; `EGRESS_CHECK_DIFF_SEED` and
+/// `EGRESS_CHECK_DIFF_ROUNDS` reproduce or lengthen a run, see `ci/differential`): in each,
+/// every lab user's connections to two IPv4 and two IPv6 sinks on three ports are observed by
+/// egress-check and by the oracle; connected or not must agree for every probe. A
+/// disagreement prints the seed, the round, the ruleset and the probes.
+#[test]
+fn differential_self_check_agrees_with_an_independent_oracle() {
+    let Some(lab) = Lab::up() else { return };
+    let seed: u64 = std::env::var("EGRESS_CHECK_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    let rounds: usize = std::env::var("EGRESS_CHECK_DIFF_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    eprintln!("differential self-check: seed {seed}, {rounds} rounds");
+    let groups = [
+        "ec-postfix",
+        "ec-web",
+        "ec-mailers",
+        "www-data",
+        "ec-nologin",
+    ];
+    let targets: Vec<String> = DIFF_V4
+        .iter()
+        .chain(&DIFF_V6)
+        .flat_map(|a| DIFF_PORTS.iter().map(move |p| format!("{a},{p}")))
+        .collect();
+    let mut rng = Rng(seed);
+    let mut probes = 0;
+    let mut connected = 0;
+    for round in 0..rounds {
+        let policy = DiffPolicy::random(&mut rng, &groups);
+        policy.apply(&lab);
+        let mut disagreements = Vec::new();
+        // Users in parallel: each observation waits out its drops once.
+        let seen: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = DIFF_USERS
+                .iter()
+                .map(|user| {
+                    let (lab, targets) = (&lab, &targets);
+                    scope.spawn(move || (*user, observed(lab, user), oracle(lab, user, targets)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an observation panicked"))
+                .collect()
+        });
+        for (user, ours, theirs) in seen {
+            assert_eq!(ours.len(), targets.len(), "as {user}: {ours:?}");
+            for t in &targets {
+                probes += 1;
+                let (a, b) = (ours.get(t).copied(), theirs.get(t).copied());
+                if a == Some(true) {
+                    connected += 1;
+                }
+                if a != b {
+                    disagreements.push(format!("{user} -> {t}: egress-check {a:?}, oracle {b:?}"));
+                }
+            }
+        }
+        policy.clear(&lab);
+        assert!(
+            disagreements.is_empty(),
+            "seed {seed}, round {round}: egress-check and the oracle disagree:\n{}\nruleset:\n{}",
+            disagreements.join("\n"),
+            policy.text()
+        );
+    }
+    eprintln!("differential self-check: {probes} probes, {connected} connected, 0 disagreements");
+    assert!(probes >= 200 || rounds < 4, "{probes} probes");
+    assert!(
+        connected > 0 && connected < probes,
+        "both outcomes must occur: {connected}/{probes}"
+    );
 }
