@@ -16,7 +16,7 @@ use egress_check::cli::{
 use egress_check::output::{self, PreparedOutputs};
 use egress_check::plan::{self, Assignment, NameserverChoice};
 use egress_check::report::{self, ResolveReport};
-use egress_check::resolve::Resolver;
+use egress_check::resolve;
 use egress_check::run_info::RunInfo;
 use egress_check::runner::{self, RunSettings};
 use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
@@ -204,9 +204,22 @@ fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
         (None, Some(text)) => plan::NameserverSource::ResolvConf(text),
         (None, None) => plan::NameserverSource::System,
     };
-    let resolver = Resolver::new(&source)?;
     let kinds: Vec<TargetKind> = domains.iter().cloned().map(TargetKind::Mx).collect();
-    let resolutions = runtime()?.block_on(resolver.resolve_all(&kinds));
+    // In a resolver process (dropped to nobody when run as root, fenced), as a run does:
+    // this process parses nothing from the network.
+    let mut resolutions = runtime()?.block_on(dns_process::resolve_groups(vec![(
+        source.clone(),
+        kinds.clone(),
+    )]));
+    let resolutions: std::collections::HashMap<TargetKind, _> = kinds
+        .iter()
+        .map(|k| {
+            let r = resolutions
+                .remove(&(source.clone(), k.clone()))
+                .unwrap_or_else(|| resolve::without_resolver(k, "not resolved"));
+            (k.clone(), r)
+        })
+        .collect();
     let report = ResolveReport::new(
         domains
             .iter()

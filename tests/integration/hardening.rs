@@ -277,10 +277,12 @@ fn inet_socket_inodes(pid: u32) -> Vec<String> {
     inodes
 }
 
-/// The root parent opens no network socket during a run: with a nameserver whose queries
-/// are dropped (slow DNS, seconds of waiting), the parent's descriptors, sampled all along,
+/// The root parent opens no network socket during a run: with a nameserver that never
+/// answers (slow DNS, seconds of waiting), the parent's descriptors, sampled all along,
 /// never include a socket that its namespace's UDP/TCP tables list, while the resolver
-/// process's do (which proves the sampling sees DNS sockets at all).
+/// process's do (which proves the sampling sees DNS sockets at all); and whenever the
+/// resolver holds a socket, the kernel shows it as nobody (all four uids), `no_new_privs`,
+/// seccomp filter mode, no capabilities.
 #[test]
 fn the_root_parent_opens_no_network_socket() {
     let Some(lab) = Lab::up() else { return };
@@ -320,6 +322,7 @@ fn the_root_parent_opens_no_network_socket() {
         .expect("start egress-check");
     let mut parent_sockets_seen = Vec::new();
     let mut resolver_sockets = 0;
+    let mut resolver_status = Vec::new();
     let mut parent_seen = false;
     let mut seen = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -341,6 +344,14 @@ fn the_root_parent_opens_no_network_socket() {
                 .filter(|i| inet.contains(i))
                 .collect();
             if args.iter().any(|a| a == "__resolve-as") {
+                if !sockets.is_empty() {
+                    // It opens sockets only once dropped and fenced: check it as the kernel
+                    // sees it now.
+                    let st = crate::util::procfs::status(pid);
+                    if !st.is_empty() {
+                        resolver_status.push(st);
+                    }
+                }
                 resolver_sockets += sockets.len();
             } else if !args.iter().any(|a| a.starts_with("__")) {
                 parent_seen = true;
@@ -360,6 +371,28 @@ fn the_root_parent_opens_no_network_socket() {
         resolver_sockets > 0,
         "control: the resolver process's DNS sockets must be seen (status {status})"
     );
+    let nobody = crate::util::users::uid_of("nobody").to_string();
+    assert!(
+        !resolver_status.is_empty(),
+        "the resolver was never sampled with a socket"
+    );
+    for st in &resolver_status {
+        let field = |k: &str| st.get(k).map(String::as_str).unwrap_or("?");
+        let ids: Vec<&str> = field("Uid").split_whitespace().collect();
+        assert_eq!(
+            ids,
+            vec![nobody.as_str(); 4],
+            "the resolver runs as nobody: {st:?}"
+        );
+        assert_eq!(field("NoNewPrivs"), "1", "{st:?}");
+        assert_eq!(
+            field("Seccomp"),
+            "2",
+            "the resolver is fenced before its first socket: {st:?}"
+        );
+        assert_eq!(field("CapEff"), "0000000000000000", "{st:?}");
+        assert_eq!(field("CapPrm"), "0000000000000000", "{st:?}");
+    }
     assert!(
         parent_sockets_seen.is_empty(),
         "the root parent held UDP/TCP sockets: {parent_sockets_seen:?}"
