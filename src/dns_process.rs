@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::fence::Role;
 use crate::identity;
 use crate::plan::NameserverSource;
-use crate::resolve::{self, Resolutions};
+use crate::resolve::{self, Addresses, DnsFailure, FailureKind, Resolution, Resolutions};
 use crate::scenario::TargetKind;
 
 /// The hidden subcommand that starts the resolver process.
@@ -263,7 +263,14 @@ pub async fn resolve_groups(groups: Vec<(NameserverSource, Vec<TargetKind>)>) ->
     }
     let user = resolver_user();
     match ask(&user, &names).await {
-        Ok(answers) => out.extend(answers),
+        Ok(mut answers) => {
+            if RESOLVE_AS.get().is_some() {
+                for resolution in answers.values_mut() {
+                    name_the_identity(resolution, &user);
+                }
+            }
+            out.extend(answers)
+        }
         Err(error) => {
             let why = error.to_string();
             for (source, kinds) in names {
@@ -275,6 +282,36 @@ pub async fn resolve_groups(groups: Vec<(NameserverSource, Vec<TargetKind>)>) ->
         }
     }
     out
+}
+
+/// With `--resolve-as`, a lookup that got no answer may be the firewall blocking DNS for
+/// that user: its reason says who asked. (An NXDOMAIN, SERVFAIL or REFUSED is a server's
+/// answer, so the query was not blocked: those stay as they are.)
+fn name_the_identity(resolution: &mut Resolution, user: &str) {
+    let rename = |failure: &mut DnsFailure| {
+        let reason = match &failure.kind {
+            FailureKind::Timeout => format!(
+                "timed out resolving as `{user}` (nameserver unreachable or too slow, or DNS \
+                 blocked for `{user}` by the firewall)"
+            ),
+            FailureKind::Other(text) => format!("{text} (resolving as `{user}`)"),
+            _ => return,
+        };
+        failure.kind = FailureKind::Other(reason);
+    };
+    match resolution {
+        Resolution::Failed(failure) => rename(failure),
+        Resolution::Exchanges { exchanges, .. } => {
+            for exchange in exchanges {
+                for addresses in [&mut exchange.ipv4, &mut exchange.ipv6] {
+                    if let Addresses::Failed(failure) = addresses {
+                        rename(failure);
+                    }
+                }
+            }
+        }
+        Resolution::NullMx | Resolution::Literals(_) => {}
+    }
 }
 
 async fn ask(

@@ -315,7 +315,13 @@ fn probe_and_report(
     let host = HostInterfaces::current()?;
     plan::check_literals(assignments, &host)?;
     let lookups = plan::lookups(assignments, &nameservers);
-    let run = RunInfo::begin(lookups.iter().map(|(source, _)| source));
+    let mut run = RunInfo::begin(lookups.iter().map(|(source, _)| source));
+    let resolves_names = assignments
+        .iter()
+        .any(|a| !matches!(a.target.kind, TargetKind::Addresses(_)));
+    if resolves_names {
+        run.resolved_as = Some(dns_process::resolver_user());
+    }
     let settings = RunSettings {
         nameservers,
         deadline: options.deadline,

@@ -750,3 +750,41 @@ fn differential_self_check_agrees_with_an_independent_oracle() {
         "both outcomes must occur: {connected}/{probes}"
     );
 }
+
+/// `--resolve-as USER`: where the firewall lets only some users query DNS, the resolver runs
+/// as the user given and meets that user's rules. With DNS rejected for ec-web only, the
+/// default resolver (nobody) resolves and the check passes; resolving as ec-web leaves the
+/// probes inconclusive (exit 3); the JSON report names who resolved each time.
+#[test]
+fn resolve_as_names_the_identity_and_meets_its_firewall() {
+    let Some(lab) = Lab::up() else { return };
+    lab.iptables(&words(
+        "-A OUTPUT -p udp --dport 53 -m owner --uid-owner ec-web -j REJECT",
+    ));
+    lab.iptables(&words(
+        "-A OUTPUT -p tcp --dport 53 -m owner --uid-owner ec-web -j REJECT --reject-with tcp-reset",
+    ));
+    let resolved_as = |out: &std::process::Output| -> Value {
+        let json: Value = serde_json::from_str(&stdout(out))
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(out)));
+        json["resolved_as"].clone()
+    };
+
+    let (out, report) = lab.run_json(&mx_as_postfix(&[]));
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert!(report.passed > 0, "{}", describe(&out));
+    assert_eq!(resolved_as(&out), "nobody", "{}", describe(&out));
+
+    let (out, report) = lab.run_json(&mx_as_postfix(&["--resolve-as", "ec-web"]));
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(!report.probes.is_empty());
+    for p in &report.probes {
+        assert_eq!(p.verdict, "inconclusive", "{p:#?}");
+        let detail = p.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.contains("resolving as `ec-web`"),
+            "the reason names who resolved: {p:#?}"
+        );
+    }
+    assert_eq!(resolved_as(&out), "ec-web", "{}", describe(&out));
+}
