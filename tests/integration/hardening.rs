@@ -788,3 +788,141 @@ fn resolve_as_names_the_identity_and_meets_its_firewall() {
     }
     assert_eq!(resolved_as(&out), "ec-web", "{}", describe(&out));
 }
+
+// ---------------------------------------------------------------------------------------
+// Soak
+// ---------------------------------------------------------------------------------------
+
+/// Waits for `child` and returns its exit code (or 128 + signal) and its peak RSS in KiB,
+/// from the kernel's own accounting of that process (`wait4`'s `ru_maxrss`).
+fn wait_with_peak_rss(child: std::process::Child) -> (i32, i64) {
+    let pid = child.id() as nix::libc::pid_t;
+    let mut status: nix::libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet waited for (the Child is forgotten below so
+    // that nothing else reaps it); both pointers are to live locals.
+    let rc = unsafe { nix::libc::wait4(pid, &mut status, 0, &mut usage) };
+    std::mem::forget(child);
+    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = if nix::libc::WIFEXITED(status) {
+        nix::libc::WEXITSTATUS(status)
+    } else {
+        128 + nix::libc::WTERMSIG(status)
+    };
+    (code, usage.ru_maxrss)
+}
+
+/// What the system holds that a run might leave behind: processes in the lab's host
+/// namespace, network namespaces, the host namespace's nftables tables, zombies whose
+/// parent is this test process.
+fn system_state(lab: &Lab) -> (Vec<String>, Vec<String>, String, Vec<u32>) {
+    let ns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list")
+            .stdout,
+    )
+    .lines()
+    .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+    .filter(|n| n.starts_with(lab.name()))
+    .collect();
+    let tables = stdout(&lab.exec("nft", &["list", "tables"]));
+    let me = std::process::id().to_string();
+    let zombies = crate::util::procfs::pids()
+        .into_iter()
+        .filter(|&pid| {
+            let st = crate::util::procfs::status(pid);
+            st.get("State").is_some_and(|s| s.starts_with('Z'))
+                && st.get("PPid").is_some_and(|p| *p == me)
+        })
+        .collect();
+    (
+        crate::util::leftovers::netns_pids(&lab.host_ns()),
+        ns,
+        tables,
+        zombies,
+    )
+}
+
+/// Consecutive runs mixing outcomes (pass, fail, DNS through the resolver process,
+/// `--explain`, `--output`), every tenth of them interrupted by SIGINT or SIGTERM in turn,
+/// leave nothing behind (processes in the namespace, namespaces, nftables tables, zombies,
+/// temporary files next to the report), and the peak RSS of the last tenth is not above the
+/// first tenth's (with 20% and 2 MiB of slack). CI runs 40; `ci/soak` runs 500.
+#[test]
+fn soak_runs_leave_nothing_behind_and_do_not_grow() {
+    let Some(lab) = Lab::up() else { return };
+    let runs: usize = std::env::var("EGRESS_CHECK_SOAK_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let every = (runs / 10).max(2);
+    for rule in crate::util::lab::STORY_RULES {
+        lab.iptables(&words(rule));
+        lab.ip6tables(&words(rule));
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let output = format!("json={}", dir.path().join("last.json").display());
+    let before = system_state(&lab);
+    let mut peaks = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let interrupt = run % every == every - 1;
+        let mut args: Vec<&str> = match (interrupt, run % 4) {
+            // A run still waiting on a dropped connect when the signal comes.
+            (true, _) => port25_as("www-data", &["--timeout", "5s"]),
+            (false, 0) => port25_as("ec-postfix", &["--expect", "allow", "--timeout", "2s"]),
+            (false, 1) => port25_as("www-data", &["--expect", "allow", "--timeout", "300ms"]),
+            (false, 2) => mx_as_postfix(&[]),
+            (false, _) => port25_as("ec-postfix", &["--expect", "allow", "--explain"]),
+        };
+        args.extend(["--output", &output, "--format", "json"]);
+        let mut command = lab.command(BIN);
+        command
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command.spawn().expect("start egress-check");
+        if interrupt {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            let signal = if (run / every) % 2 == 0 {
+                nix::sys::signal::Signal::SIGINT
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+                .expect("signal the run");
+            let (code, peak) = wait_with_peak_rss(child);
+            assert_eq!(code, 128 + signal as i32, "run {run} ({signal:?})");
+            peaks.push(peak);
+        } else {
+            let (code, peak) = wait_with_peak_rss(child);
+            assert!(matches!(code, 0 | 1), "run {run}: exit {code} ({args:?})");
+            peaks.push(peak);
+        }
+        assert_eq!(
+            system_state(&lab),
+            before,
+            "run {run} ({args:?}) left something behind"
+        );
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| n == "last.json"),
+            "run {run}: temporary files left: {names:?}"
+        );
+    }
+    let tenth = (runs / 10).max(1);
+    let mean = |s: &[i64]| s.iter().sum::<i64>() / s.len() as i64;
+    let (first, last) = (mean(&peaks[..tenth]), mean(&peaks[runs - tenth..]));
+    eprintln!("soak: {runs} runs, peak RSS first tenth {first} KiB, last tenth {last} KiB");
+    assert!(
+        last <= first + first / 5 + 2048,
+        "peak RSS grew from {first} KiB to {last} KiB over {runs} runs: {peaks:?}"
+    );
+}
