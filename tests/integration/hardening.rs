@@ -888,7 +888,7 @@ fn soak_runs_leave_nothing_behind_and_do_not_grow() {
         let child = command.spawn().expect("start egress-check");
         if interrupt {
             std::thread::sleep(std::time::Duration::from_millis(700));
-            let signal = if (run / every) % 2 == 0 {
+            let signal = if (run / every).is_multiple_of(2) {
                 nix::sys::signal::Signal::SIGINT
             } else {
                 nix::sys::signal::Signal::SIGTERM
