@@ -667,11 +667,59 @@ fn observed(lab: &Lab, user: &str) -> std::collections::BTreeMap<String, bool> {
         .collect()
 }
 
+/// Whether egress-check and the oracle disagree on `user -> target` under `policy`.
+fn disagree(lab: &Lab, policy: &DiffPolicy, user: &str, target: &str) -> bool {
+    policy.apply(lab);
+    let ours = observed(lab, user).get(target).copied();
+    let theirs = oracle(lab, user, &[target.to_string()])
+        .get(target)
+        .copied();
+    policy.clear(lab);
+    ours != theirs
+}
+
+/// The policy with every rule removed whose removal keeps the disagreement on
+/// `user -> target` (one pass per family, then the chain policies).
+fn minimize(lab: &Lab, policy: &DiffPolicy, user: &str, target: &str) -> DiffPolicy {
+    let mut best = policy.clone();
+    for v6 in [false, true] {
+        let mut i = 0;
+        loop {
+            let rules = if v6 { &best.v6.0 } else { &best.v4.0 };
+            if i >= rules.len() {
+                break;
+            }
+            let mut candidate = best.clone();
+            if v6 {
+                candidate.v6.0.remove(i);
+            } else {
+                candidate.v4.0.remove(i);
+            }
+            if disagree(lab, &candidate, user, target) {
+                best = candidate;
+            } else {
+                i += 1;
+            }
+        }
+        let mut candidate = best.clone();
+        if v6 {
+            candidate.v6.1 = false;
+        } else {
+            candidate.v4.1 = false;
+        }
+        if disagree(lab, &candidate, user, target) {
+            best = candidate;
+        }
+    }
+    best
+}
+
 /// Rounds of random policies (the seed is printed; `EGRESS_CHECK_DIFF_SEED` and
 /// `EGRESS_CHECK_DIFF_ROUNDS` reproduce or lengthen a run, see `ci/differential`): in each,
 /// every lab user's connections to two IPv4 and two IPv6 sinks on three ports are observed by
 /// egress-check and by the oracle; connected or not must agree for every probe. A
-/// disagreement prints the seed, the round, the ruleset and the probes.
+/// disagreement prints the seed, the round, the ruleset, the probes, and a minimal ruleset
+/// that still shows the first one.
 #[test]
 fn differential_self_check_agrees_with_an_independent_oracle() {
     let Some(lab) = Lab::up() else { return };
@@ -708,6 +756,7 @@ fn differential_self_check_agrees_with_an_independent_oracle() {
         let policy = DiffPolicy::random(&mut rng, &groups);
         policy.apply(&lab);
         let mut disagreements = Vec::new();
+        let mut first_disagreement = None;
         // Users in parallel: each observation waits out its drops once.
         let seen: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = DIFF_USERS
@@ -731,17 +780,22 @@ fn differential_self_check_agrees_with_an_independent_oracle() {
                     connected += 1;
                 }
                 if a != b {
+                    first_disagreement.get_or_insert((user, t.clone()));
                     disagreements.push(format!("{user} -> {t}: egress-check {a:?}, oracle {b:?}"));
                 }
             }
         }
         policy.clear(&lab);
-        assert!(
-            disagreements.is_empty(),
-            "seed {seed}, round {round}: egress-check and the oracle disagree:\n{}\nruleset:\n{}",
-            disagreements.join("\n"),
-            policy.text()
-        );
+        if let Some((user, target)) = first_disagreement {
+            let minimal = minimize(&lab, &policy, user, &target);
+            panic!(
+                "seed {seed}, round {round}: egress-check and the oracle disagree:\n{}\n\
+                 ruleset:\n{}\nminimal ruleset for {user} -> {target}:\n{}",
+                disagreements.join("\n"),
+                policy.text(),
+                minimal.text()
+            );
+        }
     }
     eprintln!("differential self-check: {probes} probes, {connected} connected, 0 disagreements");
     assert!(probes >= 200 || rounds < 4, "{probes} probes");
