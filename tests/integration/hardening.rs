@@ -903,7 +903,7 @@ fn system_state(lab: &Lab) -> (Vec<String>, Vec<String>, String, Vec<u32>) {
 /// Consecutive runs mixing outcomes (pass, fail, DNS through the resolver process,
 /// `--explain`, `--output`), every tenth of them interrupted by SIGINT or SIGTERM in turn,
 /// leave nothing behind (processes in the namespace, namespaces, nftables tables, zombies,
-/// temporary files next to the report), and the peak RSS of the last tenth is not above the
+/// temporary files next to the report, open connections in conntrack), and the peak RSS of the last tenth is not above the
 /// first tenth's (with 20% and 2 MiB of slack). CI runs 40; `ci/soak` runs 500.
 #[test]
 fn soak_runs_leave_nothing_behind_and_do_not_grow() {
@@ -913,6 +913,11 @@ fn soak_runs_leave_nothing_behind_and_do_not_grow() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
     let every = (runs / 10).max(2);
+    // A conntrack match makes the kernel track the namespace's connections, so that a
+    // connection left open would show as an ESTABLISHED entry.
+    lab.ip46tables(&words(
+        "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+    ));
     for rule in crate::util::lab::STORY_RULES {
         lab.iptables(&words(rule));
         lab.ip6tables(&words(rule));
@@ -971,6 +976,23 @@ fn soak_runs_leave_nothing_behind_and_do_not_grow() {
             "run {run}: temporary files left: {names:?}"
         );
     }
+    // Conntrack: our connections were tracked (the check sees them), and none is still
+    // open: entries of closed connections only wait out their kernel timeouts.
+    let conntrack = stdout(&lab.exec("cat", &["/proc/net/nf_conntrack"]));
+    let ours: Vec<&str> = conntrack
+        .lines()
+        .filter(|l| l.contains(" tcp ") && l.contains("dport=25 "))
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "control: conntrack must list the runs' connections"
+    );
+    let open: Vec<&&str> = ours
+        .iter()
+        .filter(|l| l.contains(" ESTABLISHED "))
+        .collect();
+    assert!(open.is_empty(), "connections left open: {open:#?}");
+
     let tenth = (runs / 10).max(1);
     let mean = |s: &[i64]| s.iter().sum::<i64>() / s.len() as i64;
     let (first, last) = (mean(&peaks[..tenth]), mean(&peaks[runs - tenth..]));
