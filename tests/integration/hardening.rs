@@ -1002,3 +1002,35 @@ fn soak_runs_leave_nothing_behind_and_do_not_grow() {
         "peak RSS grew from {first} KiB to {last} KiB over {runs} runs: {peaks:?}"
     );
 }
+
+/// The resolver's fence allows what a resolver does beyond UDP: a truncated UDP answer
+/// makes it ask again over TCP, and that answer (NXDOMAIN) arrives, instead of the fence
+/// killing the resolver.
+#[test]
+fn the_fenced_resolver_falls_back_to_tcp() {
+    let Some(lab) = Lab::up() else { return };
+    let script = crate::util::fixtures::fixture("hardening/truncating_dns.py");
+    let mut server = lab
+        .command("/usr/bin/python3")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the truncating nameserver");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().expect("piped")),
+        &mut ready,
+    )
+    .expect("the nameserver starts");
+    assert_eq!(ready.trim(), "ready");
+    let out = lab.run(&["resolve", "--nameserver", "127.0.0.1:5355", "dual.test"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("NXDOMAIN"),
+        "the answer over TCP must arrive\n{}",
+        describe(&out)
+    );
+}
