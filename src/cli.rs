@@ -1,5 +1,6 @@
 //! The command line. The names here are a contract used by scripts: keep them.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,17 +31,123 @@ pub struct Cli {
     /// The ad hoc check.
     #[command(flatten)]
     pub ad_hoc: AdHocArgs,
+    /// How much is said, and in colour or not: every mode.
+    #[command(flatten)]
+    pub display: DisplayOptions,
+}
+
+/// How much is said, and how: options of every mode, accepted before or after the
+/// subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct DisplayOptions {
+    /// Colour in the human report: auto (on a terminal, unless NO_COLOR is set or
+    /// TERM=dumb; CLICOLOR_FORCE forces it), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+    /// Say more on stderr: the resolver's answers and the nameserver that gave them, each
+    /// worker's start and identity, each probe's timing; twice: also the libraries' own.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Say less: the human report shows failures, inconclusives and the summary only
+    /// (warnings and errors still go to stderr).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// Colour when writing to a terminal that supports it (NO_COLOR, CLICOLOR_FORCE and
+    /// TERM=dumb honoured).
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl ColorWhen {
+    /// The choice as anstream takes it.
+    pub fn choice(self) -> anstream::ColorChoice {
+        match self {
+            ColorWhen::Auto => anstream::ColorChoice::Auto,
+            ColorWhen::Always => anstream::ColorChoice::Always,
+            ColorWhen::Never => anstream::ColorChoice::Never,
+        }
+    }
+}
+
+/// Parses the command line (`args` with the program name first).
+///
+/// `egress-check --as USER run FILE` is what a user who knows the ad hoc form types; it
+/// means `run --as USER FILE` (and likewise for `sandbox`), so it is accepted as that, and
+/// so are `-v`, `-q` and `--color` before any subcommand. Anything else that mixes the ad
+/// hoc options with a subcommand stays clap's usage error.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    Cli::try_parse_from(&args).or_else(|err| {
+        if err.kind() != clap::error::ErrorKind::ArgumentConflict {
+            return Err(err);
+        }
+        hoist_before_subcommand(&args)
+            .and_then(|moved| Cli::try_parse_from(moved).ok())
+            .ok_or(err)
+    })
+}
+
+/// `[prog, OPTIONS..., SUBCOMMAND, rest...]` as `[prog, SUBCOMMAND, OPTIONS..., rest...]`
+/// when every leading option is one the subcommand also takes (`--as` for `run` and
+/// `sandbox`; `-v`, `-q`, `--color` for all); `None` for any other shape. clap parses the
+/// result again, so a wrong guess here is still refused there.
+fn hoist_before_subcommand(args: &[OsString]) -> Option<Vec<OsString>> {
+    let mut moved: Vec<OsString> = Vec::new();
+    let mut i = 1;
+    loop {
+        let word = args.get(i)?.to_str()?;
+        let takes_value = matches!(word, "--as" | "--color");
+        let is_flag = word.starts_with("--as=")
+            || word.starts_with("--color=")
+            || matches!(word, "--verbose" | "--quiet")
+            || (word.len() > 1
+                && word.starts_with('-')
+                && !word.starts_with("--")
+                && word[1..].chars().all(|c| c == 'v' || c == 'q'));
+        if takes_value {
+            moved.extend([args[i].clone(), args.get(i + 1)?.clone()]);
+            i += 2;
+        } else if is_flag {
+            moved.push(args[i].clone());
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let subcommand = args.get(i)?;
+    if moved.is_empty()
+        || !["run", "sandbox", "resolve"]
+            .iter()
+            .any(|s| subcommand == s)
+    {
+        return None;
+    }
+    let mut out = vec![args[0].clone(), subcommand.clone()];
+    out.extend(moved);
+    out.extend(args[i + 1..].iter().cloned());
+    Some(out)
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one or more scenario files.
+    #[command(after_help = exit_codes::HELP)]
     Run(RunArgs),
     /// Print what would be probed for mail domains (MX, A, AAAA); connects nowhere, needs no root.
+    #[command(after_help = exit_codes::RESOLVE_HELP)]
     Resolve(ResolveArgs),
     /// Prove a firewall ruleset before it ships: load it into a throwaway network namespace
     /// joined to a simulated internet that answers the scenario's names, and run the scenario.
+    #[command(after_help = exit_codes::HELP)]
     Sandbox(SandboxArgs),
     /// Internal: the per-user probe worker (see [`crate::worker`]).
     #[command(name = crate::worker::WORKER_SUBCOMMAND, hide = true)]
@@ -206,7 +313,7 @@ pub struct ResolveArgs {
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// For people; colour on a terminal unless NO_COLOR is set.
+    /// For people; colour as --color says.
     Human,
     /// One JSON document on stdout.
     Json,
@@ -214,7 +321,7 @@ pub enum Format {
     /// expectation (for CI test reporters).
     Junit,
     /// Prometheus text exposition format 0.0.4, for node_exporter's textfile collector
-    /// (`--output prometheus=/var/lib/prometheus/node-exporter/egress-check.prom`).
+    /// (with `--output prometheus=FILE` into its directory).
     Prometheus,
 }
 
@@ -279,6 +386,83 @@ mod tests {
 
         let cli = parse(&["resolve", "gmail.com", "outlook.com"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Resolve(_))));
+    }
+
+    #[test]
+    fn every_help_lists_its_exit_codes() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let help = |cmd: &mut clap::Command| cmd.render_long_help().to_string();
+        assert!(help(&mut cli).contains(exit_codes::HELP));
+        for name in ["run", "sandbox"] {
+            let text = help(cli.find_subcommand_mut(name).unwrap());
+            assert!(text.contains("130/143"), "{name}: {text}");
+            assert!(text.contains("3 none failed"), "{name}: {text}");
+        }
+        let text = help(cli.find_subcommand_mut("resolve").unwrap());
+        assert!(text.contains(exit_codes::RESOLVE_HELP), "{text}");
+    }
+
+    #[test]
+    fn as_before_a_subcommand_is_the_subcommands() {
+        let argv = |args: &[&str]| {
+            std::iter::once("egress-check")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect::<Vec<_>>()
+        };
+        for args in [
+            &["--as", "nobody", "run", "x.toml", "--format", "json"][..],
+            &["--as=nobody", "run", "x.toml", "--format", "json"],
+        ] {
+            let Some(Command::Run(run)) = super::parse(argv(args)).unwrap().command else {
+                panic!("{args:?}")
+            };
+            assert_eq!(run.user.as_deref(), Some("nobody"));
+            assert_eq!(run.files, [PathBuf::from("x.toml")]);
+            assert_eq!(run.common.probe.format, Format::Json);
+        }
+        let Some(Command::Sandbox(sandbox)) =
+            super::parse(argv(&["--as", "nobody", "sandbox", "x.toml"]))
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!(sandbox.user.as_deref(), Some("nobody"));
+        let Some(Command::Resolve(_)) =
+            super::parse(argv(&["-vv", "--color", "never", "resolve", "a.test"]))
+                .map(|c| c.command)
+                .unwrap_or(None)
+        else {
+            panic!("display options before resolve")
+        };
+        // Other mixtures stay usage errors.
+        for args in [
+            &["--as", "nobody", "--mx", "a.test", "run", "x.toml"][..],
+            &["--as", "nobody", "resolve", "a.test"],
+        ] {
+            assert_eq!(
+                super::parse(argv(args)).unwrap_err().exit_code(),
+                2,
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn verbosity_counts_and_quiet_excludes_it() {
+        let cli = parse(&["run", "x.toml", "-vv"]).unwrap();
+        assert_eq!(cli.display.verbose, 2);
+        let cli = super::parse(
+            ["egress-check", "-q", "resolve", "a.test"]
+                .into_iter()
+                .map(OsString::from),
+        )
+        .unwrap();
+        assert!(cli.display.quiet);
+        assert_eq!(parse(&["run", "-q", "-v"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub const DEFAULT_RESOLVER_USER: &str = "nobody";
 /// addresses are a few hundred bytes), far below what could hurt.
 pub const MAX_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Most of the resolver's stderr (its `-v` log, or why it failed) the parent reads.
+const MAX_LOG_BYTES: u64 = 1024 * 1024;
+
 /// Largest request the resolver reads.
 const MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -291,8 +294,12 @@ fn name_the_identity(resolution: &mut Resolution, user: &str) {
     let rename = |failure: &mut DnsFailure| {
         let reason = match &failure.kind {
             FailureKind::Timeout => format!(
-                "timed out resolving as `{user}` (nameserver unreachable or too slow, or DNS \
-                 blocked for `{user}` by the firewall)"
+                "timed out {}resolving as `{user}` (nameserver unreachable or too slow, or DNS \
+                 blocked for `{user}` by the firewall)",
+                failure
+                    .nameserver
+                    .as_ref()
+                    .map_or_else(String::new, |ns| format!("waiting for {ns} "))
             ),
             FailureKind::Other(text) => format!("{text} (resolving as `{user}`)"),
             _ => return,
@@ -332,6 +339,15 @@ async fn ask(
                 .get_name(),
         );
     }
+    // The parent's verbosity, so that `-v` still shows the resolver's answers.
+    let level = tracing::level_filters::LevelFilter::current();
+    if level >= tracing::level_filters::LevelFilter::TRACE {
+        command.arg("-vv");
+    } else if level >= tracing::level_filters::LevelFilter::DEBUG {
+        command.arg("-v");
+    } else if level <= tracing::level_filters::LevelFilter::ERROR {
+        command.arg("-q");
+    }
     let mut child = command
         .arg("--parent")
         .arg(std::process::id().to_string())
@@ -367,7 +383,7 @@ async fn ask(
     let diagnostics = async {
         let mut text = String::new();
         let _ = (&mut stderr)
-            .take(64 * 1024)
+            .take(MAX_LOG_BYTES)
             .read_to_string(&mut text)
             .await;
         text
@@ -409,6 +425,12 @@ async fn ask(
             diagnostics: diagnostics.trim().to_string(),
         });
     }
+    // Its log (with -v), forwarded as text it cannot use to drive the terminal.
+    let log: String = diagnostics
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect();
+    eprint!("{log}");
     request
         .accept(&answer)
         .map_err(|problem| ResolverProcessError::Malformed {

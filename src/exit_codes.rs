@@ -16,10 +16,18 @@ pub const SIGINT: u8 = SIGNAL_BASE + 2;
 /// Terminated by SIGTERM.
 pub const SIGTERM: u8 = SIGNAL_BASE + 15;
 
-/// The text `--help` shows about exit codes.
+/// The text `--help` shows about exit codes, on the ad hoc form and every subcommand that
+/// probes (all of them can be interrupted, so 130/143 are theirs too).
 pub const HELP: &str = "Exit codes: 0 every check passed; 1 at least one failed; 3 none failed \
-                        but at least one was inconclusive; 2 usage, scenario or privilege error; \
+                        but at least one was inconclusive; 2 usage, scenario or privilege error \
+                        (nothing was probed), or an --output file that could not be written; \
                         130/143 interrupted by SIGINT/SIGTERM (partial report).";
+
+/// The text `resolve --help` shows about exit codes: it probes nothing, so it neither fails
+/// a check nor handles signals (an interrupted `resolve` dies of the signal and prints
+/// nothing).
+pub const RESOLVE_HELP: &str = "Exit codes: 0 every name resolved; 2 usage error (nothing was \
+                                looked up); 3 at least one lookup failed.";
 
 /// The code of a run that finished (or hit its deadline), from its counts.
 pub fn of_counts(failed: usize, inconclusive: usize) -> u8 {

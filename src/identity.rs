@@ -44,12 +44,15 @@ pub enum IdentityError {
         errno: Errno,
     },
     /// Switching users needs privileges this process lacks.
-    #[error("probing as `{user}` needs root (or CAP_SETUID and CAP_SETGID), and egress-check runs as `{current}`: run it with sudo, or probe as yourself with `--as {current}`")]
+    #[error("probing as `{user}` needs root (or CAP_SETUID and CAP_SETGID), and egress-check runs as `{current}`: run it with sudo{}", alternative.as_ref().map(|a| format!(", or {a}")).unwrap_or_default())]
     NotPrivileged {
         /// The user asked for.
         user: String,
         /// Who we are.
         current: String,
+        /// What would work without privileges, when something would (set by the mode,
+        /// which knows: [`IdentityError::with_alternative`]).
+        alternative: Option<String>,
     },
     /// A system call of the drop failed.
     #[error("cannot become `{user}`: {step} failed: {errno}")]
@@ -69,6 +72,22 @@ pub enum IdentityError {
         /// What was wrong.
         problem: String,
     },
+}
+
+impl IdentityError {
+    /// Adds what the user could do instead to a [`IdentityError::NotPrivileged`]; other
+    /// errors are returned as they are. Only the mode knows what would work: an ad hoc check
+    /// can always probe as oneself, a scenario only when it has checks of that user.
+    pub fn with_alternative(self, alternative: Option<String>) -> IdentityError {
+        match self {
+            IdentityError::NotPrivileged { user, current, .. } => IdentityError::NotPrivileged {
+                user,
+                current,
+                alternative,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Looks up `spec`, a login name or (when it has a passwd entry) a numeric uid.
@@ -114,6 +133,7 @@ pub fn ensure_can_become(account: &Account) -> Result<(), IdentityError> {
     Err(IdentityError::NotPrivileged {
         user: account.name.clone(),
         current: current_user_name(),
+        alternative: None,
     })
 }
 

@@ -6,12 +6,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
 use egress_check::address::HostInterfaces;
 use egress_check::cli::{
-    AdHocArgs, Cli, Command, CommonArgs, Format, ProbeOptions, ResolveArgs, ResolveFormat, RunArgs,
-    SandboxArgs,
+    self, AdHocArgs, Cli, Command, CommonArgs, DisplayOptions, Format, ProbeOptions, ResolveArgs,
+    ResolveFormat, RunArgs, SandboxArgs,
 };
 use egress_check::output::{self, PreparedOutputs};
 use egress_check::plan::{self, Assignment, NameserverChoice};
@@ -21,16 +20,19 @@ use egress_check::run_info::RunInfo;
 use egress_check::runner::{self, RunSettings};
 use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
 use egress_check::{
-    dns_process, exit_codes, explain, netns, sandbox, source, verdict, vocab, worker,
+    dns_process, exit_codes, explain, identity, lab, netns, sandbox, source, verdict, vocab, worker,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse(std::env::args_os()).unwrap_or_else(|err| err.exit());
+    anstream::ColorChoice::write_global(cli.display.color.choice());
     // The worker must start before any runtime or thread exists: it changes identity.
     if let Some(Command::ProbeAs(args)) = cli.command {
         return ExitCode::from(worker::worker_main(args) as u8);
     }
-    // The resolver process too: it drops to its user before any thread exists.
+    init_logging(&cli.display);
+    // The resolver process too: it drops to its user before any thread exists. Its log
+    // (the parent passes its -v/-q on) goes to its stderr, which the parent forwards.
     if let Some(Command::ResolveAs(args)) = cli.command {
         return ExitCode::from(dns_process::resolver_main(args) as u8);
     }
@@ -45,12 +47,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// Diagnostics go to stderr through `tracing`, never into stdout's reports: `-q` keeps
+/// errors only, the default warnings, `-v` adds this crate's debug events (resolver
+/// answers, workers, probe timings), `-vv` its trace events and the libraries' (hickory's)
+/// debug events.
+fn init_logging(display: &DisplayOptions) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let (own, others) = match (display.quiet, display.verbose) {
+        (true, _) => (LevelFilter::ERROR, LevelFilter::ERROR),
+        (false, 0) => (LevelFilter::WARN, LevelFilter::WARN),
+        (false, 1) => (LevelFilter::DEBUG, LevelFilter::WARN),
+        (false, _) => (LevelFilter::TRACE, LevelFilter::DEBUG),
+    };
+    let filter = Targets::new()
+        .with_default(others)
+        .with_target("egress_check", own);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(use_color(&std::io::stderr()))
+        .without_time()
+        .with_target(false);
+    // Only fails when a subscriber is already set, which nothing else here does.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let display = &cli.display;
     match cli.command {
-        Some(Command::Run(args)) => run(args),
+        Some(Command::Run(args)) => run(args, display),
         Some(Command::Resolve(args)) => resolve_names(args),
-        Some(Command::Sandbox(args)) => sandbox(args),
-        None => ad_hoc(cli.ad_hoc),
+        Some(Command::Sandbox(args)) => sandbox(args, display),
+        None => ad_hoc(cli.ad_hoc, display),
         Some(Command::ProbeAs(_)) | Some(Command::ResolveAs(_)) => {
             unreachable!("handled in main")
         }
@@ -58,17 +91,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 }
 
 /// `egress-check run FILE...`: the scenarios' checks, from this host (or `--netns`).
-fn run(args: RunArgs) -> anyhow::Result<u8> {
+fn run(args: RunArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     let scenarios = source::load_all(&args.files)?;
-    let prepared = prepare(&scenarios, args.user.as_deref(), &args.common.probe)?;
+    // Without privileges, `--as yourself` only helps when the scenarios check you.
+    let own_checks = || {
+        let me = identity::current_user_name();
+        plan::assignments(&scenarios, Some(&me), None)
+            .is_ok()
+            .then(|| format!("run only your own checks with `--as {me}`"))
+    };
+    let prepared = prepare(
+        &scenarios,
+        args.user.as_deref(),
+        &args.common.probe,
+        own_checks,
+    )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe, explain)
+    probe_and_report(prepared, nameservers, &args.common.probe, display, explain)
 }
 
 /// `egress-check --as USER [targets]`: one user, the command line's targets (or the
 /// built-in scenario), from this host.
-fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
+fn ad_hoc(args: AdHocArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     let Some(user) = args.user else {
         anyhow::bail!(
             "nothing to do: give a subcommand (`run FILE`, `resolve DOMAIN`) or \
@@ -87,20 +132,34 @@ fn ad_hoc(args: AdHocArgs) -> anyhow::Result<u8> {
     } else {
         targets.into_scenario(&user, args.expect)?
     };
-    let prepared = prepare(std::slice::from_ref(&scenario), None, &args.common.probe)?;
+    // An ad hoc check can always probe as the user running it.
+    let as_yourself = || {
+        Some(format!(
+            "probe as yourself with `--as {}`",
+            identity::current_user_name()
+        ))
+    };
+    let prepared = prepare(
+        std::slice::from_ref(&scenario),
+        None,
+        &args.common.probe,
+        as_yourself,
+    )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe, explain)
+    probe_and_report(prepared, nameservers, &args.common.probe, display, explain)
 }
 
 /// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host
 /// namespace, behind the given rules, whose simulated internet answers every name.
-fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    // Before anything else: whatever the scenario says, a sandbox without root is nothing.
+    lab::preflight()?;
     let scenarios = source::load_all(&args.files)?;
-    let prepared = prepare(&scenarios, args.user.as_deref(), &args.probe)?;
+    let prepared = prepare(&scenarios, args.user.as_deref(), &args.probe, || None)?;
     let assignments = &prepared.assignments;
     // A process's worker enters that process's namespace: its probes would leave the
     // sandbox for the real network.
@@ -179,7 +238,7 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
                             false
                         }
                     };
-                probe_and_report(prepared, nameservers, &args.probe, explain)
+                probe_and_report(prepared, nameservers, &args.probe, display, explain)
             })
     };
     // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
@@ -248,13 +307,16 @@ struct Prepared {
 
 /// Before anything is sent: the plan (every user looked up), the privileges to become
 /// them, the `--output` files' directories, and descriptors for the workers.
+/// `alternative` says what would work without privileges, for the message when they are
+/// missing (`None`: nothing would).
 fn prepare(
     scenarios: &[Scenario],
     only_user: Option<&str>,
     options: &ProbeOptions,
+    alternative: impl FnOnce() -> Option<String>,
 ) -> anyhow::Result<Prepared> {
     let assignments = plan::assignments(scenarios, only_user, options.timeout)?;
-    plan::ensure_privileges(&assignments)?;
+    plan::ensure_privileges(&assignments).map_err(|e| e.with_alternative(alternative()))?;
     let outputs = PreparedOutputs::prepare(&options.output, options.format)?;
     worker::raise_fd_limit();
     if let Some(fault) = options.test_worker_fault {
@@ -265,8 +327,8 @@ fn prepare(
     }
     if let Some(user) = &options.resolve_as {
         // Checked like every identity of the plan: known, and becomable by this process.
-        let account = egress_check::identity::lookup(user)?;
-        egress_check::identity::ensure_can_become(&account)?;
+        let account = identity::lookup(user)?;
+        identity::ensure_can_become(&account)?;
         dns_process::set_resolve_as(account.name);
     }
     Ok(Prepared {
@@ -303,6 +365,7 @@ fn probe_and_report(
     prepared: Prepared,
     nameservers: NameserverChoice,
     options: &ProbeOptions,
+    display: &DisplayOptions,
     explain: bool,
 ) -> anyhow::Result<u8> {
     let Prepared {
@@ -350,6 +413,10 @@ fn probe_and_report(
     }
     match options.format {
         Format::Human if signal_code.is_some() => {}
+        Format::Human if display.quiet => print!(
+            "{}",
+            report::to_human_quiet(&judgement, use_color(&std::io::stdout()))
+        ),
         format => print!(
             "{}",
             output::render(&judgement, format, use_color(&std::io::stdout()))
@@ -376,6 +443,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Whether the human report on `stream` is coloured: `--color`, and for `auto` what
+/// anstream's own choice weighs (NO_COLOR, then CLICOLOR_FORCE, CLICOLOR=0, a terminal
+/// whose TERM supports colour), except that `CI` does not override `TERM=dumb`: a dumb
+/// terminal gets no escapes, wherever it runs.
 fn use_color(stream: &impl IsTerminal) -> bool {
-    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    use anstream::ColorChoice;
+    match ColorChoice::global() {
+        ColorChoice::Always | ColorChoice::AlwaysAnsi => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            let clicolor = anstyle_query::clicolor();
+            if anstyle_query::no_color() {
+                false
+            } else if anstyle_query::clicolor_force() {
+                true
+            } else if clicolor == Some(false) {
+                false
+            } else {
+                stream.is_terminal()
+                    && (anstyle_query::term_supports_color() || clicolor == Some(true))
+            }
+        }
+    }
 }

@@ -66,6 +66,20 @@ pub enum PlanError {
     },
 }
 
+impl PlanError {
+    /// Adds what the user could do instead to a missing-privilege error
+    /// ([`IdentityError::with_alternative`]); other errors are returned as they are.
+    pub fn with_alternative(self, alternative: Option<String>) -> PlanError {
+        match self {
+            PlanError::User { location, error } => PlanError::User {
+                location,
+                error: error.with_alternative(alternative),
+            },
+            other => other,
+        }
+    }
+}
+
 /// One user, one target, one expectation, with the settings that apply.
 #[derive(Debug, Clone)]
 pub struct Assignment {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use crate::probe::Observed;
 use crate::service::ServiceIdentity;
 use crate::verdict::{FamilySplit, Judgement, ProbeRecord, Verdict};
-use crate::vocab::{Expectation, Family};
+use crate::vocab::{counted, Expectation, Family};
 
 pub mod prometheus;
 mod resolution;
@@ -92,17 +92,25 @@ pub fn identities_text(identities: &[ServiceIdentity]) -> String {
 /// The one-line summary.
 pub fn summary(report: &Judgement) -> String {
     let mut line = format!(
-        "{} failed, {} inconclusive, {} passed ({} probes)",
+        "{} failed, {} inconclusive, {} passed ({})",
         report.failed,
         report.inconclusive,
         report.passed,
-        report.probes.len()
+        counted(report.probes.len(), "probe", "probes")
     );
     if report.unwitnessed_denies > 0 {
-        let _ = write!(line, "; {} denies not witnessed", report.unwitnessed_denies);
+        let _ = write!(
+            line,
+            "; {} not witnessed",
+            counted(report.unwitnessed_denies, "deny", "denies")
+        );
     }
     if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0) {
-        let _ = write!(line, "; {count} denies not enforced by this host");
+        let _ = write!(
+            line,
+            "; {} not enforced by this host",
+            counted(count, "deny", "denies")
+        );
     }
     line
 }
@@ -246,11 +254,35 @@ pub fn to_junit(report: &Judgement) -> String {
     junit.to_string().expect("a JUnit report always serializes")
 }
 
-/// The human report; `color` adds ANSI colours.
+/// Styles of the human report.
+mod style {
+    use anstyle::{AnsiColor, Style};
+
+    /// A failure, a leak, a failed summary.
+    pub const BAD: Style = AnsiColor::Red.on_default().bold();
+    /// Inconclusive, interrupted.
+    pub const UNSURE: Style = AnsiColor::Yellow.on_default().bold();
+    /// A passing probe.
+    pub const PASS: Style = AnsiColor::Green.on_default();
+    /// A run where everything passed.
+    pub const GOOD: Style = AnsiColor::Green.on_default().bold();
+}
+
+/// The human report; `color` adds ANSI colours (the caller decides, see `--color`).
 pub fn to_human(report: &Judgement, color: bool) -> String {
-    let paint = |text: &str, code: &str| {
+    human(report, color, false)
+}
+
+/// The human report for `-q`: family splits, failures, inconclusives (with what decided
+/// them) and the summary; no passing probe and no note about passes.
+pub fn to_human_quiet(report: &Judgement, color: bool) -> String {
+    human(report, color, true)
+}
+
+fn human(report: &Judgement, color: bool, quiet: bool) -> String {
+    let paint = |text: &str, style: anstyle::Style| {
         if color {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            format!("{style}{text}{style:#}")
         } else {
             text.to_string()
         }
@@ -260,11 +292,14 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         let _ = writeln!(
             out,
             "{}",
-            paint(&format!("INTERRUPTED: {reason}; partial results"), "1;33")
+            paint(
+                &format!("INTERRUPTED: {reason}; partial results"),
+                style::UNSURE
+            )
         );
     }
     for split in &report.family_splits {
-        let _ = writeln!(out, "{}", paint(&split_headline(report, split), "1;31"));
+        let _ = writeln!(out, "{}", paint(&split_headline(report, split), style::BAD));
     }
     if !report.family_splits.is_empty() {
         out.push('\n');
@@ -284,7 +319,11 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
             .or_insert(Verdict::Pass);
         *w = (*w).min(p.verdict);
     }
-    for p in &report.probes {
+    for p in report
+        .probes
+        .iter()
+        .filter(|p| !quiet || p.verdict != Verdict::Pass)
+    {
         let key = (p.spec.user.as_str(), p.spec.target.as_str(), p.spec.expect);
         groups
             .entry((worst[&key], key.0, key.1, key.2))
@@ -313,9 +352,9 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         );
         for p in records {
             let label = match p.verdict {
-                Verdict::Fail => paint("FAIL", "1;31"),
-                Verdict::Inconclusive => paint("INCONCLUSIVE", "1;33"),
-                Verdict::Pass => paint("pass", "32"),
+                Verdict::Fail => paint("FAIL", style::BAD),
+                Verdict::Inconclusive => paint("INCONCLUSIVE", style::UNSURE),
+                Verdict::Pass => paint("pass", style::PASS),
             };
             let pad = " ".repeat(12usize.saturating_sub(p.verdict.label().len()));
             let mut line = format!(
@@ -345,13 +384,16 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         out.push('\n');
     }
 
-    if report.unwitnessed_denies > 0 {
+    if report.unwitnessed_denies > 0 && !quiet {
+        let (what, them) = match report.unwitnessed_denies {
+            1 => ("1 passing deny was".to_string(), "it"),
+            n => (format!("{n} passing denies were"), "them"),
+        };
         let _ = writeln!(
             out,
-            "note: {} passing denies were not witnessed: no probe in this run connected to \
-             the same address and port, so the target may simply have been down. Add a \
-             check that is expected to connect (e.g. the MTA's user) to witness them.",
-            report.unwitnessed_denies
+            "note: {what} not witnessed: no probe in this run connected to the same address \
+             and port, so the target may simply have been down. Add a check that is expected \
+             to connect (e.g. the MTA's user) to witness {them}."
         );
     }
     let summary = match &report.run {
@@ -359,19 +401,19 @@ pub fn to_human(report: &Judgement, color: bool) -> String {
         Some(run) => format!("summary: {} on {}", summary(report), run.host),
         None => format!("summary: {}", summary(report)),
     };
-    let code = if report.failed > 0 {
-        "1;31"
+    let summary_style = if report.failed > 0 {
+        style::BAD
     } else if report.inconclusive > 0 {
-        "1;33"
+        style::UNSURE
     } else {
-        "1;32"
+        style::GOOD
     };
-    if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0) {
+    if let Some(count) = report.not_enforced_by_host.filter(|&n| n > 0 && !quiet) {
         let _ = writeln!(out, "note: {}", crate::explain::not_enforced_note(count));
     }
-    let _ = writeln!(out, "{}", paint(&summary, code));
+    let _ = writeln!(out, "{}", paint(&summary, summary_style));
     for split in &report.family_splits {
-        let _ = writeln!(out, "{}", paint(&split_headline(report, split), "1;31"));
+        let _ = writeln!(out, "{}", paint(&split_headline(report, split), style::BAD));
     }
     out
 }
@@ -518,6 +560,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn quiet_keeps_failures_inconclusives_and_the_summary() {
+        let report = judged(vec![
+            probe(
+                "www-data",
+                "2001:db8::10",
+                Expectation::Deny,
+                Observed::Connected,
+            ),
+            probe("www-data", "-", Expectation::Deny, Observed::NoAddress),
+            probe(
+                "ec-ok",
+                "203.0.113.10",
+                Expectation::Deny,
+                Observed::Timeout,
+            ),
+        ]);
+        let quiet = to_human_quiet(&report, false);
+        assert!(quiet.contains("FAIL"), "{quiet}");
+        assert!(quiet.contains("INCONCLUSIVE"), "{quiet}");
+        assert!(!quiet.contains("pass "), "{quiet}");
+        assert!(!quiet.contains("ec-ok"), "{quiet}");
+        assert!(!quiet.contains("note:"), "{quiet}");
+        assert!(
+            quiet.contains("summary: 1 failed, 1 inconclusive, 1 passed"),
+            "{quiet}"
+        );
+        assert!(to_human(&report, false).contains("ec-ok"));
+    }
+
+    #[test]
     fn unwitnessed_denies_are_named() {
         let report = judged(vec![probe(
             "www-data",
@@ -525,8 +597,17 @@ pub(crate) mod tests {
             Expectation::Deny,
             Observed::Timeout,
         )]);
-        assert!(to_human(&report, false).contains("not witnessed"));
-        assert!(summary(&report).contains("1 denies not witnessed"));
+        let human = to_human(&report, false);
+        assert!(
+            human.contains("note: 1 passing deny was not witnessed"),
+            "{human}"
+        );
+        assert!(human.contains("to witness it."), "{human}");
+        assert!(
+            summary(&report).ends_with("(1 probe); 1 deny not witnessed"),
+            "{}",
+            summary(&report)
+        );
     }
 
     #[test]
@@ -643,6 +724,10 @@ pub(crate) mod tests {
             Observed::Timeout,
         )]);
         assert!(!to_human(&report, false).contains('\x1b'));
-        assert!(to_human(&report, true).contains("\x1b[1;31mFAIL"));
+        let painted = to_human(&report, true);
+        assert!(
+            painted.contains(&format!("{}FAIL{:#}", style::BAD, style::BAD)),
+            "{painted:?}"
+        );
     }
 }

@@ -59,18 +59,34 @@ pub struct DnsFailure {
     pub record: &'static str,
     /// Why it failed.
     pub kind: FailureKind,
+    /// The nameserver asked (`10.255.255.53`, `[2001:db8::53]:5353`, or `10.0.0.1 or
+    /// 10.0.0.2` when the configuration has several and any may have answered); `None` when
+    /// none was (no resolver could be set up, the run was interrupted first).
+    pub nameserver: Option<String>,
 }
 
 impl fmt::Display for DnsFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = match &self.kind {
-            FailureKind::Nxdomain => "NXDOMAIN (no such domain)".to_string(),
-            FailureKind::Servfail => "SERVFAIL".to_string(),
-            FailureKind::Refused => "REFUSED".to_string(),
-            FailureKind::Timeout => "timed out (nameserver unreachable or too slow)".to_string(),
-            FailureKind::Other(text) => text.clone(),
-        };
-        write!(f, "DNS {} lookup of {}: {}", self.record, self.name, reason)
+        write!(f, "DNS {} lookup of {}: ", self.record, self.name)?;
+        // A failure is the answer of one server (or its silence): name it, so that a wrong
+        // or unreachable nameserver is seen at once.
+        match (&self.kind, &self.nameserver) {
+            (FailureKind::Nxdomain, Some(ns)) => write!(f, "NXDOMAIN from {ns} (no such domain)"),
+            (FailureKind::Servfail, Some(ns)) => write!(f, "SERVFAIL from {ns}"),
+            (FailureKind::Refused, Some(ns)) => write!(f, "REFUSED by {ns}"),
+            (FailureKind::Timeout, Some(ns)) => write!(
+                f,
+                "timed out waiting for {ns} (nameserver unreachable or too slow)"
+            ),
+            (FailureKind::Other(text), Some(ns)) => write!(f, "{text} (asking {ns})"),
+            (FailureKind::Nxdomain, None) => f.write_str("NXDOMAIN (no such domain)"),
+            (FailureKind::Servfail, None) => f.write_str("SERVFAIL"),
+            (FailureKind::Refused, None) => f.write_str("REFUSED"),
+            (FailureKind::Timeout, None) => {
+                f.write_str("timed out (nameserver unreachable or too slow)")
+            }
+            (FailureKind::Other(text), None) => f.write_str(text),
+        }
     }
 }
 
@@ -148,6 +164,93 @@ pub struct Resolver {
     inner: TokioResolver,
     /// Who answers, as reports name it.
     answered_by: String,
+    /// The nameservers asked, as failures name them ([`DnsFailure::nameserver`]).
+    nameserver: String,
+    /// `/etc/hosts`, consulted for `host` targets as the system resolver does; `None` when
+    /// the nameserver is explicit (`--nameserver`, a scenario's, the sandbox's): then the
+    /// question is what that server says.
+    hosts: Option<HostsFile>,
+}
+
+/// Where `host` targets are looked up before DNS.
+pub const HOSTS_FILE: &str = "/etc/hosts";
+
+/// The addresses of names in a hosts(5) file, in the file's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostsFile {
+    /// Lowercase name or alias to its addresses.
+    names: HashMap<String, Vec<IpAddr>>,
+}
+
+impl HostsFile {
+    /// Parses hosts(5) text: `ADDRESS NAME [ALIAS...]` per line, `#` comments. Lines whose
+    /// address does not parse (a zone index, say) are skipped, as glibc skips them.
+    pub fn parse(text: &str) -> HostsFile {
+        let mut names: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or_default();
+            let mut fields = line.split_whitespace();
+            let Some(Ok(addr)) = fields.next().map(str::parse::<IpAddr>) else {
+                continue;
+            };
+            for name in fields {
+                let list = names
+                    .entry(name.trim_end_matches('.').to_ascii_lowercase())
+                    .or_default();
+                if !list.contains(&addr) {
+                    list.push(addr);
+                }
+            }
+        }
+        HostsFile { names }
+    }
+
+    /// Reads [`HOSTS_FILE`]; a missing or unreadable file is an empty table, as for the
+    /// system resolver.
+    pub fn system() -> HostsFile {
+        std::fs::read_to_string(HOSTS_FILE)
+            .map(|text| HostsFile::parse(&text))
+            .unwrap_or_default()
+    }
+
+    /// The addresses of `name` (already normalized: lowercase, no trailing dot), if the
+    /// file names it.
+    pub fn lookup(&self, name: &str) -> Option<&[IpAddr]> {
+        self.names.get(name).map(Vec::as_slice)
+    }
+}
+
+/// The nameservers of `config`, as a failure names them: `10.0.0.53`, `10.0.0.53:5353`,
+/// `10.0.0.1 or 10.0.0.2`.
+fn name_servers(config: &ResolverConfig) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for server in config.name_servers() {
+        let port = server.connections.first().map_or(53, |c| c.port);
+        let name = match port {
+            53 => server.ip.to_string(),
+            port => std::net::SocketAddr::new(server.ip, port).to_string(),
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    match names.as_slice() {
+        [] => "no nameserver".to_string(),
+        many => many.join(" or "),
+    }
+}
+
+/// An answer as `-v` shows it: `203.0.113.10, 203.0.113.11`, `no record`, or the failure.
+fn describe_addresses(answer: &Addresses) -> String {
+    match answer {
+        Addresses::Found(list) => list
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Addresses::None => "no record".to_string(),
+        Addresses::Failed(failure) => failure.to_string(),
+    }
 }
 
 /// Names the nameservers of a configuration read from `file`, as reports cite them.
@@ -203,6 +306,11 @@ impl Resolver {
                 (config, None, answered_by)
             }
         };
+        let nameserver = name_servers(&config);
+        let hosts = match source {
+            NameserverSource::Server(_) => None,
+            NameserverSource::System | NameserverSource::ResolvConf(_) => Some(HostsFile::system()),
+        };
         let mut builder = TokioResolver::builder_with_config(config, provider);
         if let Some(system_options) = system_options {
             *builder.options_mut() = system_options;
@@ -215,10 +323,43 @@ impl Resolver {
         options.use_hosts_file = ResolveHosts::Never;
         options.preserve_intermediates = true;
         let inner = builder.build().map_err(ResolverError::Build)?;
-        Ok(Resolver { inner, answered_by })
+        Ok(Resolver {
+            inner,
+            answered_by,
+            nameserver,
+            hosts,
+        })
     }
 
     async fn mx(&self, domain: &str) -> MxAnswer {
+        let answer = self.mx_answer(domain).await;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let said = match &answer {
+                MxAnswer::Exchanges(list, glue) => format!(
+                    "{}{}",
+                    list.iter()
+                        .map(|(pref, name)| format!("{pref} {name}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if glue.is_empty() {
+                        ""
+                    } else {
+                        " (with addresses in the additional section)"
+                    }
+                ),
+                MxAnswer::NoRecords => "no MX record".to_string(),
+                MxAnswer::NullMx => "null MX (RFC 7505)".to_string(),
+                MxAnswer::Failed(failure) => {
+                    tracing::debug!("{failure}");
+                    return answer;
+                }
+            };
+            tracing::debug!("{} answered MX {domain}: {said}", self.answered_by);
+        }
+        answer
+    }
+
+    async fn mx_answer(&self, domain: &str) -> MxAnswer {
         match self.inner.mx_lookup(fqdn(domain)).await {
             Ok(lookup) => {
                 let mut records: Vec<(u16, String)> = lookup
@@ -250,12 +391,27 @@ impl Resolver {
                     name: domain.to_string(),
                     record: "MX",
                     kind,
+                    nameserver: Some(self.nameserver.clone()),
                 }),
             },
         }
     }
 
     async fn addresses(&self, name: &str, family: Family) -> Addresses {
+        let answer = self.address_answer(name, family).await;
+        match &answer {
+            Addresses::Failed(failure) => tracing::debug!("{failure}"),
+            found => tracing::debug!(
+                "{} answered {} {name}: {}",
+                self.answered_by,
+                family.record_type(),
+                describe_addresses(found)
+            ),
+        }
+        answer
+    }
+
+    async fn address_answer(&self, name: &str, family: Family) -> Addresses {
         let result = match family {
             Family::Ipv4 => self.inner.lookup(fqdn(name), RecordType::A).await,
             Family::Ipv6 => self.inner.lookup(fqdn(name), RecordType::AAAA).await,
@@ -285,6 +441,7 @@ impl Resolver {
                     name: name.to_string(),
                     record: family.record_type(),
                     kind,
+                    nameserver: Some(self.nameserver.clone()),
                 }),
             },
         }
@@ -309,9 +466,13 @@ impl Resolver {
             .zip(join_all(domains.iter().map(|d| self.mx(d))).await)
             .collect();
 
+        // `host` targets the hosts file names are answered by it alone, as glibc's `files`
+        // source does (`hosts: files dns`): a family it has no address of is not tested.
+        let from_file = |host: &str| self.hosts.as_ref().and_then(|h| h.lookup(host));
         let mut hosts: BTreeSet<String> = BTreeSet::new();
         for kind in &kinds {
             match kind {
+                TargetKind::Host(host) if from_file(host).is_some() => {}
                 TargetKind::Host(host) => {
                     hosts.insert(host.clone());
                 }
@@ -335,6 +496,13 @@ impl Resolver {
             if let MxAnswer::Exchanges(_, glue) = answer {
                 for (key, list) in glue {
                     if hosts.contains(&key.0) {
+                        tracing::debug!(
+                            "{} answered {} {} along with the MX answer: {}",
+                            self.answered_by,
+                            key.1.record_type(),
+                            key.0,
+                            describe_addresses(&Addresses::Found(list.clone()))
+                        );
                         addresses.insert(key.clone(), Addresses::Found(list.clone()));
                     }
                 }
@@ -373,7 +541,10 @@ impl Resolver {
                     },
                     TargetKind::Host(host) => Resolution::Exchanges {
                         implicit_mx: false,
-                        exchanges: vec![exchange(host, None)],
+                        exchanges: vec![match from_file(host) {
+                            Some(list) => from_hosts_file(host, list),
+                            None => exchange(host, None),
+                        }],
                     },
                     TargetKind::Addresses(list) => literals(list),
                 };
@@ -381,6 +552,39 @@ impl Resolver {
             })
             .collect()
     }
+}
+
+/// A `host` target as the hosts file gives it: its addresses by family, answered by
+/// [`HOSTS_FILE`] (so that an answer that is not egress is named as coming from there).
+fn from_hosts_file(host: &str, list: &[IpAddr]) -> Exchange {
+    let of = |family: Family| {
+        let found: Vec<IpAddr> = list
+            .iter()
+            .copied()
+            .filter(|ip| match family {
+                Family::Ipv4 => ip.is_ipv4(),
+                Family::Ipv6 => ip.is_ipv6(),
+            })
+            .collect();
+        if found.is_empty() {
+            Addresses::None
+        } else {
+            Addresses::Found(found)
+        }
+    };
+    let found = Exchange {
+        name: Some(host.to_string()),
+        preference: None,
+        ipv4: of(Family::Ipv4),
+        ipv6: of(Family::Ipv6),
+        answered_by: HOSTS_FILE.to_string(),
+    };
+    tracing::debug!(
+        "{HOSTS_FILE} answered {host}: A {}; AAAA {}",
+        describe_addresses(&found.ipv4),
+        describe_addresses(&found.ipv6)
+    );
+    found
 }
 
 /// The resolutions of a run: per nameserver source and target.
@@ -460,6 +664,7 @@ pub fn without_resolver(kind: &TargetKind, message: &str) -> Resolution {
                 "A/AAAA"
             },
             kind: FailureKind::Other(message.to_string()),
+            nameserver: None,
         }),
     }
 }
@@ -1183,6 +1388,7 @@ mod tests {
             name: "nx.test".into(),
             record: "MX",
             kind: FailureKind::Nxdomain,
+            nameserver: Some("10.0.0.53".into()),
         });
         let probes = expand(std::slice::from_ref(&a), &host(), |_| failure.clone());
         assert_eq!(probes.len(), 4);
@@ -1198,16 +1404,46 @@ mod tests {
     }
 
     #[test]
-    fn failures_read_well() {
-        let f = DnsFailure {
+    fn failures_read_well_and_name_the_nameserver() {
+        let mut f = DnsFailure {
             name: "nx.test".into(),
             record: "MX",
             kind: FailureKind::Nxdomain,
+            nameserver: Some("10.255.255.53".into()),
         };
+        assert_eq!(
+            f.to_string(),
+            "DNS MX lookup of nx.test: NXDOMAIN from 10.255.255.53 (no such domain)"
+        );
+        f.kind = FailureKind::Timeout;
+        assert_eq!(
+            f.to_string(),
+            "DNS MX lookup of nx.test: timed out waiting for 10.255.255.53 (nameserver \
+             unreachable or too slow)"
+        );
+        f.nameserver = None;
+        f.kind = FailureKind::Nxdomain;
         assert_eq!(
             f.to_string(),
             "DNS MX lookup of nx.test: NXDOMAIN (no such domain)"
         );
+    }
+
+    #[test]
+    fn nameservers_are_named_with_their_port_when_not_53() {
+        let one = |addr: &str| {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+            for connection in &mut server.connections {
+                connection.port = addr.port();
+            }
+            server
+        };
+        let config = ResolverConfig::from_name_servers(vec![one("10.0.0.53:53")]);
+        assert_eq!(name_servers(&config), "10.0.0.53");
+        let config =
+            ResolverConfig::from_name_servers(vec![one("[2001:db8::53]:5353"), one("10.0.0.2:53")]);
+        assert_eq!(name_servers(&config), "[2001:db8::53]:5353 or 10.0.0.2");
     }
 
     #[test]
@@ -1234,6 +1470,48 @@ mod tests {
             vec!["203.0.113.10".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(glue.len(), 2);
+    }
+
+    #[test]
+    fn hosts_files_parse_as_glibc_reads_them() {
+        let hosts = HostsFile::parse(
+            "127.0.0.1 localhost\n\
+             # a comment\n\
+             192.0.2.25  Relay.Example relay # the admin's relay\n\
+             2001:db8::25 relay.example\n\
+             fe80::1%eth0 broken\n\
+             garbage line\n",
+        );
+        let ips = |list: &[&str]| {
+            list.iter()
+                .map(|a| a.parse().unwrap())
+                .collect::<Vec<IpAddr>>()
+        };
+        assert_eq!(
+            hosts.lookup("relay.example").unwrap(),
+            ips(&["192.0.2.25", "2001:db8::25"])
+        );
+        assert_eq!(hosts.lookup("relay").unwrap(), ips(&["192.0.2.25"]));
+        assert_eq!(hosts.lookup("broken"), None);
+        assert_eq!(hosts.lookup("line"), None);
+    }
+
+    #[test]
+    fn a_local_hosts_file_answer_is_named_as_coming_from_it() {
+        let exchange = from_hosts_file("relay", &["127.0.0.1".parse().unwrap()]);
+        assert_eq!(exchange.ipv6, Addresses::None);
+        let plans = exchange_plans(&exchange, Family::Ipv4, &Family::ALL, &host(), None);
+        let [FamilyPlan {
+            destination: Destination::None(why),
+            ..
+        }] = plans.as_slice()
+        else {
+            panic!("not probed")
+        };
+        assert!(
+            why.starts_with("/etc/hosts answered A 127.0.0.1 for relay:"),
+            "{why}"
+        );
     }
 
     #[test]

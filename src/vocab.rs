@@ -126,7 +126,8 @@ pub enum ValueError {
         /// The text given.
         text: String,
     },
-    /// A label that is empty, too long or has characters names cannot have.
+    /// A label that is empty, too long, starts or ends with a hyphen, or has characters
+    /// names cannot have.
     #[error("`{text}` is not a valid domain name")]
     NotADomain {
         /// The text given.
@@ -174,9 +175,15 @@ pub fn normalize_domain(text: &str) -> Result<String, ValueError> {
             text: text.to_string(),
         });
     }
+    // Host-name labels (RFC 952/1123) never start or end with a hyphen; checking it here,
+    // the one place names are validated, makes `resolve -- -x` the usage error that
+    // `resolve 'bad domain'` is, instead of a DNS failure later. `_` stays allowed for
+    // service-style names.
     let valid_label = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
@@ -186,6 +193,11 @@ pub fn normalize_domain(text: &str) -> Result<String, ValueError> {
         });
     }
     Ok(name)
+}
+
+/// `count` and the noun in the number it calls for: "1 probe", "2 probes".
+pub fn counted(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// What is wrong with a list that must be non-empty and free of duplicates.
@@ -253,7 +265,10 @@ mod tests {
         assert_eq!(normalize_domain("Gmail.COM.").unwrap(), "gmail.com");
         assert_eq!(normalize_domain(""), Err(ValueError::EmptyDomain));
         assert!(normalize_domain("a b").is_err());
-        assert!(normalize_domain("-x").is_ok(), "labels are checked loosely");
+        for bad in ["-x", "x-", "mx.-a.test", "a-.test", "a b"] {
+            assert!(normalize_domain(bad).is_err(), "{bad}");
+        }
+        assert_eq!(normalize_domain("x-1.a_b.test").unwrap(), "x-1.a_b.test");
         assert!(normalize_domain(&"a.".repeat(200)).is_err());
     }
 

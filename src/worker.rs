@@ -304,6 +304,32 @@ pub enum WorkerError {
     },
 }
 
+/// Says, for `-v`, that the worker of `user` started and which identity it takes (the
+/// worker verifies exactly this before it connects, and fails otherwise).
+fn log_start(user: &str, pid: Option<u32>, probes: usize) {
+    let pid = pid.map_or_else(|| "?".to_string(), |p| p.to_string());
+    match crate::identity::lookup(user) {
+        Ok(account) => {
+            let groups = crate::identity::expected_groups(&account)
+                .map(|g| {
+                    g.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|errno| format!("unknown ({errno})"));
+            tracing::debug!(
+                "worker for {user} started: pid {pid}, becomes uid {} gid {} groups {groups}, \
+                 {}",
+                account.uid,
+                account.gid,
+                crate::vocab::counted(probes, "probe", "probes")
+            );
+        }
+        Err(error) => tracing::debug!("worker for {user} started: pid {pid} ({error})"),
+    }
+}
+
 /// Runs a worker as `user` for `probes`, forwarding each result to `results` as it arrives.
 ///
 /// The worker is killed when the returned future is dropped (interrupt, deadline).
@@ -353,6 +379,12 @@ pub async fn run_worker(
             source,
         })?;
 
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        log_start(user, child.id(), probes.len());
+    }
+    let addr_of: std::collections::HashMap<usize, SocketAddr> =
+        probes.iter().map(|p| (p.id, p.addr)).collect();
+
     let request = serde_json::to_vec(probes).map_err(WorkerError::Encode)?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -369,6 +401,20 @@ pub async fn run_worker(
         while let Ok(Some(line)) = lines.next_line().await {
             match serde_json::from_str::<WorkerResult>(&line) {
                 Ok(result) => {
+                    let attempt = &result.attempt;
+                    tracing::debug!(
+                        "probe as {user}: {} {} after {} ms{}",
+                        addr_of
+                            .get(&result.id)
+                            .map_or_else(|| format!("#{}", result.id), ToString::to_string),
+                        attempt.observed.as_str(),
+                        attempt.elapsed.as_millis(),
+                        attempt
+                            .detail
+                            .as_ref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    );
                     let _ = results.send(result);
                 }
                 Err(source) => protocol_error = Some(WorkerError::Protocol { line, source }),
@@ -389,6 +435,7 @@ pub async fn run_worker(
         user: user.to_string(),
         source,
     })?;
+    tracing::debug!("worker for {user} ended: {status}");
     if let Some(error) = protocol_error {
         return Err(error);
     }

@@ -222,6 +222,7 @@ impl Answer {
                                 name: String::new(),
                                 record: "-".into(),
                                 kind: WireKind::Other("not resolved".into()),
+                                nameserver: None,
                             }),
                         })
                         .collect()
@@ -266,6 +267,7 @@ struct WireFailure {
     name: String,
     record: String,
     kind: WireKind,
+    nameserver: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -295,6 +297,7 @@ impl From<&Resolution> for WireResolution {
                 name: String::new(),
                 record: "-".into(),
                 kind: WireKind::Other("literal addresses are not resolved".into()),
+                nameserver: None,
             }),
         }
     }
@@ -334,6 +337,7 @@ impl From<&DnsFailure> for WireFailure {
                 FailureKind::Timeout => WireKind::Timeout,
                 FailureKind::Other(text) => WireKind::Other(text.clone()),
             },
+            nameserver: f.nameserver.clone(),
         }
     }
 }
@@ -402,6 +406,7 @@ impl WireFailure {
                 WireKind::Timeout => FailureKind::Timeout,
                 WireKind::Other(t) => FailureKind::Other(text("failure reason", t)?),
             },
+            nameserver: self.nameserver.map(|n| text("nameserver", n)).transpose()?,
         })
     }
 }
@@ -449,6 +454,7 @@ mod tests {
                 name: "mx.example.test".into(),
                 record: "A/AAAA",
                 kind: FailureKind::Nxdomain,
+                nameserver: Some("192.0.2.53".into()),
             }),
         );
         let req = request();
@@ -468,7 +474,7 @@ mod tests {
                 "does not decode",
             ),
             (
-                r#"{"groups":[["null-mx",{"failed":{"name":"x","record":"TXT","kind":"nxdomain"}}]]}"#,
+                r#"{"groups":[["null-mx",{"failed":{"name":"x","record":"TXT","kind":"nxdomain","nameserver":null}}]]}"#,
                 "unknown record type",
             ),
             (
@@ -481,7 +487,7 @@ mod tests {
             assert!(err.contains(why), "{bytes}: {err}");
         }
         let many = format!(
-            r#"{{"groups":[["null-mx",{{"failed":{{"name":"{}","record":"A","kind":"nxdomain"}}}}]]}}"#,
+            r#"{{"groups":[["null-mx",{{"failed":{{"name":"{}","record":"A","kind":"nxdomain","nameserver":null}}}}]]}}"#,
             "a".repeat(MAX_TEXT + 1)
         );
         let err = req.accept(many.as_bytes()).unwrap_err();

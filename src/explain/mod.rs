@@ -255,8 +255,10 @@ fn legacy_rules() -> HashMap<Family, usize> {
 /// One line for the human report's summary, when some passing denies were not enforced by
 /// this host.
 pub fn not_enforced_note(count: usize) -> String {
+    let denies = crate::vocab::counted(count, "deny", "denies");
+    let them = if count == 1 { "it" } else { "them" };
     format!(
-        "{count} denies not enforced by this host: it accepted the SYN and something beyond it \
-         blocked the connection; moving the host or lifting that block would open them"
+        "{denies} not enforced by this host: it accepted the SYN and something beyond it \
+         blocked the connection; moving the host or lifting that block would open {them}"
     )
 }

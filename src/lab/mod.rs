@@ -131,8 +131,8 @@ pub struct LabSpec {
 pub enum LabError {
     /// Namespaces and firewall rules need root.
     #[error(
-        "the sandbox must run as root (effective uid is {euid}): it creates network \
-         namespaces and loads firewall rules"
+        "sandbox needs root (effective uid is {euid}): it creates network namespaces and \
+         loads firewall rules; run it with sudo"
     )]
     NotRoot {
         /// The effective uid we run with.

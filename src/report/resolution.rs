@@ -324,6 +324,7 @@ mod tests {
                     name: "mx1.d.test".into(),
                     record: "AAAA",
                     kind: FailureKind::Servfail,
+                    nameserver: Some("10.0.0.53".into()),
                 }),
                 answered_by: "DNS server 10.0.0.53".into(),
             }],
@@ -332,6 +333,7 @@ mod tests {
             name: "nx.test".into(),
             record: "MX",
             kind: FailureKind::Nxdomain,
+            nameserver: Some("10.0.0.53".into()),
         });
         let report = ResolveReport::new(
             [
@@ -349,9 +351,9 @@ mod tests {
                 {"domain": "d.test", "status": "ok", "implicit_mx": false, "exchanges": [
                     {"exchange": "mx1.d.test", "preference": 10,
                      "ipv4": {"addresses": ["203.0.113.10"]},
-                     "ipv6": {"addresses": [], "error": "DNS AAAA lookup of mx1.d.test: SERVFAIL"}}
+                     "ipv6": {"addresses": [], "error": "DNS AAAA lookup of mx1.d.test: SERVFAIL from 10.0.0.53"}}
                 ]},
-                {"domain": "nx.test", "status": "failed", "error": "DNS MX lookup of nx.test: NXDOMAIN (no such domain)"},
+                {"domain": "nx.test", "status": "failed", "error": "DNS MX lookup of nx.test: NXDOMAIN from 10.0.0.53 (no such domain)"},
                 {"domain": "null.test", "status": "null-mx"}
             ])
         );

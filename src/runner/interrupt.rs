@@ -76,6 +76,7 @@ pub fn during_resolution(
             },
             record: "-",
             kind: FailureKind::Other(reason.clone()),
+            nameserver: None,
         })
     });
     let attempts = probes

@@ -1053,20 +1053,31 @@ fn check_invariants(
             report.failed, report.inconclusive
         ));
     }
+    // Only a connection that left the host witnesses anything.
     let connected: BTreeSet<(String, u64)> = report
         .probes
         .iter()
-        .filter(|p| p.observed == "connected")
+        .filter(|p| p.observed == "connected" && !p.local)
         .filter_map(|p| Some((p.address.clone()?, p.port)))
         .collect();
     let mut unwitnessed = 0;
     for p in &report.probes {
         let at = format!("{} {} {:?}:{}", p.user, p.family, p.address, p.port);
+        if p.local && (p.verdict == "pass" || p.witnessed.is_some()) {
+            errors.push(format!(
+                "{at}: a local probe (it never left the host) is {} with witnessed {:?}",
+                p.verdict, p.witnessed
+            ));
+        }
         let expect = case.checks.iter().find(|(u, _)| *u == p.user).map(|c| c.1);
         if expect != Some(p.expect.as_str()) {
             errors.push(format!("{at}: expect {} is not the row's check", p.expect));
         }
-        let verdict = judge(&p.expect, &p.observed);
+        let verdict = if p.local {
+            "inconclusive"
+        } else {
+            judge(&p.expect, &p.observed)
+        };
         if p.verdict != verdict {
             errors.push(format!(
                 "{at}: expect {} observed {} must be {verdict}, is {}",

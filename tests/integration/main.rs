@@ -5,6 +5,7 @@
 //! outside CI, `EGRESS_CHECK_SKIP_NETNS=1` skips them knowingly (see [`util::lab`]).
 
 mod cli_conventions;
+mod conventions;
 mod edges;
 mod explain;
 mod fault_matrix;

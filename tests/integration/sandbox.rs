@@ -492,7 +492,7 @@ fn sandbox_without_root_is_exit_2_saying_so() {
     let out = as_www_data(&own);
     assert_eq!(code(&out), 2, "{}", describe(&out));
     assert!(
-        stderr(&out).contains("must run as root"),
+        stderr(&out).contains("sandbox needs root"),
         "{}",
         describe(&out)
     );

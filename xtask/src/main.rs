@@ -179,6 +179,10 @@ const FILE_RESOLV_CONF: Entry = Entry::Tagged(
     "/etc/resolv.conf",
     "The system resolver's nameservers, unless --nameserver or the scenario's nameserver is given.",
 );
+const FILE_HOSTS: Entry = Entry::Tagged(
+    "/etc/hosts",
+    "Consulted first for host targets (not for MX lookups), unless --nameserver or the scenario's nameserver is given.",
+);
 const FILE_NETNS: Entry = Entry::Tagged(
     "/run/netns/NAME, /etc/netns/NAME/resolv.conf",
     "The network namespace entered with --netns NAME, and its resolver configuration (as ip netns exec uses it).",
@@ -208,10 +212,20 @@ fn top_level_sections(cmd: &clap::Command) -> Vec<Section> {
         },
         Section {
             title: "ENVIRONMENT",
-            body: vec![Entry::Tagged(
-                "NO_COLOR",
-                "When set and not empty, the human report has no colour.",
-            )],
+            body: vec![
+                Entry::Tagged(
+                    "NO_COLOR",
+                    "When set and not empty, the human report has no colour with --color auto (the default).",
+                ),
+                Entry::Tagged(
+                    "CLICOLOR_FORCE",
+                    "When set and not 0, the human report has colour with --color auto even when standard output is not a terminal (NO_COLOR wins).",
+                ),
+                Entry::Tagged(
+                    "TERM",
+                    "dumb: no colour with --color auto, even on a terminal.",
+                ),
+            ],
         },
         Section {
             title: "FILES",
@@ -221,6 +235,7 @@ fn top_level_sections(cmd: &clap::Command) -> Vec<Section> {
                 FILE_LAST_JSON,
                 FILE_UNITS,
                 FILE_RESOLV_CONF,
+                FILE_HOSTS,
                 FILE_NETNS,
                 FILE_PASSWD,
             ],

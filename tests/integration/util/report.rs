@@ -43,6 +43,9 @@ pub struct Probe {
     pub witnessed: Option<bool>,
     pub elapsed_ms: f64,
     pub detail: Option<String>,
+    /// An opted-in loopback or own address: the probe never left the host, so it can never
+    /// pass, witness a deny or take part in a family split.
+    pub local: bool,
 }
 
 fn field<'a>(obj: &'a Value, key: &str, ctx: &str) -> &'a Value {
@@ -184,7 +187,11 @@ impl Probe {
                 panic!("JSON report: {ctx}.address {a:?} is not an IP address")
             });
         }
+        let local = field(p, "local", ctx)
+            .as_bool()
+            .unwrap_or_else(|| panic!("JSON report: {ctx}.local is not a bool: {p}"));
         Probe {
+            local,
             user: string(p, "user", ctx),
             uid: uint(p, "uid", ctx),
             target: string(p, "target", ctx),
