@@ -152,6 +152,9 @@ pub enum Command {
     /// Internal: the per-user probe worker (see [`crate::worker`]).
     #[command(name = crate::worker::WORKER_SUBCOMMAND, hide = true)]
     ProbeAs(WorkerArgs),
+    /// Internal: the resolver process (see [`crate::dns_process`]).
+    #[command(name = crate::dns_process::RESOLVER_SUBCOMMAND, hide = true)]
+    ResolveAs(crate::dns_process::ResolverArgs),
 }
 
 /// How probes are made and reported: options of every mode that probes.
@@ -173,6 +176,18 @@ pub struct ProbeOptions {
     /// default: --format's); repeatable. An interrupted run replaces no file.
     #[arg(long, value_name = "[FORMAT=]FILE")]
     pub output: Vec<OutputSpec>,
+    /// Hidden test hook: every worker commits this fault once fenced
+    /// ([`crate::fence::TestFault`]); never read from a scenario or the environment.
+    #[arg(long, hide = true, value_enum, value_name = "FAULT")]
+    pub test_worker_fault: Option<crate::fence::TestFault>,
+    /// Hidden test hook: the resolver process misbehaves so
+    /// ([`crate::dns_process::ResolverFault`]); never read from a scenario or the environment.
+    #[arg(long, hide = true, value_enum, value_name = "FAULT")]
+    pub test_resolver_fault: Option<crate::dns_process::ResolverFault>,
+    /// Resolve names as this user (a separate process, fenced like the workers) instead of
+    /// `nobody`, where the firewall lets only some users query DNS.
+    #[arg(long, value_name = "USER")]
+    pub resolve_as: Option<String>,
 }
 
 /// Where names are resolved and probes start from: this host, or one of its namespaces.

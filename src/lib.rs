@@ -9,14 +9,15 @@
 //! |---|---|---|---|
 //! | 1 | [`scenario`] | TOML file (or the command line) | [`scenario::Scenario`] |
 //! | 2 | [`plan`] | scenarios | [`plan::Assignment`]s (users looked up), lookups by nameserver |
-//! | 3 | [`resolve`] | the plan's names | [`resolve::Resolution`]s, then the exact [`plan::PlannedProbe`]s ([`resolve::expand`]) |
+//! | 3 | [`resolve`] (in a resolver process: [`dns_process`]) | the plan's names | [`resolve::Resolution`]s, then the exact [`plan::PlannedProbe`]s ([`resolve::expand`]) |
 //! | 4 | [`runner`] with [`worker`] and [`probe`] | planned probes | one [`probe::Attempt`] per probe |
 //! | 5 | [`verdict`] | probes + attempts | [`verdict::Judgement`] |
 //! | 6 | [`report`] | judgement | human, JSON, JUnit, Prometheus textfile text |
 //!
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
 //! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
-//! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop),
+//! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop), [`fence`] (the
+//! worker's Landlock and seccomp fence after the drop),
 //! [`netns`] (entering a namespace), [`service`] (`pid:`/`unit:` identities: standing in
 //! a process's network namespace, cgroup and credentials), [`exit_codes`], [`cli`] (the command line),
 //! [`source`] (which files a run reads its scenarios from), [`run_info`] (host, start,
@@ -57,8 +58,10 @@
 
 pub mod address;
 pub mod cli;
+pub mod dns_process;
 pub mod exit_codes;
 pub mod explain;
+pub mod fence;
 pub mod identity;
 pub mod lab;
 pub mod netns;

@@ -15,12 +15,12 @@ use egress_check::cli::{
 use egress_check::output::{self, PreparedOutputs};
 use egress_check::plan::{self, Assignment, NameserverChoice};
 use egress_check::report::{self, ResolveReport};
-use egress_check::resolve::Resolver;
+use egress_check::resolve;
 use egress_check::run_info::RunInfo;
 use egress_check::runner::{self, RunSettings};
 use egress_check::scenario::{self, AdHocTargets, Scenario, TargetKind};
 use egress_check::{
-    exit_codes, explain, identity, lab, netns, sandbox, source, verdict, vocab, worker,
+    dns_process, exit_codes, explain, identity, lab, netns, sandbox, source, verdict, vocab, worker,
 };
 
 fn main() -> ExitCode {
@@ -31,6 +31,11 @@ fn main() -> ExitCode {
         return ExitCode::from(worker::worker_main(args) as u8);
     }
     init_logging(&cli.display);
+    // The resolver process too: it drops to its user before any thread exists. Its log
+    // (the parent passes its -v/-q on) goes to its stderr, which the parent forwards.
+    if let Some(Command::ResolveAs(args)) = cli.command {
+        return ExitCode::from(dns_process::resolver_main(args) as u8);
+    }
     // The one place errors become exit codes: anything that stops a mode before it has a
     // report is a usage, scenario or privilege error, and nothing was probed.
     match dispatch(cli) {
@@ -79,7 +84,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Resolve(args)) => resolve_names(args),
         Some(Command::Sandbox(args)) => sandbox(args, display),
         None => ad_hoc(cli.ad_hoc, display),
-        Some(Command::ProbeAs(_)) => unreachable!("handled in main"),
+        Some(Command::ProbeAs(_)) | Some(Command::ResolveAs(_)) => {
+            unreachable!("handled in main")
+        }
     }
 }
 
@@ -256,9 +263,22 @@ fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
         (None, Some(text)) => plan::NameserverSource::ResolvConf(text),
         (None, None) => plan::NameserverSource::System,
     };
-    let resolver = Resolver::new(&source)?;
     let kinds: Vec<TargetKind> = domains.iter().cloned().map(TargetKind::Mx).collect();
-    let resolutions = runtime()?.block_on(resolver.resolve_all(&kinds));
+    // In a resolver process (dropped to nobody when run as root, fenced), as a run does:
+    // this process parses nothing from the network.
+    let mut resolutions = runtime()?.block_on(dns_process::resolve_groups(vec![(
+        source.clone(),
+        kinds.clone(),
+    )]));
+    let resolutions: std::collections::HashMap<TargetKind, _> = kinds
+        .iter()
+        .map(|k| {
+            let r = resolutions
+                .remove(&(source.clone(), k.clone()))
+                .unwrap_or_else(|| resolve::without_resolver(k, "not resolved"));
+            (k.clone(), r)
+        })
+        .collect();
     let report = ResolveReport::new(
         domains
             .iter()
@@ -299,6 +319,18 @@ fn prepare(
     plan::ensure_privileges(&assignments).map_err(|e| e.with_alternative(alternative()))?;
     let outputs = PreparedOutputs::prepare(&options.output, options.format)?;
     worker::raise_fd_limit();
+    if let Some(fault) = options.test_worker_fault {
+        worker::set_test_fault(fault);
+    }
+    if let Some(fault) = options.test_resolver_fault {
+        dns_process::set_test_fault(fault);
+    }
+    if let Some(user) = &options.resolve_as {
+        // Checked like every identity of the plan: known, and becomable by this process.
+        let account = identity::lookup(user)?;
+        identity::ensure_can_become(&account)?;
+        dns_process::set_resolve_as(account.name);
+    }
     Ok(Prepared {
         assignments,
         outputs,
@@ -346,7 +378,13 @@ fn probe_and_report(
     let host = HostInterfaces::current()?;
     plan::check_literals(assignments, &host)?;
     let lookups = plan::lookups(assignments, &nameservers);
-    let run = RunInfo::begin(lookups.iter().map(|(source, _)| source));
+    let mut run = RunInfo::begin(lookups.iter().map(|(source, _)| source));
+    let resolves_names = assignments
+        .iter()
+        .any(|a| !matches!(a.target.kind, TargetKind::Addresses(_)));
+    if resolves_names {
+        run.resolved_as = Some(dns_process::resolver_user());
+    }
     let settings = RunSettings {
         nameservers,
         deadline: options.deadline,

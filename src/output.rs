@@ -11,6 +11,13 @@
 //! killed outright (SIGKILL, OOM) leaves none behind. An interrupted run never calls
 //! [`PreparedOutputs::commit`], and the previous reports stay in place.
 //!
+//! Root writes these files, often into directories other users can write (`/tmp`), so
+//! nothing planted there can redirect the write: the temporary file is created with
+//! `O_CREAT|O_EXCL` (tempfile), which never follows a link at its name and retries under a
+//! new random name when one is taken; `rename(2)` replaces whatever is at FILE (a planted
+//! symlink included) instead of following it; and the new file's permissions are never
+//! wider than those of the regular file it replaces ([`mode_for`]).
+//!
 //! [`render`] is the one place a report becomes bytes, for stdout and files alike; a new
 //! format (Prometheus textfile, issue 11) is a new [`Format`] variant and one arm there.
 
@@ -200,7 +207,7 @@ impl PreparedOutputs {
             // Creating a file is the only reliable test: access(2) says nothing about
             // read-only mounts for root, ACLs, or a full quota.
             drop(
-                temp_file(&dir, name).map_err(|error| OutputError::NotWritable {
+                temp_file(&dir, name, REPORT_MODE).map_err(|error| OutputError::NotWritable {
                     path: path.clone(),
                     dir: dir.clone(),
                     error,
@@ -239,8 +246,35 @@ pub struct CommitError {
     pub failures: Vec<OutputError>,
 }
 
-/// A new temporary file next to FILE (named `name` in `dir`); dropped, it is removed.
-fn temp_file(dir: &Path, name: &OsStr) -> std::io::Result<tempfile::NamedTempFile> {
+/// The permissions of a new report at `path` (before the umask): those of the regular file
+/// it replaces, without execute or special bits, so that replacing a private report does
+/// not publish it; [`REPORT_MODE`] when there is none. A symlink (or anything else) at
+/// `path` is not followed and says nothing: it is replaced.
+pub fn mode_for(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => meta.permissions().mode() & REPORT_MODE,
+        _ => REPORT_MODE,
+    }
+}
+
+/// A new temporary file next to FILE (named `name` in `dir`), created exclusively with
+/// `mode` (narrowed by the umask); dropped, it is removed.
+fn temp_file(dir: &Path, name: &OsStr, mode: u32) -> std::io::Result<tempfile::NamedTempFile> {
+    temp_file_with(dir, name, mode, TEMP_RANDOM_BYTES)
+}
+
+/// Random characters in a temporary file's name (tempfile's default).
+const TEMP_RANDOM_BYTES: usize = 6;
+
+/// [`temp_file`] with `random` random characters in the name (tests plant links at a name
+/// they can know with 0).
+fn temp_file_with(
+    dir: &Path,
+    name: &OsStr,
+    mode: u32,
+    random: usize,
+) -> std::io::Result<tempfile::NamedTempFile> {
     // A dot name, so that consumers' `*.json` globs do not pick up a report being written.
     let mut prefix = OsString::from(".");
     prefix.push(name);
@@ -248,7 +282,8 @@ fn temp_file(dir: &Path, name: &OsStr) -> std::io::Result<tempfile::NamedTempFil
     tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(REPORT_MODE))
+        .rand_bytes(random)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .tempfile_in(dir)
 }
 
@@ -257,7 +292,7 @@ impl Pending {
         let text = render(report, self.format, false);
         let name = self.path.file_name().unwrap_or_default();
         let write = || -> std::io::Result<tempfile::NamedTempFile> {
-            let mut temp = temp_file(&self.dir, name)?;
+            let mut temp = temp_file(&self.dir, name, mode_for(&self.path))?;
             temp.write_all(text.as_bytes())?;
             // Data on disk before the rename makes it visible: else a crash could leave an
             // empty file under the final name.
@@ -379,6 +414,53 @@ mod tests {
             "{err}"
         );
         assert!(kept.exists());
+    }
+
+    #[test]
+    fn a_report_is_never_wider_than_the_file_it_replaces() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.json");
+        assert_eq!(mode_for(&path), REPORT_MODE, "no file: the default");
+        std::fs::write(&path, "old").unwrap();
+        for (mode, expected) in [(0o600, 0o600), (0o640, 0o640), (0o755, 0o644)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(mode_for(&path), expected, "{mode:o}");
+        }
+        // A link is not followed, whatever it points to.
+        let private = dir.path().join("private");
+        std::fs::write(&private, "").unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        assert_eq!(mode_for(&link), REPORT_MODE);
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let specs = [spec(&format!("json={}", path.display())).unwrap()];
+        PreparedOutputs::prepare(&specs, Format::Human)
+            .unwrap()
+            .commit(&report())
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode & !0o600, 0, "the new report is {mode:o}");
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        // With no random part the name is known: `.last.json..tmp`.
+        let planted = dir.path().join(".last.json..tmp");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let err = temp_file_with(dir.path(), OsStr::new("last.json"), REPORT_MODE, 0)
+            .expect_err("an exclusive create must refuse the planted name");
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

@@ -648,20 +648,54 @@ pub type Resolutions = HashMap<(NameserverSource, TargetKind), Resolution>;
 /// Literal addresses need no resolver, so a host without resolv.conf can still probe them;
 /// a resolver that cannot be set up fails the names of its group, not the run.
 pub async fn resolve_groups(groups: Vec<(NameserverSource, Vec<TargetKind>)>) -> Resolutions {
-    let lookups = groups.into_iter().map(|(source, kinds)| async move {
-        let needs_dns = kinds.iter().any(|k| !matches!(k, TargetKind::Addresses(_)));
-        let resolutions: HashMap<TargetKind, Resolution> =
-            match needs_dns.then(|| Resolver::new(&source)) {
-                Some(Ok(resolver)) => resolver.resolve_all(&kinds).await,
-                Some(Err(error)) => kinds
-                    .iter()
-                    .map(|k| (k.clone(), without_resolver(k, &error.to_string())))
-                    .collect(),
-                None => kinds
-                    .iter()
-                    .map(|k| (k.clone(), without_resolver(k, "no resolver")))
-                    .collect(),
-            };
+    resolve_prepared(prepare_groups(groups)).await
+}
+
+/// A group of [`crate::plan::lookups`] with its resolver built: its configuration (the
+/// system's resolv.conf) read, no socket opened yet.
+pub struct PreparedGroup {
+    source: NameserverSource,
+    kinds: Vec<TargetKind>,
+    resolver: Option<Result<Resolver, ResolverError>>,
+}
+
+/// Builds the resolvers of `groups` (reading their configuration files) without sending
+/// anything: the resolver process ([`crate::dns_process`]) does this before it fences
+/// itself off the filesystem.
+pub fn prepare_groups(groups: Vec<(NameserverSource, Vec<TargetKind>)>) -> Vec<PreparedGroup> {
+    groups
+        .into_iter()
+        .map(|(source, kinds)| {
+            let needs_dns = kinds.iter().any(|k| !matches!(k, TargetKind::Addresses(_)));
+            let resolver = needs_dns.then(|| Resolver::new(&source));
+            PreparedGroup {
+                source,
+                kinds,
+                resolver,
+            }
+        })
+        .collect()
+}
+
+/// Resolves groups prepared by [`prepare_groups`], all concurrently.
+pub async fn resolve_prepared(groups: Vec<PreparedGroup>) -> Resolutions {
+    let lookups = groups.into_iter().map(|group| async move {
+        let PreparedGroup {
+            source,
+            kinds,
+            resolver,
+        } = group;
+        let resolutions: HashMap<TargetKind, Resolution> = match resolver {
+            Some(Ok(resolver)) => resolver.resolve_all(&kinds).await,
+            Some(Err(error)) => kinds
+                .iter()
+                .map(|k| (k.clone(), without_resolver(k, &error.to_string())))
+                .collect(),
+            None => kinds
+                .iter()
+                .map(|k| (k.clone(), without_resolver(k, "no resolver")))
+                .collect(),
+        };
         resolutions
             .into_iter()
             .map(|(k, r)| ((source.clone(), k), r))

@@ -33,6 +33,10 @@ pub struct RunInfo {
     /// The nameservers the run's names were resolved with, as `IP:PORT`, or `system` when
     /// the system resolver's configuration named none we could read.
     pub nameservers: Vec<String>,
+    /// The user the resolver process ran as ([`crate::dns_process`]: `nobody`, or
+    /// `--resolve-as`); absent when nothing was resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_as: Option<String>,
 }
 
 fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -59,6 +63,7 @@ impl RunInfo {
             duration_ms: 0,
             version: env!("CARGO_PKG_VERSION"),
             nameservers: names,
+            resolved_as: None,
         }
     }
 

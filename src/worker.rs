@@ -2,7 +2,9 @@
 //!
 //! Each user's probes run in a re-exec of this binary (`egress-check __probe-as USER`). The
 //! worker starts single-threaded with no runtime, cleans up what it inherited, becomes the
-//! user for good, and only then builds a tokio runtime and connects. The parent sends the
+//! user for good, then builds a tokio runtime, fences itself ([`crate::fence`]: Landlock
+//! with no filesystem access, a seccomp allowlist), and only then reads its probes and
+//! connects. A worker its fence killed (SIGSYS) is [`WorkerError::Fenced`]. The parent sends the
 //! probe list as JSON on stdin; the worker answers one JSON line per finished probe on
 //! stdout, so whatever finished is known even if the run is interrupted.
 
@@ -49,6 +51,33 @@ pub struct WorkerArgs {
     /// the worker takes.
     #[arg(long)]
     pub process: Option<String>,
+    /// Hidden test hook ([`crate::fence::TestFault`]): passed on by the parent only when its
+    /// own hidden `--test-worker-fault` option was given.
+    #[arg(long, hide = true, value_enum)]
+    pub test_fault: Option<crate::fence::TestFault>,
+}
+
+/// The parent's hidden test hook, set once from its command line before any worker starts.
+static TEST_FAULT: std::sync::OnceLock<crate::fence::TestFault> = std::sync::OnceLock::new();
+
+/// Makes every worker of this run commit `fault` once fenced (hidden test hook).
+pub fn set_test_fault(fault: crate::fence::TestFault) {
+    let _ = TEST_FAULT.set(fault);
+}
+
+/// What `__probe-as --diagnose` prints: the identity, and the fence a probing worker gets.
+#[derive(Debug, Serialize)]
+struct Diagnosis {
+    #[serde(flatten)]
+    identity: identity::Snapshot,
+    /// Landlock's status once put up.
+    landlock: crate::fence::LandlockReport,
+    /// What opening a file (`/etc/passwd`) gives once Landlock is up: `EACCES` when it holds.
+    landlock_open_file: String,
+    /// The kernel's `Seccomp:` mode once the filter is installed (`filter`).
+    seccomp: String,
+    /// How many system calls the filter allows.
+    seccomp_allowed_calls: usize,
 }
 
 /// One connection attempt asked of a worker.
@@ -110,9 +139,22 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
     }
     if args.diagnose {
-        let snapshot = identity::snapshot();
-        println!("{}", serde_json::to_string(&snapshot)?);
-        return Ok(());
+        return diagnose();
+    }
+
+    let in_flight = fd_limit
+        .saturating_sub(RESERVED_FDS)
+        .clamp(1, MAX_IN_FLIGHT) as usize;
+    // The runtime's descriptors exist before the fence, so the allowlist needs none of the
+    // calls that make them.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    crate::fence::landlock(crate::fence::Role::Worker)?;
+    crate::fence::seccomp(crate::fence::Role::Worker)?;
+    if let Some(fault) = args.test_fault {
+        crate::fence::commit_fault(fault);
     }
 
     let mut input = Vec::new();
@@ -124,20 +166,39 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let probes: Vec<WorkerProbe> =
         serde_json::from_slice(&input).context("decoding the probe list")?;
     drop(input);
-
-    let in_flight = fd_limit
-        .saturating_sub(RESERVED_FDS)
-        .clamp(1, MAX_IN_FLIGHT) as usize;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
     runtime.block_on(probe_all(probes, in_flight))
+}
+
+/// `--diagnose`: the identity as the drop left it, then the same fence a probing worker puts
+/// up, each layer shown by the kernel's behaviour rather than by our own word.
+fn diagnose() -> anyhow::Result<()> {
+    let identity = identity::snapshot();
+    // Opened before the fence: afterwards no file can be opened.
+    let mut status =
+        std::fs::File::open("/proc/self/status").context("opening /proc/self/status")?;
+    let landlock = crate::fence::landlock(crate::fence::Role::Worker)?;
+    let landlock_open_file = match std::fs::File::open("/etc/passwd") {
+        Ok(_) => "ok".to_string(),
+        Err(err) => err.raw_os_error().map_or_else(
+            || err.to_string(),
+            |code| format!("{:?}", nix::errno::Errno::from_raw(code)),
+        ),
+    };
+    let seccomp_allowed_calls = crate::fence::seccomp(crate::fence::Role::Worker)?;
+    let diagnosis = Diagnosis {
+        identity,
+        landlock,
+        landlock_open_file,
+        seccomp: crate::fence::seccomp_mode(&mut status),
+        seccomp_allowed_calls,
+    };
+    println!("{}", serde_json::to_string(&diagnosis)?);
+    Ok(())
 }
 
 /// Closes every inherited descriptor above stderr, and resets cwd, umask and environment,
 /// so the user's process holds nothing of root's.
-fn sanitize_inherited_state() -> anyhow::Result<()> {
+pub(crate) fn sanitize_inherited_state() -> anyhow::Result<()> {
     // SAFETY: close_range only closes descriptors; nothing in this single-threaded process
     // holds one above 2 yet.
     let rc = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
@@ -268,6 +329,12 @@ pub enum WorkerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The worker made a system call outside its seccomp allowlist and the kernel killed it.
+    #[error("the worker for `{user}` was killed by its seccomp filter (SIGSYS): it made a system call outside the probe allowlist")]
+    Fenced {
+        /// The user.
+        user: String,
+    },
     /// The worker exited unsuccessfully; what it said on stderr, or its exit status.
     #[error("{}", if diagnostics.is_empty() { format!("worker for `{user}` ended with {status}") } else { diagnostics.clone() })]
     Failed {
@@ -330,6 +397,13 @@ pub async fn run_worker(
         command
             .arg("--process")
             .arg(serde_json::to_string(service).map_err(WorkerError::Encode)?);
+    }
+    if let Some(fault) = TEST_FAULT.get() {
+        command.arg("--test-fault").arg(
+            clap::ValueEnum::to_possible_value(fault)
+                .expect("no variant is skipped")
+                .get_name(),
+        );
     }
     let mut child = command
         .arg("--parent")
@@ -407,6 +481,11 @@ pub async fn run_worker(
     tracing::debug!("worker for {user} ended: {status}");
     if let Some(error) = protocol_error {
         return Err(error);
+    }
+    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(nix::libc::SIGSYS) {
+        return Err(WorkerError::Fenced {
+            user: user.to_string(),
+        });
     }
     if !status.success() {
         return Err(WorkerError::Failed {

@@ -1,9 +1,10 @@
 //! Where names are resolved: every identity resolves its targets from where its probes will
 //! run. Login identities share the run's namespace (this thread's, after `--netns`);
 //! each `pid:`/`unit:` identity ([`crate::service`]) resolves in its process's network
-//! namespace, with its resolv.conf, by the same resolver ([`resolve::resolve_groups`]), on a
-//! thread of its own that entered that namespace: `setns` moves only the calling thread, and
-//! a socket belongs to the namespace of the thread that creates it. The interfaces that say
+//! namespace, with its resolv.conf, by the same resolver process
+//! ([`crate::dns_process::resolve_groups`]), started from a thread of its own that entered
+//! that namespace: `setns` moves only the calling thread, and a child process starts in the
+//! namespace of the thread that forks it. The interfaces that say
 //! what "this host" is are read in that namespace too.
 
 use std::collections::HashMap;
@@ -102,7 +103,10 @@ fn resolve_in(
                     key: key.clone(),
                     error,
                 })?;
-            Ok((runtime.block_on(resolve::resolve_groups(lookups)), host))
+            Ok((
+                runtime.block_on(crate::dns_process::resolve_groups(lookups)),
+                host,
+            ))
         };
         let _ = tx.send(work());
     });
@@ -123,7 +127,7 @@ pub async fn resolve_and_expand(
             match &group.service {
                 None => {
                     let lookups = plan::lookups(&group.assignments, choice);
-                    let resolutions = resolve::resolve_groups(lookups).await;
+                    let resolutions = crate::dns_process::resolve_groups(lookups).await;
                     (choice.clone(), Ok((resolutions, host.clone())))
                 }
                 Some(service) => {

@@ -9,6 +9,7 @@ mod conventions;
 mod edges;
 mod explain;
 mod fault_matrix;
+mod hardening;
 mod hostile_input;
 mod monitoring;
 mod netns_core;

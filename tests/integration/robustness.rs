@@ -125,6 +125,12 @@ fn assert_dropped_to(user: &str, out: &Output, how: &str) {
         );
     }
 
+    // The fence a probing worker puts up after the drop (src/fence.rs), as the kernel
+    // enforces it; tests/integration/hardening.rs proves it kills a forbidden call.
+    assert_eq!(snap["seccomp"], "filter", "seccomp mode: {ctx}");
+    assert_eq!(snap["landlock"]["status"], "enforced", "Landlock: {ctx}");
+    assert_eq!(snap["landlock_open_file"], "EACCES", "Landlock: {ctx}");
+
     let env = snap["environment"]
         .as_array()
         .unwrap_or_else(|| panic!("`environment` is not an array: {ctx}"));
