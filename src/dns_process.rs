@@ -301,6 +301,13 @@ fn name_the_identity(resolution: &mut Resolution, user: &str) {
                     .as_ref()
                     .map_or_else(String::new, |ns| format!("waiting for {ns} "))
             ),
+            FailureKind::BlockedByHost { server, error } => format!(
+                "DNS query to {server} blocked by this host's firewall ({error}) (resolving as \
+                 `{user}`)"
+            ),
+            FailureKind::NoAnswer { servers } => {
+                format!("no answer from {servers} (resolving as `{user}`)")
+            }
             FailureKind::Other(text) => format!("{text} (resolving as `{user}`)"),
             _ => return,
         };

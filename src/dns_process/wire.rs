@@ -277,6 +277,8 @@ enum WireKind {
     Servfail,
     Refused,
     Timeout,
+    BlockedByHost { server: String, error: String },
+    NoAnswer { servers: String },
     Other(String),
 }
 
@@ -335,6 +337,13 @@ impl From<&DnsFailure> for WireFailure {
                 FailureKind::Servfail => WireKind::Servfail,
                 FailureKind::Refused => WireKind::Refused,
                 FailureKind::Timeout => WireKind::Timeout,
+                FailureKind::BlockedByHost { server, error } => WireKind::BlockedByHost {
+                    server: server.clone(),
+                    error: error.clone(),
+                },
+                FailureKind::NoAnswer { servers } => WireKind::NoAnswer {
+                    servers: servers.clone(),
+                },
                 FailureKind::Other(text) => WireKind::Other(text.clone()),
             },
             nameserver: f.nameserver.clone(),
@@ -404,6 +413,13 @@ impl WireFailure {
                 WireKind::Servfail => FailureKind::Servfail,
                 WireKind::Refused => FailureKind::Refused,
                 WireKind::Timeout => FailureKind::Timeout,
+                WireKind::BlockedByHost { server, error } => FailureKind::BlockedByHost {
+                    server: text("nameserver", server)?,
+                    error: text("failure reason", error)?,
+                },
+                WireKind::NoAnswer { servers } => FailureKind::NoAnswer {
+                    servers: text("nameserver", servers)?,
+                },
                 WireKind::Other(t) => FailureKind::Other(text("failure reason", t)?),
             },
             nameserver: self.nameserver.map(|n| text("nameserver", n)).transpose()?,
