@@ -20,11 +20,11 @@ lab answers dN.bench.test MX mx.dN.bench.test (A + AAAA), with --dns-rtt \
 added to every answer while the DNS round trip is measured.
 
 Measured per tool and size: wall time (launch to exit), CPU time (user + \
-system of the process tree: the rusage of the waited-for children, which \
-includes their waited-for descendants) and memory: /proc is polled every 20 \
-ms, and the VmHWM (peak RSS so far) and Pss of the tree's live processes are \
-summed; the largest sums are reported (rss_kib at least the largest single \
-process, max1_kib). Targets are measured, not asserted.
+system of the process tree: the rusage of the reaped children, which \
+includes their reaped descendants) and memory: /proc is polled every 20 ms, \
+and the VmHWM (peak RSS so far) and Pss of the tree's live processes are \
+summed; the largest sums are reported, and the largest single process \
+(max1_kib). Targets are measured, not asserted.
 
 On stdout: a table, one line per tool and size \
 `bench tool=NAME probes=N timeout_s=T wall_s=W cpu_s=C rss_kib=R`, and which \

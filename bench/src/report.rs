@@ -142,7 +142,7 @@ impl Results {
         }
         out += "rss_kib: peak over 20 ms polls of the summed peak RSS (VmHWM) of the live processes of the tree;\n";
         out += "pss_kib: the same for Pss (shared pages split among their users: the memory really used);\n";
-        out += "max1_kib: the largest single process (wait4's ru_maxrss).  ran: probes really run (nc above --nc-cap).\n";
+        out += "max1_kib: the largest single process (its VmHWM, polled likewise).  ran: probes really run (nc above --nc-cap).\n";
         let _ = writeln!(out);
         for r in &self.rows {
             let _ = writeln!(
