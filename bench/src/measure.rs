@@ -14,7 +14,9 @@
 //!   peak of the tree's summed RSS from above without adding up processes
 //!   that never lived at the same time; it counts pages shared between
 //!   processes (the binary's text) once per process, which is why Pss, which
-//!   splits shared pages among their users, is shown too.
+//!   splits shared pages among their users, is shown too. The first sample
+//!   is taken 10 ms in; a run that ends before it is reported as not
+//!   sampled (its memory figures are 0).
 //!
 //! `max1` comes from /proc rather than from `ru_maxrss`, unlike GNU time's
 //! `%M` in the old script: a child's `ru_maxrss` includes the memory it had
@@ -55,6 +57,9 @@ pub struct Measurement {
     pub pss_kib: u64,
     /// The largest VmHWM of a single process.
     pub max1_kib: u64,
+    /// Whether any poll saw the tree alive (a run shorter than a poll
+    /// interval may end unseen: its memory figures are then 0).
+    pub sampled: bool,
 }
 
 /// Starts and reaps the measured processes.
@@ -161,6 +166,7 @@ pub fn measure<T>(
                 rss_kib: peaks.hwm_sum,
                 pss_kib: peaks.pss_sum,
                 max1_kib: peaks.hwm_max,
+                sampled: peaks.processes > 0,
             },
             value,
         ))
@@ -176,19 +182,25 @@ struct Peaks {
     pss_sum: u64,
     /// Largest VmHWM of one process.
     hwm_max: u64,
+    /// Processes counted (the most at one poll).
+    processes: usize,
 }
 
-/// Samples the tree until `done`; returns the largest figures seen.
+/// Samples the tree until `done`; returns the largest figures seen. The
+/// first sample is taken half an interval in, not at once (when nothing has
+/// been started yet), so that a run of 10-20 ms is still seen.
 fn poll(done: &AtomicBool) -> Peaks {
     let me = i32::try_from(std::process::id()).expect("pids fit in i32");
     let my_exe = std::env::current_exe().ok();
     let mut peak = Peaks::default();
+    std::thread::sleep(POLL_INTERVAL / 2);
     while !done.load(Ordering::Relaxed) {
         let now = tree_memory(me, my_exe.as_deref());
         peak = Peaks {
             hwm_sum: peak.hwm_sum.max(now.hwm_sum),
             pss_sum: peak.pss_sum.max(now.pss_sum),
             hwm_max: peak.hwm_max.max(now.hwm_max),
+            processes: peak.processes.max(now.processes),
         };
         std::thread::sleep(POLL_INTERVAL);
     }
@@ -218,6 +230,7 @@ fn tree_memory(root: i32, root_exe: Option<&std::path::Path>) -> Peaks {
         }
         if let Ok(status) = process.status() {
             let hwm = status.vmhwm.unwrap_or(0);
+            peaks.processes += 1;
             peaks.hwm_sum += hwm;
             peaks.hwm_max = peaks.hwm_max.max(hwm);
         }
@@ -255,7 +268,7 @@ mod tests {
         assert!(m.wall >= Duration::from_millis(100), "{m:?}");
         assert!(m.cpu > Duration::ZERO, "{m:?}");
         assert!(m.max1_kib > 0 && m.rss_kib >= m.max1_kib, "{m:?}");
-        assert!(m.pss_kib > 0, "{m:?}");
+        assert!(m.pss_kib > 0 && m.sampled, "{m:?}");
     }
 
     #[test]

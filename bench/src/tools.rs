@@ -248,7 +248,15 @@ impl<'a> Bench<'a> {
             rss: median.m.rss_kib,
             pss: median.m.pss_kib,
             max1: median.m.max1_kib,
-            note: format!("median of {repeat} (walls {walls}); {}", median.verdict),
+            note: format!(
+                "median of {repeat} (walls {walls}){}; {}",
+                if median.m.sampled {
+                    ""
+                } else {
+                    ", memory not sampled (ended before the first poll)"
+                },
+                median.verdict
+            ),
         });
         Ok(())
     }
