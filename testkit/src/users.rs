@@ -1,6 +1,7 @@
 //! The test users, created once system-wide and never removed:
 //! `ec-postfix`, `ec-web`, `ec-suppl` (supplementary member of
-//! `ec-mailers`), `ec-nologin` (nologin shell), and `www-data`.
+//! `ec-mailers`), `ec-nologin` (nologin shell), and `www-data`; and, for
+//! the benchmark, any named nologin users ([`ensure_nologin`]).
 //!
 //! Idempotent and safe under parallel test processes: the work is serialised
 //! with an exclusive `flock` on a lock file, because `useradd` does not wait
@@ -55,6 +56,17 @@ pub fn ensure() -> Result<(), TestkitError> {
         run("usermod", &["--append", "--groups", MAILERS, SUPPL_USER])?;
     }
     *done = true;
+    Ok(())
+}
+
+/// Creates whichever of `names` is missing as a system user with a group of
+/// its own name, no home directory and a nologin shell (the benchmark's
+/// `ecb-u01`...), under the same lock as [`ensure`].
+pub fn ensure_nologin<S: AsRef<str>>(names: &[S]) -> Result<(), TestkitError> {
+    let _lock = lock()?;
+    for name in names {
+        add_user(name.as_ref(), "/nonexistent", NOLOGIN)?;
+    }
     Ok(())
 }
 
