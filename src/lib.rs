@@ -26,7 +26,8 @@
 //! [`sandbox`] (the lab as `egress-check sandbox` builds it), and [`explain`] (`--explain`:
 //! nftables tracing names the rule that decided each probe; the runner starts and
 //! finishes it, the report prints it, verdicts never depend on it).
-//! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes.
+//! `main.rs` only parses, dispatches to one function per mode and maps errors to exit codes;
+//! [`app`] is the one path the probing modes share from a plan to an exit code.
 //!
 //! # Glossary of the types that cross stages
 //!
@@ -57,6 +58,7 @@
 //!   witnesses; what every report format renders.
 
 pub mod address;
+pub mod app;
 pub mod cli;
 pub mod dns_process;
 pub mod exit_codes;

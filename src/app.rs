@@ -1,0 +1,226 @@
+//! The one path every probing mode shares, from a plan to an exit code, and the process-wide
+//! settings of the command (logging, colour, the runtime): what `main.rs` calls once it has
+//! parsed the command line and chosen a mode. Kept out of `main.rs` so that main only parses,
+//! dispatches and maps errors to exit codes.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+
+use crate::address::HostInterfaces;
+use crate::cli::{CommonArgs, DisplayOptions, Format, ProbeOptions};
+use crate::output::{self, PreparedOutputs};
+use crate::plan::{self, Assignment, NameserverChoice};
+use crate::report;
+use crate::run_info::RunInfo;
+use crate::runner::{self, RunSettings};
+use crate::scenario::{Scenario, TargetKind};
+use crate::{dns_process, explain, identity, netns, verdict, worker};
+
+/// Diagnostics go to stderr through `tracing`, never into stdout's reports: `-q` keeps
+/// errors only, the default warnings, `-v` adds this crate's debug events (resolver
+/// answers, workers, probe timings), `-vv` its trace events and the libraries' (hickory's)
+/// debug events.
+pub fn init_logging(display: &DisplayOptions) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let (own, others) = match (display.quiet, display.verbose) {
+        (true, _) => (LevelFilter::ERROR, LevelFilter::ERROR),
+        (false, 0) => (LevelFilter::WARN, LevelFilter::WARN),
+        (false, 1) => (LevelFilter::DEBUG, LevelFilter::WARN),
+        (false, _) => (LevelFilter::TRACE, LevelFilter::DEBUG),
+    };
+    let filter = Targets::new()
+        .with_default(others)
+        .with_target("egress_check", own);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(use_color(&std::io::stderr()))
+        .without_time()
+        .with_target(false);
+    // Only fails when a subscriber is already set, which nothing else here does.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
+}
+
+/// What a run has settled before anything is sent.
+pub struct Prepared {
+    /// The plan, every user looked up and becomable.
+    pub assignments: Vec<Assignment>,
+    /// The `--output` files, their directories checked writable.
+    pub outputs: PreparedOutputs,
+}
+
+/// Before anything is sent: the plan (every user looked up), the privileges to become
+/// them, the `--output` files' directories, and descriptors for the workers.
+/// `alternative` says what would work without privileges, for the message when they are
+/// missing (`None`: nothing would).
+pub fn prepare(
+    scenarios: &[Scenario],
+    only_user: Option<&str>,
+    options: &ProbeOptions,
+    alternative: impl FnOnce() -> Option<String>,
+) -> anyhow::Result<Prepared> {
+    let assignments = plan::assignments(scenarios, only_user, options.timeout)?;
+    plan::ensure_privileges(&assignments).map_err(|e| e.with_alternative(alternative()))?;
+    let outputs = PreparedOutputs::prepare(&options.output, options.format)?;
+    worker::raise_fd_limit();
+    if let Some(fault) = options.test_worker_fault {
+        worker::set_test_fault(fault);
+    }
+    if let Some(fault) = options.test_resolver_fault {
+        dns_process::set_test_fault(fault);
+    }
+    if let Some(user) = &options.resolve_as {
+        // Checked like every identity of the plan: known, and becomable by this process.
+        let account = identity::lookup(user)?;
+        identity::ensure_can_become(&account)?;
+        dns_process::set_resolve_as(account.name);
+    }
+    Ok(Prepared {
+        assignments,
+        outputs,
+    })
+}
+
+/// Enters `--netns` if given; returns how nameservers are chosen there.
+pub fn enter_host(common: &CommonArgs) -> anyhow::Result<NameserverChoice> {
+    let netns_resolv_conf = match &common.host.netns {
+        Some(name) => netns::enter(name)?,
+        None => None,
+    };
+    Ok(NameserverChoice {
+        server: common.host.nameserver,
+        netns_resolv_conf,
+    })
+}
+
+/// `--explain`, checked in the namespace that will be probed: exit 2 before anything is
+/// probed when tracing cannot work there.
+pub fn explain_requested(common: &CommonArgs) -> anyhow::Result<bool> {
+    if common.explain {
+        explain::preflight()?;
+    }
+    Ok(common.explain)
+}
+
+/// The path every probing mode shares from a plan to an exit code: resolve and probe
+/// ([`runner`]), judge ([`verdict`]), print ([`report`]) and write the `--output` files
+/// ([`output`]).
+pub fn probe_and_report(
+    prepared: Prepared,
+    nameservers: NameserverChoice,
+    options: &ProbeOptions,
+    display: &DisplayOptions,
+    explain: bool,
+) -> anyhow::Result<u8> {
+    let Prepared {
+        assignments,
+        outputs,
+    } = prepared;
+    let assignments = &assignments[..];
+    // "This host" is the namespace the probes run in, entered by now; literal addresses are
+    // checked against it before anything is sent.
+    let host = HostInterfaces::current()?;
+    plan::check_literals(assignments, &host)?;
+    let lookups = plan::lookups(assignments, &nameservers);
+    let mut run = RunInfo::begin(lookups.iter().map(|(source, _)| source));
+    let resolves_names = assignments
+        .iter()
+        .any(|a| !matches!(a.target.kind, TargetKind::Addresses(_)));
+    if resolves_names {
+        run.resolved_as = Some(dns_process::resolver_user());
+    }
+    let settings = RunSettings {
+        nameservers,
+        deadline: options.deadline,
+        host,
+        explain,
+    };
+    let executed = runtime()?.block_on(runner::execute(assignments, &settings));
+    let mut judgement = verdict::judge_run(
+        executed.probes,
+        executed.attempts,
+        executed.interruption.map(|i| i.describe()),
+    );
+    if let Some(reason) = &executed.kernel_limited {
+        judgement.mark_kernel_limited(reason);
+    }
+    if let Some(explanations) = executed.explanations {
+        judgement.attach_explanations(explanations);
+    }
+    judgement.identities = plan::services(assignments);
+    judgement.run = Some(run.finish());
+    let signal_code = executed.interruption.and_then(|i| i.exit_code());
+    if signal_code.is_some() {
+        // Interrupted: what finished goes to stderr for the person at the terminal; a
+        // machine-readable format still gets its (partial, marked) document on stdout.
+        eprint!(
+            "{}",
+            report::to_human(&judgement, use_color(&std::io::stderr()))
+        );
+    }
+    let format = match options.format {
+        Format::Json if options.compact => Format::JsonCompact,
+        format => format,
+    };
+    match format {
+        Format::Human if signal_code.is_some() => {}
+        Format::Human if display.quiet => print!(
+            "{}",
+            report::to_human_quiet(&judgement, use_color(&std::io::stdout()))
+        ),
+        format => print!(
+            "{}",
+            output::render(&judgement, format, use_color(&std::io::stdout()))
+        ),
+    }
+    match signal_code {
+        // Interrupted: the previous reports stay; the outputs are dropped unwritten.
+        Some(code) => Ok(code),
+        None => {
+            // A report that cannot be written is exit 2: a timer's reader must not keep
+            // reading a stale file while the run looked fine.
+            outputs.commit(&judgement)?;
+            Ok(judgement.exit_code())
+        }
+    }
+}
+
+/// One thread: the parent only waits on DNS and workers, and a single thread keeps the
+/// network namespace entered at start valid for everything it does.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Whether the human report on `stream` is coloured: `--color`, and for `auto` what
+/// anstream's own choice weighs (NO_COLOR, then CLICOLOR_FORCE, CLICOLOR=0, a terminal
+/// whose TERM supports colour), except that `CI` does not override `TERM=dumb`: a dumb
+/// terminal gets no escapes, wherever it runs.
+pub fn use_color(stream: &impl IsTerminal) -> bool {
+    use anstream::ColorChoice;
+    match ColorChoice::global() {
+        ColorChoice::Always | ColorChoice::AlwaysAnsi => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            let clicolor = anstyle_query::clicolor();
+            if anstyle_query::no_color() {
+                false
+            } else if anstyle_query::clicolor_force() {
+                true
+            } else if clicolor == Some(false) {
+                false
+            } else {
+                stream.is_terminal()
+                    && (anstyle_query::term_supports_color() || clicolor == Some(true))
+            }
+        }
+    }
+}
