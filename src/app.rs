@@ -8,14 +8,15 @@ use std::io::IsTerminal;
 use anyhow::Context;
 
 use crate::address::HostInterfaces;
-use crate::cli::{CommonArgs, DisplayOptions, Format, ProbeOptions};
+use crate::cli::{CommonArgs, DisplayOptions, Format, ProbeOptions, SandboxArgs};
 use crate::output::{self, PreparedOutputs};
 use crate::plan::{self, Assignment, NameserverChoice};
 use crate::report;
 use crate::run_info::RunInfo;
 use crate::runner::{self, RunSettings};
+use crate::sandbox::{self, RuleSource, SandboxOptions};
 use crate::scenario::{Scenario, TargetKind};
-use crate::{dns_process, explain, identity, netns, verdict, worker};
+use crate::{dns_process, exit_codes, explain, identity, netns, verdict, worker};
 
 /// Diagnostics go to stderr through `tracing`, never into stdout's reports: `-q` keeps
 /// errors only, the default warnings, `-v` adds this crate's debug events (resolver
@@ -223,4 +224,65 @@ pub fn use_color(stream: &impl IsTerminal) -> bool {
             }
         }
     }
+}
+
+/// The sandbox the scenarios of `args` need: every port their targets use, the rules given.
+pub fn sandbox_options(args: &SandboxArgs, assignments: &[Assignment]) -> SandboxOptions {
+    let mut rules = Vec::new();
+    rules.extend(args.iptables.iter().cloned().map(RuleSource::Iptables));
+    rules.extend(args.ip6tables.iter().cloned().map(RuleSource::Ip6tables));
+    rules.extend(args.nft.iter().cloned().map(RuleSource::Nft));
+    rules.extend(args.setup.iter().cloned().map(RuleSource::Setup));
+    SandboxOptions {
+        ports: assignments
+            .iter()
+            .flat_map(|a| a.target.ports.iter().copied())
+            .collect(),
+        answer_a: !args.no_a,
+        answer_aaaa: !args.no_aaaa,
+        rules,
+    }
+}
+
+/// Builds a sandbox, runs `body` inside its host namespace with the simulated internet's
+/// nameserver, and tears the sandbox down whatever happened.
+///
+/// From the start a SIGINT/SIGTERM must not kill the process before the namespaces are gone:
+/// a flag defers it while the sandbox is being built (a signal then ends the run with its
+/// exit code, nothing probed); during `body` the runner handles it.
+pub fn in_sandbox(
+    options: &SandboxOptions,
+    body: impl FnOnce(std::net::SocketAddr) -> anyhow::Result<u8>,
+) -> anyhow::Result<u8> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let signalled = Arc::new(AtomicUsize::new(0));
+    for (signal, code) in [
+        (signal_hook::consts::SIGINT, exit_codes::SIGINT),
+        (signal_hook::consts::SIGTERM, exit_codes::SIGTERM),
+    ] {
+        signal_hook::flag::register_usize(signal, Arc::clone(&signalled), code.into())
+            .context("installing signal handlers")?;
+    }
+    let home = std::fs::File::open("/proc/self/ns/net").context("opening /proc/self/ns/net")?;
+    let sandbox = sandbox::create(options)?;
+    let early = signalled.load(Ordering::SeqCst);
+    let code = if early != 0 {
+        eprintln!("egress-check: interrupted while building the sandbox; nothing was probed");
+        Ok(u8::try_from(early).unwrap_or(exit_codes::SIGINT))
+    } else {
+        netns::enter_path(sandbox.host_netns_path())
+            .with_context(|| {
+                format!(
+                    "entering the sandbox namespace {}",
+                    sandbox.host_netns_name()
+                )
+            })
+            .and_then(|()| body(sandbox.nameserver()))
+    };
+    // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
+    let _ = nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET);
+    sandbox.teardown()?;
+    code
 }

@@ -4,11 +4,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use egress_check::address::HostInterfaces;
 use egress_check::app::{
-    enter_host, explain_requested, init_logging, prepare, probe_and_report, runtime,
+    enter_host, explain_requested, in_sandbox, init_logging, prepare, probe_and_report, runtime,
+    sandbox_options,
 };
 use egress_check::cli::{
     self, AdHocArgs, Cli, Command, DisplayOptions, ResolveArgs, ResolveFormat, RunArgs, SandboxArgs,
@@ -17,9 +16,7 @@ use egress_check::plan::{self, NameserverChoice};
 use egress_check::report::ResolveReport;
 use egress_check::resolve;
 use egress_check::scenario::{self, AdHocTargets, TargetKind};
-use egress_check::{
-    dns_process, exit_codes, explain, identity, lab, netns, sandbox, source, vocab, worker,
-};
+use egress_check::{dns_process, exit_codes, explain, identity, lab, netns, source, vocab, worker};
 
 fn main() -> ExitCode {
     let cli = cli::parse(std::env::args_os()).unwrap_or_else(|err| err.exit());
@@ -121,9 +118,6 @@ fn ad_hoc(args: AdHocArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
 /// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host
 /// namespace, behind the given rules, whose simulated internet answers every name.
 fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
     // Before anything else: whatever the scenario says, a sandbox without root is nothing.
     lab::preflight()?;
     let scenarios = source::load_all(&args.files)?;
@@ -148,71 +142,24 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
              addresses are not served by it, so their denies cannot be witnessed"
         );
     }
-    let mut rules = Vec::new();
-    rules.extend(args.iptables.into_iter().map(sandbox::RuleSource::Iptables));
-    rules.extend(
-        args.ip6tables
-            .into_iter()
-            .map(sandbox::RuleSource::Ip6tables),
-    );
-    rules.extend(args.nft.into_iter().map(sandbox::RuleSource::Nft));
-    rules.extend(args.setup.into_iter().map(sandbox::RuleSource::Setup));
-    let options = sandbox::SandboxOptions {
-        ports: assignments
-            .iter()
-            .flat_map(|a| a.target.ports.iter().copied())
-            .collect(),
-        answer_a: !args.no_a,
-        answer_aaaa: !args.no_aaaa,
-        rules,
-    };
-
-    // From here on a SIGINT/SIGTERM must not kill us before the namespaces are gone: the
-    // flag defers it while the sandbox is being built; the runner handles it during the run.
-    let signalled = Arc::new(AtomicUsize::new(0));
-    for (signal, code) in [
-        (signal_hook::consts::SIGINT, exit_codes::SIGINT),
-        (signal_hook::consts::SIGTERM, exit_codes::SIGTERM),
-    ] {
-        signal_hook::flag::register_usize(signal, Arc::clone(&signalled), code.into())
-            .context("installing signal handlers")?;
-    }
-    let home = std::fs::File::open("/proc/self/ns/net").context("opening /proc/self/ns/net")?;
-    let sandbox = sandbox::create(&options)?;
-    let early = signalled.load(Ordering::SeqCst);
-    let code = if early != 0 {
-        eprintln!("egress-check: interrupted while building the sandbox; nothing was probed");
-        Ok(u8::try_from(early).unwrap_or(exit_codes::SIGINT))
-    } else {
-        netns::enter_path(sandbox.host_netns_path())
-            .with_context(|| {
-                format!(
-                    "entering the sandbox namespace {}",
-                    sandbox.host_netns_name()
-                )
-            })
-            .and_then(|()| {
-                let nameservers = NameserverChoice {
-                    server: Some(sandbox.nameserver()),
-                    netns_resolv_conf: None,
-                };
-                // On by default here: a sandbox is root's throwaway namespace, so tracing is
-                // always possible unless the kernel lacks nf_tables; then say so and go on.
-                let explain = !args.no_explain
-                    && match explain::preflight() {
-                        Ok(()) => true,
-                        Err(err) => {
-                            eprintln!("egress-check: warning: running without explanations: {err}");
-                            false
-                        }
-                    };
-                probe_and_report(prepared, nameservers, &args.probe, display, explain)
-            })
-    };
-    // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
-    let _ = nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET);
-    sandbox.teardown()?;
-    code
+    let options = sandbox_options(&args, assignments);
+    in_sandbox(&options, |nameserver| {
+        let nameservers = NameserverChoice {
+            server: Some(nameserver),
+            netns_resolv_conf: None,
+        };
+        // On by default here: a sandbox is root's throwaway namespace, so tracing is always
+        // possible unless the kernel lacks nf_tables; then say so and go on.
+        let explain = !args.no_explain
+            && match explain::preflight() {
+                Ok(()) => true,
+                Err(err) => {
+                    eprintln!("egress-check: warning: running without explanations: {err}");
+                    false
+                }
+            };
+        probe_and_report(prepared, nameservers, &args.probe, display, explain)
+    })
 }
 
 /// `egress-check resolve DOMAIN...`: what would be probed; connects nowhere, needs no root.
