@@ -57,6 +57,7 @@
 //!   witnesses; what every report format renders.
 
 pub mod address;
+pub mod child;
 pub mod cli;
 pub mod dns_process;
 pub mod exit_codes;
