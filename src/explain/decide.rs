@@ -736,18 +736,33 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_drop_rule_decides_by_handle_and_text() {
-        let events = walk(
+    /// Our probe's SYN from `local_port`, dropped by the OUTPUT chain's rule (handle 2).
+    fn dropped_syn(local_port: u16) -> Vec<TraceEvent> {
+        walk(
             7,
-            (LOCAL4, 40000),
+            (LOCAL4, local_port),
             (REMOTE4, 25),
             TCP_SYN,
             vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        );
-        let e = explain(&ctx(), &events, &[conn(40000, Observed::Timeout)])[0]
+        )
+    }
+
+    /// The explanation of the one probe from `local_port` that `observed` what it did.
+    fn explain_conn(
+        c: &Context,
+        events: &[TraceEvent],
+        local_port: u16,
+        observed: Observed,
+    ) -> Explanation {
+        explain(c, events, &[conn(local_port, observed)])[0]
             .clone()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn a_drop_rule_decides_by_handle_and_text() {
+        let events = dropped_syn(40000);
+        let e = explain_conn(&ctx(), &events, 40000, Observed::Timeout);
         let d = &e.decided_by;
         assert_eq!((d.kind, d.verdict.as_deref()), ("rule", Some("drop")));
         let at = d.at.as_ref().unwrap();
@@ -784,10 +799,7 @@ mod tests {
                 rule(7, 2, "filter", "smtp", 5, 0),
             ],
         );
-        let d = explain(&ctx(), &events, &[conn(40000, Observed::Refused)])[0]
-            .clone()
-            .unwrap()
-            .decided_by;
+        let d = explain_conn(&ctx(), &events, 40000, Observed::Refused).decided_by;
         assert_eq!(d.path, vec!["jump smtp".to_string()]);
         let at = d.at.unwrap();
         assert_eq!((at.chain.as_str(), at.handle), ("smtp", Some(5)));
@@ -821,9 +833,7 @@ mod tests {
         let events = walk(9, (LOCAL4, 40001), (REMOTE4, 25), TCP_SYN, vec![]);
         let mut c = ctx();
         c.legacy_rules.insert(Family::Ipv4, 1);
-        let e = explain(&c, &events, &[conn(40001, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let e = explain_conn(&c, &events, 40001, Observed::Timeout);
         assert_eq!(e.decided_by.kind, "not-visible");
         assert!(
             e.decided_by.text.contains("iptables-legacy"),
@@ -848,9 +858,7 @@ mod tests {
                 ..rule(5, 2, "filter", "OUTPUT", 0, 0)
             }],
         );
-        let e = explain(&ctx(), &events, &[conn(40002, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let e = explain_conn(&ctx(), &events, 40002, Observed::Timeout);
         assert!(e.blocked_beyond_host());
         assert_eq!(
             e.decided_by.text,
@@ -884,10 +892,7 @@ mod tests {
             TCP_SYN | TCP_ACK,
             vec![rule(6, 2, "filter", "OUTPUT", 2, 0)],
         ));
-        let d = explain(&ctx(), &events, &[conn(40003, Observed::Timeout)])[0]
-            .clone()
-            .unwrap()
-            .decided_by;
+        let d = explain_conn(&ctx(), &events, 40003, Observed::Timeout).decided_by;
         assert_eq!((d.kind, d.direction), ("rule", Some("reply")));
         assert!(d.text.starts_with("reply dropped by"), "{}", d.text);
     }
@@ -895,16 +900,8 @@ mod tests {
     #[test]
     fn other_connections_are_never_attributed() {
         // Another process's SYN to the same destination, from another port.
-        let events = walk(
-            7,
-            (LOCAL4, 50000),
-            (REMOTE4, 25),
-            TCP_SYN,
-            vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        );
-        let e = explain(&ctx(), &events, &[conn(40000, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let events = dropped_syn(50000);
+        let e = explain_conn(&ctx(), &events, 40000, Observed::Timeout);
         assert_eq!(e.decided_by.kind, "not-visible");
     }
 
@@ -912,9 +909,7 @@ mod tests {
     fn lost_events_are_said() {
         let mut c = ctx();
         c.overruns = 3;
-        let e = explain(&c, &[], &[conn(40000, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let e = explain_conn(&c, &[], 40000, Observed::Timeout);
         assert_eq!(e.decided_by.kind, "not-visible");
         assert!(
             e.decided_by.text.contains("ENOBUFS"),
@@ -935,23 +930,9 @@ mod tests {
 
     #[test]
     fn a_retransmitted_syn_is_not_mixed_into_the_first() {
-        let mut events = walk(
-            7,
-            (LOCAL4, 40000),
-            (REMOTE4, 25),
-            TCP_SYN,
-            vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        );
-        events.extend(walk(
-            7,
-            (LOCAL4, 40000),
-            (REMOTE4, 25),
-            TCP_SYN,
-            vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        ));
-        let e = explain(&ctx(), &events, &[conn(40000, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let mut events = dropped_syn(40000);
+        events.extend(dropped_syn(40000));
+        let e = explain_conn(&ctx(), &events, 40000, Observed::Timeout);
         assert_eq!(e.trace.len(), 1);
     }
 }
