@@ -736,15 +736,15 @@ mod tests {
         }
     }
 
+    /// Our probe's SYN from `local_port` to the remote's port 25, walking our table (trace
+    /// `id`), then `then`.
+    fn syn(id: u32, local_port: u16, then: Vec<Event>) -> Vec<TraceEvent> {
+        walk(id, (LOCAL4, local_port), (REMOTE4, 25), TCP_SYN, then)
+    }
+
     /// Our probe's SYN from `local_port`, dropped by the OUTPUT chain's rule (handle 2).
     fn dropped_syn(local_port: u16) -> Vec<TraceEvent> {
-        walk(
-            7,
-            (LOCAL4, local_port),
-            (REMOTE4, 25),
-            TCP_SYN,
-            vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        )
+        syn(7, local_port, vec![rule(7, 2, "filter", "OUTPUT", 2, 0)])
     }
 
     /// The explanation of the one probe from `local_port` that `observed` what it did.
@@ -786,11 +786,9 @@ mod tests {
 
     #[test]
     fn a_jump_into_a_user_chain_is_the_path() {
-        let events = walk(
+        let events = syn(
             7,
-            (LOCAL4, 40000),
-            (REMOTE4, 25),
-            TCP_SYN,
+            40000,
             vec![
                 Event {
                     verdict: Some((-3, Some("smtp"))),
@@ -830,7 +828,7 @@ mod tests {
 
     #[test]
     fn legacy_rules_are_not_visible_never_no_rule() {
-        let events = walk(9, (LOCAL4, 40001), (REMOTE4, 25), TCP_SYN, vec![]);
+        let events = syn(9, 40001, vec![]);
         let mut c = ctx();
         c.legacy_rules.insert(Family::Ipv4, 1);
         let e = explain_conn(&c, &events, 40001, Observed::Timeout);
@@ -845,11 +843,9 @@ mod tests {
 
     #[test]
     fn host_accepts_and_the_probe_times_out_is_beyond_host() {
-        let events = walk(
+        let events = syn(
             5,
-            (LOCAL4, 40002),
-            (REMOTE4, 25),
-            TCP_SYN,
+            40002,
             vec![Event {
                 kind: 1,
                 handle: None,
@@ -872,11 +868,9 @@ mod tests {
 
     #[test]
     fn a_dropped_reply_is_the_decision() {
-        let mut events = walk(
+        let mut events = syn(
             5,
-            (LOCAL4, 40003),
-            (REMOTE4, 25),
-            TCP_SYN,
+            40003,
             vec![Event {
                 kind: 1,
                 handle: None,
