@@ -19,11 +19,10 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::fence::Role;
 use crate::identity;
@@ -339,13 +338,6 @@ async fn ask(
     };
     let mut command = tokio::process::Command::new("/proc/self/exe");
     command.arg(RESOLVER_SUBCOMMAND).arg(user);
-    if let Some(fault) = TEST_FAULT.get() {
-        command.arg("--test-fault").arg(
-            clap::ValueEnum::to_possible_value(fault)
-                .expect("no variant is skipped")
-                .get_name(),
-        );
-    }
     // The parent's verbosity, so that `-v` still shows the resolver's answers.
     let level = tracing::level_filters::LevelFilter::current();
     if level >= tracing::level_filters::LevelFilter::TRACE {
@@ -355,30 +347,17 @@ async fn ask(
     } else if level <= tracing::level_filters::LevelFilter::ERROR {
         command.arg("-q");
     }
-    let mut child = command
-        .arg("--parent")
-        .arg(std::process::id().to_string())
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ResolverProcessError::Spawn {
+    let mut child = crate::child::spawn(&mut command, TEST_FAULT.get()).map_err(|source| {
+        ResolverProcessError::Spawn {
             user: user.to_string(),
             source,
-        })?;
+        }
+    })?;
     let body = serde_json::to_vec(&request).expect("a request always encodes");
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
-    let feed = async move {
-        // A resolver that died early closes its stdin; its exit status tells why.
-        let _ = stdin.write_all(&body).await;
-        let _ = stdin.shutdown().await;
-    };
+    let feed = crate::child::feed(stdin, body);
     let collect = async {
         let mut answer = Vec::new();
         stdout
@@ -387,14 +366,7 @@ async fn ask(
             .await
             .map(|_| answer)
     };
-    let diagnostics = async {
-        let mut text = String::new();
-        let _ = (&mut stderr)
-            .take(MAX_LOG_BYTES)
-            .read_to_string(&mut text)
-            .await;
-        text
-    };
+    let diagnostics = crate::child::diagnostics(&mut stderr, MAX_LOG_BYTES);
     let everything = async {
         let ((), answer, diagnostics) = tokio::join!(feed, collect, diagnostics);
         (answer, diagnostics)
@@ -420,7 +392,7 @@ async fn ask(
             limit: RESOLVER_LIMIT,
         })?
         .map_err(io)?;
-    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(nix::libc::SIGSYS) {
+    if crate::child::fenced(&status) {
         return Err(ResolverProcessError::Fenced {
             user: user.to_string(),
         });

@@ -17,7 +17,8 @@
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
 //! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
 //! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop), [`fence`] (the
-//! worker's Landlock and seccomp fence after the drop),
+//! worker's Landlock and seccomp fence after the drop), [`child`] (the parent's side of the
+//! fenced child processes: workers and the resolver),
 //! [`netns`] (entering a namespace), [`service`] (`pid:`/`unit:` identities: standing in
 //! a process's network namespace, cgroup and credentials), [`exit_codes`], [`cli`] (the command line),
 //! [`source`] (which files a run reads its scenarios from), [`run_info`] (host, start,
@@ -59,6 +60,7 @@
 
 pub mod address;
 pub mod app;
+pub mod child;
 pub mod cli;
 pub mod dns_process;
 pub mod exit_codes;

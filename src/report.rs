@@ -229,10 +229,8 @@ pub fn to_json_compact(report: &Judgement) -> String {
         Option<&'a str>,
         Option<&'a str>,
     );
-    let mut index: std::collections::HashMap<Key<'_>, usize> = std::collections::HashMap::new();
-    let mut groups: Vec<Vec<&ProbeRecord>> = Vec::new();
-    for p in &report.probes {
-        let key: Key<'_> = (
+    let mut groups = group_by(&report.probes, |p| -> Key<'_> {
+        (
             (
                 p.verdict,
                 &p.spec.user,
@@ -248,13 +246,8 @@ pub fn to_json_compact(report: &Judgement) -> String {
             p.local,
             p.detail.as_deref(),
             p.explanation.as_ref().map(|e| e.decided_by.text.as_str()),
-        );
-        let i = *index.entry(key).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[i].push(p);
-    }
+        )
+    });
     // Stable: equal verdicts keep the order they were first probed in.
     groups.sort_by_key(|g| g[0].verdict);
     let probe_ranges = groups
@@ -699,6 +692,24 @@ fn split_headline(report: &Judgement, split: &SplitRange) -> String {
     line
 }
 
+/// `records` in groups of equal `key`, the groups in the order their first record came, and
+/// each group's records in the order they came.
+fn group_by<'a, K: std::hash::Hash + Eq>(
+    records: impl IntoIterator<Item = &'a ProbeRecord>,
+    key: impl Fn(&'a ProbeRecord) -> K,
+) -> Vec<Vec<&'a ProbeRecord>> {
+    let mut index: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<&'a ProbeRecord>> = Vec::new();
+    for p in records {
+        let i = *index.entry(key(p)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(p);
+    }
+    groups
+}
+
 /// What makes probes of one group one line: everything a line shows but the port and the
 /// time it took.
 type LineKey<'a> = (
@@ -718,10 +729,8 @@ type LineKey<'a> = (
 /// none of their ports are contiguous (then each keeps its own line, as a short report
 /// always had).
 fn lines<'a>(records: &[&'a ProbeRecord]) -> Vec<Vec<&'a ProbeRecord>> {
-    let mut index: std::collections::HashMap<LineKey<'a>, usize> = std::collections::HashMap::new();
-    let mut groups: Vec<Vec<&'a ProbeRecord>> = Vec::new();
-    for &p in records {
-        let key: LineKey<'a> = (
+    let groups = group_by(records.iter().copied(), |p| -> LineKey<'a> {
+        (
             p.verdict,
             p.spec.family,
             host(p),
@@ -732,13 +741,8 @@ fn lines<'a>(records: &[&'a ProbeRecord]) -> Vec<Vec<&'a ProbeRecord>> {
             p.local,
             p.detail.as_deref(),
             p.explanation.as_ref().map(|e| e.decided_by.text.as_str()),
-        );
-        let i = *index.entry(key).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[i].push(p);
-    }
+        )
+    });
     let mut out = Vec::new();
     for group in groups {
         let ranges = port_ranges(group.iter().map(|p| p.spec.port));
@@ -808,9 +812,10 @@ pub(crate) mod tests {
         judge_run(probes, attempts, None)
     }
 
-    #[test]
-    fn the_story_is_the_headline() {
-        let report = judged(vec![
+    /// www-data, which should be denied: blocked over IPv4, yet reaching the same host over
+    /// IPv6 (the leak most of the tests' stories tell).
+    pub(crate) fn www_data_leak() -> [(PlannedProbe, Attempt); 2] {
+        [
             probe(
                 "www-data",
                 "203.0.113.10",
@@ -823,19 +828,30 @@ pub(crate) mod tests {
                 Expectation::Deny,
                 Observed::Connected,
             ),
-            probe(
-                "postfix",
-                "203.0.113.10",
-                Expectation::Allow,
-                Observed::Connected,
-            ),
-            probe(
-                "postfix",
-                "2001:db8::10",
-                Expectation::Allow,
-                Observed::Connected,
-            ),
-        ]);
+        ]
+    }
+
+    #[test]
+    fn the_story_is_the_headline() {
+        let report = judged(
+            www_data_leak()
+                .into_iter()
+                .chain([
+                    probe(
+                        "postfix",
+                        "203.0.113.10",
+                        Expectation::Allow,
+                        Observed::Connected,
+                    ),
+                    probe(
+                        "postfix",
+                        "2001:db8::10",
+                        Expectation::Allow,
+                        Observed::Connected,
+                    ),
+                ])
+                .collect(),
+        );
         assert_eq!(
             (report.passed, report.failed, report.inconclusive),
             (3, 1, 0)

@@ -10,14 +10,13 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::identity;
@@ -398,29 +397,12 @@ pub async fn run_worker(
             .arg("--process")
             .arg(serde_json::to_string(service).map_err(WorkerError::Encode)?);
     }
-    if let Some(fault) = TEST_FAULT.get() {
-        command.arg("--test-fault").arg(
-            clap::ValueEnum::to_possible_value(fault)
-                .expect("no variant is skipped")
-                .get_name(),
-        );
-    }
-    let mut child = command
-        .arg("--parent")
-        .arg(std::process::id().to_string())
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group: a terminal's Ctrl-C reaches only us, and we decide.
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| WorkerError::Spawn {
+    let mut child = crate::child::spawn(&mut command, TEST_FAULT.get()).map_err(|source| {
+        WorkerError::Spawn {
             user: user.to_string(),
             source,
-        })?;
+        }
+    })?;
 
     if tracing::enabled!(tracing::Level::DEBUG) {
         log_start(user, child.id(), probes.len());
@@ -429,15 +411,11 @@ pub async fn run_worker(
         probes.iter().map(|p| (p.id, p.addr)).collect();
 
     let request = serde_json::to_vec(probes).map_err(WorkerError::Encode)?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
 
-    let feed = async move {
-        // A worker that died early closes its stdin; its exit status tells why.
-        let _ = stdin.write_all(&request).await;
-        let _ = stdin.shutdown().await;
-    };
+    let feed = crate::child::feed(stdin, request);
     let collect = async {
         let mut lines = BufReader::new(stdout).lines();
         let mut protocol_error = None;
@@ -465,14 +443,7 @@ pub async fn run_worker(
         }
         protocol_error
     };
-    let diagnostics = async {
-        let mut text = String::new();
-        let _ = (&mut stderr)
-            .take(64 * 1024)
-            .read_to_string(&mut text)
-            .await;
-        text
-    };
+    let diagnostics = crate::child::diagnostics(&mut stderr, 64 * 1024);
     let ((), protocol_error, diagnostics) = tokio::join!(feed, collect, diagnostics);
     let status = child.wait().await.map_err(|source| WorkerError::Wait {
         user: user.to_string(),
@@ -482,7 +453,7 @@ pub async fn run_worker(
     if let Some(error) = protocol_error {
         return Err(error);
     }
-    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(nix::libc::SIGSYS) {
+    if crate::child::fenced(&status) {
         return Err(WorkerError::Fenced {
             user: user.to_string(),
         });

@@ -736,18 +736,33 @@ mod tests {
         }
     }
 
+    /// Our probe's SYN from `local_port` to the remote's port 25, walking our table (trace
+    /// `id`), then `then`.
+    fn syn(id: u32, local_port: u16, then: Vec<Event>) -> Vec<TraceEvent> {
+        walk(id, (LOCAL4, local_port), (REMOTE4, 25), TCP_SYN, then)
+    }
+
+    /// Our probe's SYN from `local_port`, dropped by the OUTPUT chain's rule (handle 2).
+    fn dropped_syn(local_port: u16) -> Vec<TraceEvent> {
+        syn(7, local_port, vec![rule(7, 2, "filter", "OUTPUT", 2, 0)])
+    }
+
+    /// The explanation of the one probe from `local_port` that `observed` what it did.
+    fn explain_conn(
+        c: &Context,
+        events: &[TraceEvent],
+        local_port: u16,
+        observed: Observed,
+    ) -> Explanation {
+        explain(c, events, &[conn(local_port, observed)])[0]
+            .clone()
+            .unwrap()
+    }
+
     #[test]
     fn a_drop_rule_decides_by_handle_and_text() {
-        let events = walk(
-            7,
-            (LOCAL4, 40000),
-            (REMOTE4, 25),
-            TCP_SYN,
-            vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        );
-        let e = explain(&ctx(), &events, &[conn(40000, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let events = dropped_syn(40000);
+        let e = explain_conn(&ctx(), &events, 40000, Observed::Timeout);
         let d = &e.decided_by;
         assert_eq!((d.kind, d.verdict.as_deref()), ("rule", Some("drop")));
         let at = d.at.as_ref().unwrap();
@@ -771,11 +786,9 @@ mod tests {
 
     #[test]
     fn a_jump_into_a_user_chain_is_the_path() {
-        let events = walk(
+        let events = syn(
             7,
-            (LOCAL4, 40000),
-            (REMOTE4, 25),
-            TCP_SYN,
+            40000,
             vec![
                 Event {
                     verdict: Some((-3, Some("smtp"))),
@@ -784,10 +797,7 @@ mod tests {
                 rule(7, 2, "filter", "smtp", 5, 0),
             ],
         );
-        let d = explain(&ctx(), &events, &[conn(40000, Observed::Refused)])[0]
-            .clone()
-            .unwrap()
-            .decided_by;
+        let d = explain_conn(&ctx(), &events, 40000, Observed::Refused).decided_by;
         assert_eq!(d.path, vec!["jump smtp".to_string()]);
         let at = d.at.unwrap();
         assert_eq!((at.chain.as_str(), at.handle), ("smtp", Some(5)));
@@ -818,12 +828,10 @@ mod tests {
 
     #[test]
     fn legacy_rules_are_not_visible_never_no_rule() {
-        let events = walk(9, (LOCAL4, 40001), (REMOTE4, 25), TCP_SYN, vec![]);
+        let events = syn(9, 40001, vec![]);
         let mut c = ctx();
         c.legacy_rules.insert(Family::Ipv4, 1);
-        let e = explain(&c, &events, &[conn(40001, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let e = explain_conn(&c, &events, 40001, Observed::Timeout);
         assert_eq!(e.decided_by.kind, "not-visible");
         assert!(
             e.decided_by.text.contains("iptables-legacy"),
@@ -835,11 +843,9 @@ mod tests {
 
     #[test]
     fn host_accepts_and_the_probe_times_out_is_beyond_host() {
-        let events = walk(
+        let events = syn(
             5,
-            (LOCAL4, 40002),
-            (REMOTE4, 25),
-            TCP_SYN,
+            40002,
             vec![Event {
                 kind: 1,
                 handle: None,
@@ -848,9 +854,7 @@ mod tests {
                 ..rule(5, 2, "filter", "OUTPUT", 0, 0)
             }],
         );
-        let e = explain(&ctx(), &events, &[conn(40002, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let e = explain_conn(&ctx(), &events, 40002, Observed::Timeout);
         assert!(e.blocked_beyond_host());
         assert_eq!(
             e.decided_by.text,
@@ -864,11 +868,9 @@ mod tests {
 
     #[test]
     fn a_dropped_reply_is_the_decision() {
-        let mut events = walk(
+        let mut events = syn(
             5,
-            (LOCAL4, 40003),
-            (REMOTE4, 25),
-            TCP_SYN,
+            40003,
             vec![Event {
                 kind: 1,
                 handle: None,
@@ -884,10 +886,7 @@ mod tests {
             TCP_SYN | TCP_ACK,
             vec![rule(6, 2, "filter", "OUTPUT", 2, 0)],
         ));
-        let d = explain(&ctx(), &events, &[conn(40003, Observed::Timeout)])[0]
-            .clone()
-            .unwrap()
-            .decided_by;
+        let d = explain_conn(&ctx(), &events, 40003, Observed::Timeout).decided_by;
         assert_eq!((d.kind, d.direction), ("rule", Some("reply")));
         assert!(d.text.starts_with("reply dropped by"), "{}", d.text);
     }
@@ -895,16 +894,8 @@ mod tests {
     #[test]
     fn other_connections_are_never_attributed() {
         // Another process's SYN to the same destination, from another port.
-        let events = walk(
-            7,
-            (LOCAL4, 50000),
-            (REMOTE4, 25),
-            TCP_SYN,
-            vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        );
-        let e = explain(&ctx(), &events, &[conn(40000, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let events = dropped_syn(50000);
+        let e = explain_conn(&ctx(), &events, 40000, Observed::Timeout);
         assert_eq!(e.decided_by.kind, "not-visible");
     }
 
@@ -912,9 +903,7 @@ mod tests {
     fn lost_events_are_said() {
         let mut c = ctx();
         c.overruns = 3;
-        let e = explain(&c, &[], &[conn(40000, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let e = explain_conn(&c, &[], 40000, Observed::Timeout);
         assert_eq!(e.decided_by.kind, "not-visible");
         assert!(
             e.decided_by.text.contains("ENOBUFS"),
@@ -935,23 +924,9 @@ mod tests {
 
     #[test]
     fn a_retransmitted_syn_is_not_mixed_into_the_first() {
-        let mut events = walk(
-            7,
-            (LOCAL4, 40000),
-            (REMOTE4, 25),
-            TCP_SYN,
-            vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        );
-        events.extend(walk(
-            7,
-            (LOCAL4, 40000),
-            (REMOTE4, 25),
-            TCP_SYN,
-            vec![rule(7, 2, "filter", "OUTPUT", 2, 0)],
-        ));
-        let e = explain(&ctx(), &events, &[conn(40000, Observed::Timeout)])[0]
-            .clone()
-            .unwrap();
+        let mut events = dropped_syn(40000);
+        events.extend(dropped_syn(40000));
+        let e = explain_conn(&ctx(), &events, 40000, Observed::Timeout);
         assert_eq!(e.trace.len(), 1);
     }
 }

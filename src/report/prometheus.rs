@@ -350,31 +350,24 @@ fn escape_label(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::{judged, probe};
+    use crate::report::tests::{judged, probe, www_data_leak};
     use crate::vocab::Expectation;
 
     fn story() -> Judgement {
-        judged(vec![
-            probe(
-                "www-data",
-                "203.0.113.10",
-                Expectation::Deny,
-                Observed::Timeout,
-            ),
-            probe(
-                "www-data",
-                "2001:db8::10",
-                Expectation::Deny,
-                Observed::Connected,
-            ),
-            probe("www-data", "-", Expectation::Deny, Observed::NoAddress),
-            probe(
-                "post\"fix\\",
-                "203.0.113.10",
-                Expectation::Allow,
-                Observed::Connected,
-            ),
-        ])
+        judged(
+            www_data_leak()
+                .into_iter()
+                .chain([
+                    probe("www-data", "-", Expectation::Deny, Observed::NoAddress),
+                    probe(
+                        "post\"fix\\",
+                        "203.0.113.10",
+                        Expectation::Allow,
+                        Observed::Connected,
+                    ),
+                ])
+                .collect(),
+        )
     }
 
     /// `promtool check metrics` on `text`, when promtool is installed; under `CI=true` it

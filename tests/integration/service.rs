@@ -108,6 +108,33 @@ impl Standin {
         Standin { child }
     }
 
+    /// A www-data process (uid and gid 33, with its groups) in the network namespace
+    /// `netns`, inside `cgroup`.
+    fn www_data_in(netns: &str, cgroup: &TestCgroup) -> Standin {
+        Standin::start(
+            netns,
+            Some(cgroup),
+            "--reuid=33 --regid=33 --init-groups",
+            "",
+        )
+    }
+
+    /// A www-data process in the network namespace `netns` and in a private mount namespace
+    /// whose /etc/resolv.conf says `resolv_conf`; the file is returned, to keep while the
+    /// stand-in runs.
+    fn www_data_resolving(netns: &str, resolv_conf: &str) -> (Standin, tempfile::NamedTempFile) {
+        let conf = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(conf.path(), resolv_conf).unwrap();
+        // unshare -m then exec sh: the stand-in keeps the private mount namespace in which
+        // its /etc/resolv.conf is `conf`.
+        let prelude = format!(
+            "exec unshare -m sh -c 'mount --make-rprivate / && mount --bind {} /etc/resolv.conf && \
+             exec nsenter --net=/run/netns/{netns} setpriv --reuid=33 --regid=33 --init-groups sleep 300' #",
+            conf.path().display(),
+        );
+        (Standin::start(netns, None, "", &prelude), conf)
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -137,6 +164,21 @@ fn run(args: &[&str]) -> Output {
     out
 }
 
+/// Whether this runs as root, which the test needs; under `CI=true` it must.
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root");
+    false
+}
+
+/// `out` is a usage error (exit 2) whose message says `message`.
+fn assert_usage_error(out: &Output, message: &str) {
+    assert_eq!(code(out), 2, "{}", describe(out));
+    assert!(stderr(out).contains(message), "{}", describe(out));
+}
+
 fn run_json(args: &[&str]) -> (Output, Report, Value) {
     let mut all = args.to_vec();
     all.extend(["--format", "json"]);
@@ -144,6 +186,15 @@ fn run_json(args: &[&str]) -> (Output, Report, Value) {
     let report = Report::parse(&out);
     let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     (out, report, doc)
+}
+
+/// Runs the checks of `users` (all expected to `expect`) in the lab's host namespace, as
+/// JSON; some fail (exit 1).
+fn run_failing(lab: &Lab, users: &[&str], expect: &str) -> (Report, Value) {
+    let file = scenario_for(users, expect);
+    let (out, report, doc) = run_json(&["run", file.path(), "--netns", &lab.host_ns()]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    (report, doc)
 }
 
 /// The report's `identities[]` entry of `key`.
@@ -200,12 +251,7 @@ fn nft_with_cgroups(lab: &Lab, ruleset: &str) {
 fn nft_socket_cgroupv2_rules_follow_the_process() {
     let Some(lab) = Lab::up() else { return };
     let cgroup = TestCgroup::new("nft");
-    let standin = Standin::start(
-        &lab.host_ns(),
-        Some(&cgroup),
-        "--reuid=33 --regid=33 --init-groups",
-        "",
-    );
+    let standin = Standin::www_data_in(&lab.host_ns(), &cgroup);
     // Level 1: the test cgroup is a child of the hierarchy's root. The path is what nft
     // resolves under /sys/fs/cgroup (here from the bind mount of the hybrid layout, so the
     // plain name works).
@@ -254,6 +300,15 @@ fn attach_drop_all_egress(cgroup: &TestCgroup) {
     const BPF_PROG_ATTACH: libc::c_long = 8;
     const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
     const BPF_CGROUP_INET_EGRESS: u32 = 1;
+    /// bpf(2) `cmd` with `attr`.
+    ///
+    /// # Safety
+    /// Whatever `attr` points to must be alive for the call, and `cmd` must write nothing
+    /// into our memory.
+    unsafe fn bpf(cmd: libc::c_long, attr: &[u8; 128]) -> libc::c_long {
+        // SAFETY: `attr` is 128 bytes, as passed; the rest is the caller's.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), attr.len() as u32) }
+    }
     // struct bpf_insn: code, dst_reg:4|src_reg:4, off, imm.
     #[repr(C)]
     struct Insn {
@@ -289,14 +344,7 @@ fn attach_drop_all_egress(cgroup: &TestCgroup) {
     attr[68..72].copy_from_slice(&BPF_CGROUP_INET_EGRESS.to_ne_bytes());
     // SAFETY: bpf(2) reads `attr` (128 bytes, as passed) and the instructions and license
     // it points to, all alive for the call; it writes nothing into our memory here.
-    let prog = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            attr.as_ptr(),
-            attr.len() as u32,
-        )
-    };
+    let prog = unsafe { bpf(BPF_PROG_LOAD, &attr) };
     assert!(
         prog >= 0,
         "BPF_PROG_LOAD: {}",
@@ -309,14 +357,7 @@ fn attach_drop_all_egress(cgroup: &TestCgroup) {
     attach[4..8].copy_from_slice(&(prog as u32).to_ne_bytes());
     attach[8..12].copy_from_slice(&BPF_CGROUP_INET_EGRESS.to_ne_bytes());
     // SAFETY: as above; both descriptors are open for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_ATTACH,
-            attach.as_ptr(),
-            attach.len() as u32,
-        )
-    };
+    let rc = unsafe { bpf(BPF_PROG_ATTACH, &attach) };
     let error = std::io::Error::last_os_error();
     // SAFETY: `prog` is the descriptor bpf(2) returned to us; the attachment keeps its own
     // reference to the program.
@@ -330,17 +371,10 @@ fn attach_drop_all_egress(cgroup: &TestCgroup) {
 fn cgroup_bpf_egress_filter_applies_to_the_process_only() {
     let Some(lab) = Lab::up() else { return };
     let cgroup = TestCgroup::new("bpf");
-    let standin = Standin::start(
-        &lab.host_ns(),
-        Some(&cgroup),
-        "--reuid=33 --regid=33 --init-groups",
-        "",
-    );
+    let standin = Standin::www_data_in(&lab.host_ns(), &cgroup);
     attach_drop_all_egress(&cgroup);
     let spec = standin.spec();
-    let file = scenario_for(&["www-data", &spec], "deny");
-    let (out, report, _) = run_json(&["run", file.path(), "--netns", &lab.host_ns()]);
-    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let (report, _) = run_failing(&lab, &["www-data", &spec], "deny");
     report.expect_probes("www-data", "ipv4", 1, &["connected"], "fail");
     report.expect_probes("www-data", "ipv6", 1, &["connected"], "fail");
     // The filter drops the SYN; tcp_connect ignores a local transmit error other than
@@ -359,21 +393,10 @@ fn cgroup_bpf_egress_filter_applies_to_the_process_only() {
 fn a_process_in_another_namespace_probes_through_its_firewall_and_resolver() {
     let Some(lab) = Lab::up() else { return };
     lab.iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "25", "-j", "DROP"]);
-    let conf = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        conf.path(),
-        format!("nameserver {}\n", crate::util::lab::LAB_DNS_V4),
-    )
-    .unwrap();
-    // unshare -m then exec sh: the stand-in keeps the private mount namespace in which its
-    // /etc/resolv.conf is the lab's.
-    let prelude = format!(
-        "exec unshare -m sh -c 'mount --make-rprivate / && mount --bind {} /etc/resolv.conf && \
-         exec nsenter --net=/run/netns/{} setpriv --reuid=33 --regid=33 --init-groups sleep 300' #",
-        conf.path().display(),
-        lab.host_ns()
+    let (standin, _conf) = Standin::www_data_resolving(
+        &lab.host_ns(),
+        &format!("nameserver {}\n", crate::util::lab::LAB_DNS_V4),
     );
-    let standin = Standin::start(&lab.host_ns(), None, "", &prelude);
     let spec = standin.spec();
     // From the root namespace, without --netns or --nameserver.
     let (out, report, doc) = run_json(&[
@@ -424,9 +447,7 @@ fn pid_takes_the_process_credentials_not_the_database() {
         "",
     );
     let spec = standin.spec();
-    let file = scenario_for(&["ec-suppl", &spec], "allow");
-    let (out, report, doc) = run_json(&["run", file.path(), "--netns", &lab.host_ns()]);
-    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let (report, doc) = run_failing(&lab, &["ec-suppl", &spec], "allow");
     report.expect_probes("ec-suppl", "ipv4", 1, &["connected"], "pass");
     report.expect_probes("ec-suppl", "ipv6", 1, &["connected"], "pass");
     report.expect_probes(&spec, "ipv4", 1, &["refused"], "fail");
@@ -441,8 +462,7 @@ fn pid_takes_the_process_credentials_not_the_database() {
 /// with a message naming them.
 #[test]
 fn bad_identities_are_usage_errors() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root");
+    if !is_root() {
         return;
     }
     let cases: [(&str, &str); 5] = [
@@ -471,8 +491,7 @@ fn bad_identities_are_usage_errors() {
 /// sandbox, and probe the real network.
 #[test]
 fn the_sandbox_refuses_process_identities() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root");
+    if !is_root() {
         return;
     }
     let me = format!("pid:{}", std::process::id());
@@ -480,20 +499,14 @@ fn the_sandbox_refuses_process_identities() {
         "[[target]]\nname = \"t\"\nmx = \"dual.test\"\n[[check]]\nas = [\"{me}\"]\nexpect = \"deny\"\n"
     ));
     let out = run(&["sandbox", file.path()]);
-    assert_eq!(code(&out), 2, "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("the sandbox runs checks as users only"),
-        "{}",
-        describe(&out)
-    );
+    assert_usage_error(&out, "the sandbox runs checks as users only");
 }
 
 /// A threaded cgroup takes threads, not processes: a process whose main thread sits in one
 /// cannot be stood in (exit 2, saying why), never probed from elsewhere.
 #[test]
 fn a_cgroup_that_cannot_take_the_worker_is_a_usage_error() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root");
+    if !is_root() {
         return;
     }
     let domain = TestCgroup::new("thr");
@@ -529,8 +542,7 @@ fn a_cgroup_that_cannot_take_the_worker_is_a_usage_error() {
         std::fs::remove_dir(&threaded_dir).is_ok()
     });
     assert!(in_threaded, "the sleeper never reached the threaded cgroup");
-    assert_eq!(code(&out), 2, "{}", describe(&out));
-    assert!(stderr(&out).contains("threaded"), "{}", describe(&out));
+    assert_usage_error(&out, "threaded");
 }
 
 /// A process that exits after the run was planned but before its worker took its namespace
@@ -540,20 +552,11 @@ fn a_cgroup_that_cannot_take_the_worker_is_a_usage_error() {
 #[test]
 fn a_process_gone_before_its_worker_leaves_inconclusive_probes() {
     let Some(lab) = Lab::up() else { return };
-    let conf = tempfile::NamedTempFile::new().unwrap();
     // 198.51.100.250 is on the simulated internet's link and answers nothing.
-    std::fs::write(
-        conf.path(),
+    let (mut standin, _conf) = Standin::www_data_resolving(
+        &lab.host_ns(),
         "nameserver 198.51.100.250\noptions timeout:3 attempts:1\n",
-    )
-    .unwrap();
-    let prelude = format!(
-        "exec unshare -m sh -c 'mount --make-rprivate / && mount --bind {} /etc/resolv.conf && \
-         exec nsenter --net=/run/netns/{} setpriv --reuid=33 --regid=33 --init-groups sleep 300' #",
-        conf.path().display(),
-        lab.host_ns()
     );
-    let mut standin = Standin::start(&lab.host_ns(), None, "", &prelude);
     let spec = standin.spec();
     let file = scenario(&format!(
         "timeout = \"1s\"\n[[target]]\nname = \"sink\"\naddress = [\"{SINK_V4}\"]\n\

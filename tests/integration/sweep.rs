@@ -35,13 +35,11 @@ expect = "deny"
 fn an_allowlist_sweep_reports_exact_ranges() {
     let Some(lab) = Lab::up() else { return };
     ensure_story_users();
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-d",
-        "203.0.113.10",
+    // Appended to OUTPUT for TCP to the sink: `rule`.
+    let to_sink = |rule: &[&str]| {
+        lab.iptables(&[&["-A", "OUTPUT", "-p", "tcp", "-d", "203.0.113.10"], rule].concat());
+    };
+    to_sink(&[
         "--dport",
         "25",
         "-m",
@@ -51,16 +49,7 @@ fn an_allowlist_sweep_reports_exact_ranges() {
         "-j",
         "ACCEPT",
     ]);
-    lab.iptables(&[
-        "-A",
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-d",
-        "203.0.113.10",
-        "-j",
-        "DROP",
-    ]);
+    to_sink(&["-j", "DROP"]);
     let file = scenario(SWEEP);
     let human = tempfile::NamedTempFile::new().expect("temp file");
     let human_spec = format!("human={}", human.path().display());
