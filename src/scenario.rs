@@ -872,11 +872,9 @@ expect = "allow"
         assert_eq!(s.checks[0].users[0].name, "postfix");
     }
 
-    fn target_of(address_line: &str) -> Result<Target, String> {
+    fn target_of(address_line: &str) -> Result<Target, ScenarioError> {
         let text = MINIMAL.replace("mx = \"Gmail.COM.\"", address_line);
-        parse("s.toml", &text)
-            .map(|s| s.targets[0].clone())
-            .map_err(|e| e.to_string())
+        parse("s.toml", &text).map(|s| s.targets[0].clone())
     }
 
     #[test]
@@ -913,7 +911,7 @@ expect = "allow"
                 "s.toml:5:9: `local` applies to `address` targets",
             ),
         ] {
-            let err = target_of(line).unwrap_err();
+            let err = target_of(line).unwrap_err().to_string();
             assert!(err.contains(error), "{line}: {err}");
         }
     }

@@ -38,15 +38,8 @@ use crate::plan::{dropped, sink_v4, sink_v6, user_name, MAX_USERS, PORTS};
 
 /// Namespace name prefix.
 pub const PREFIX: &str = "ecb";
-/// The link (the old script's addresses).
-pub const LINK: Link = Link {
-    host4: Ipv4Addr::new(198, 51, 100, 1),
-    internet4: Ipv4Addr::new(198, 51, 100, 2),
-    prefix4: 24,
-    host6: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1),
-    internet6: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2),
-    prefix6: 64,
-};
+/// The link: the test lab's (the old script's addresses were the same).
+pub const LINK: Link = egress_check_testkit::test_lab::LINK;
 /// The IPv4 sink range.
 pub const SINKS_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(203, 0, 113, 0), 24);
 /// The IPv6 sink range.
