@@ -2,7 +2,8 @@
 //! internet namespace: the DNS server (UDP and TCP port 53 on the internet
 //! end of the link, both families) and the TCP sinks. Runtime requests
 //! ([`Control`]) arrive over a channel; dropping its sender, or stopping the
-//! thread, ends everything.
+//! thread, ends everything. [`start_dns`] runs the DNS server alone in
+//! another namespace (the host's loopback resolver).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -34,16 +35,35 @@ pub(crate) enum Control {
     },
 }
 
+/// Listen backlog of the internet (`net.core.somaxconn`, per namespace;
+/// 4096 by default in a new one). `listen()` silently caps the backlog at it,
+/// and a sweep's tens of thousands of simultaneous connects to one
+/// transparent or wildcard listener would overflow a 4096-entry accept queue:
+/// the kernel then drops the SYN, which the prober sees as a timeout, a false
+/// pass of a deny.
+const SOMAXCONN: u32 = 65535;
+
+/// How the sinks listen (see [`super::SinkMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// On each sink address, each port.
+    Listed,
+    /// On the wildcard addresses, each port (AnyIP ranges).
+    Wildcard,
+    /// One transparent listener per family, fed by TPROXY: every port.
+    AnyPort,
+}
+
 /// What the internet serves.
 pub(crate) struct Services {
-    /// Addresses the DNS server listens on (port 53, UDP and TCP).
-    pub(crate) dns_listen: Vec<IpAddr>,
+    /// Where the DNS server listens (UDP and TCP).
+    pub(crate) dns_listen: Vec<SocketAddr>,
     pub(crate) zone: Arc<Zone>,
     pub(crate) layer: Option<Arc<dyn DnsLayer>>,
-    /// Sink addresses (ignored when `wildcard`).
+    /// Sink addresses (used by [`Mode::Listed`]).
     pub(crate) sinks: Vec<IpAddr>,
-    /// Listen on the wildcard addresses instead of each sink (AnyIP).
-    pub(crate) wildcard: bool,
+    pub(crate) mode: Mode,
+    /// Sink ports (ignored by [`Mode::AnyPort`]).
     pub(crate) ports: BTreeSet<u16>,
 }
 
@@ -56,12 +76,14 @@ pub(crate) fn start(
     let (control_tx, control_rx) = unbounded_channel();
     let thread = NetnsThread::spawn(netns, "lab-internet", move || async move {
         disable_forwarding()?;
-        let dns = bind_dns(&services)?;
+        // Before any listen(): the kernel caps the backlog when listen() is called.
+        raise_somaxconn()?;
+        let dns = bind_dns(&services.dns_listen, &services.zone, services.layer.clone())?;
         let mut sinks = JoinSet::new();
-        let listeners = if services.wildcard {
-            sink::bind_wildcard(services.ports.iter().copied())
-        } else {
-            sink::bind_all(&services.sinks, services.ports.iter().copied())
+        let listeners = match services.mode {
+            Mode::Listed => sink::bind_all(&services.sinks, services.ports.iter().copied()),
+            Mode::Wildcard => sink::bind_wildcard(services.ports.iter().copied()),
+            Mode::AnyPort => sink::bind_transparent(super::netfilter::ANY_PORT),
         }
         .map_err(|e| ThreadError::new("cannot start the sinks", e))?;
         sink::spawn_all(listeners, &mut sinks);
@@ -81,12 +103,21 @@ async fn serve(
     while let Some(request) = control.recv().await {
         match request {
             Control::AddSink { addr, done } => {
-                let result = if services.wildcard {
-                    Ok(()) // the wildcard listeners answer on it already
-                } else {
-                    sink::bind_all(&[addr], services.ports.iter().copied())
+                let result = match services.mode {
+                    // The wildcard listeners answer on it already.
+                    Mode::Wildcard => Ok(()),
+                    Mode::Listed => sink::bind_all(&[addr], services.ports.iter().copied())
                         .map(|listeners| sink::spawn_all(listeners, &mut sinks))
-                        .map_err(|e| ThreadError::new("cannot add a sink", e))
+                        .map_err(|e| ThreadError::new("cannot add a sink", e)),
+                    // The TPROXY rule names the sinks of the start; no lab
+                    // that needs more uses this mode.
+                    Mode::AnyPort => Err(ThreadError::new(
+                        "cannot add a sink",
+                        std::io::Error::new(
+                            std::io::ErrorKind::Unsupported,
+                            "any-port sinks are fixed when the lab is created",
+                        ),
+                    )),
                 };
                 let _ = done.send(result);
             }
@@ -94,13 +125,31 @@ async fn serve(
     }
 }
 
-fn bind_dns(services: &Services) -> Result<Server<ZoneHandler>, ThreadError> {
-    let mut dns = Server::new(ZoneHandler::new(
-        Arc::clone(&services.zone),
-        services.layer.clone(),
-    ));
-    for &ip in &services.dns_listen {
-        let addr = SocketAddr::new(ip, 53);
+/// Runs the lab's DNS server alone, on `listen` (UDP and TCP), in a thread
+/// `name` inside the namespace at `netns`; returns once it listens.
+pub(crate) fn start_dns(
+    netns: &Path,
+    name: &str,
+    listen: Vec<SocketAddr>,
+    zone: Arc<Zone>,
+    layer: Option<Arc<dyn DnsLayer>>,
+) -> Result<NetnsThread, ThreadError> {
+    NetnsThread::spawn(netns, name, move || async move {
+        let dns = bind_dns(&listen, &zone, layer)?;
+        Ok(async move {
+            let _dns = dns;
+            std::future::pending::<()>().await;
+        })
+    })
+}
+
+fn bind_dns(
+    listen: &[SocketAddr],
+    zone: &Arc<Zone>,
+    layer: Option<Arc<dyn DnsLayer>>,
+) -> Result<Server<ZoneHandler>, ThreadError> {
+    let mut dns = Server::new(ZoneHandler::new(Arc::clone(zone), layer));
+    for &addr in listen {
         let udp = std::net::UdpSocket::bind(addr)
             .and_then(|s| {
                 s.set_nonblocking(true)?;
@@ -130,6 +179,21 @@ fn disable_forwarding() -> Result<(), ThreadError> {
             std::fs::write(knob, "0")
                 .map_err(|e| ThreadError::new(format!("cannot write 0 to {knob}"), e))?;
         }
+    }
+    Ok(())
+}
+
+/// Raises `net.core.somaxconn` of the namespace to [`SOMAXCONN`] (see
+/// there); like [`disable_forwarding`], on the namespace thread.
+fn raise_somaxconn() -> Result<(), ThreadError> {
+    const KNOB: &str = "/proc/sys/net/core/somaxconn";
+    let current: u32 = std::fs::read_to_string(KNOB)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if current < SOMAXCONN {
+        std::fs::write(KNOB, SOMAXCONN.to_string())
+            .map_err(|e| ThreadError::new(format!("cannot write {SOMAXCONN} to {KNOB}"), e))?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! TCP sinks of the simulated internet: on every address and port they are
-//! given (or on the wildcard addresses, for AnyIP ranges), accept
-//! connections, send an SMTP-like greeting and close.
+//! given (or on the wildcard addresses, for AnyIP ranges, or one transparent
+//! listener per family that TPROXY feeds every port to), accept connections,
+//! send an SMTP-like greeting and close.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -67,6 +68,36 @@ pub(crate) fn bind_wildcard(ports: impl IntoIterator<Item = u16>) -> io::Result<
             SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
             Some(true),
         )?);
+    }
+    Ok(listeners)
+}
+
+/// Binds `0.0.0.0:PORT` and `[::]:PORT` (IPv6 only) with `IP_TRANSPARENT`
+/// and `IPV6_TRANSPARENT`: nftables' `tproxy` only hands connections to a
+/// listener that has it (else the SYN goes on to the address's closed port).
+/// Its accepted sockets keep the address and port the client connected to,
+/// so every port of every sink the TPROXY rule names answers.
+pub(crate) fn bind_transparent(port: u16) -> io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for addr in [
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+    ] {
+        let named =
+            |e: io::Error| io::Error::new(e.kind(), format!("transparent sink {addr}: {e}"));
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(named)?;
+        socket.set_reuse_address(true).map_err(named)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true).map_err(named)?;
+            socket.set_ip_transparent_v6(true).map_err(named)?;
+        } else {
+            socket.set_ip_transparent_v4(true).map_err(named)?;
+        }
+        socket.bind(&addr.into()).map_err(named)?;
+        socket.listen(BACKLOG).map_err(named)?;
+        socket.set_nonblocking(true).map_err(named)?;
+        listeners.push(TcpListener::from_std(socket.into()).map_err(named)?);
     }
     Ok(listeners)
 }
