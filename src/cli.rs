@@ -146,7 +146,8 @@ pub enum Command {
     #[command(after_help = exit_codes::RESOLVE_HELP)]
     Resolve(ResolveArgs),
     /// Prove a firewall ruleset before it ships: load it into a throwaway network namespace
-    /// joined to a simulated internet that answers the scenario's names, and run the scenario.
+    /// joined to a simulated internet that answers the scenario's names (DNS at whatever
+    /// address the run asks) on every TCP port, and run the scenario.
     #[command(after_help = exit_codes::HELP)]
     Sandbox(SandboxArgs),
     /// Internal: the per-user probe worker (see [`crate::worker`]).
