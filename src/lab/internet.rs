@@ -35,13 +35,13 @@ pub(crate) enum Control {
     },
 }
 
-/// Listen backlog of the internet (`net.core.somaxconn`, per namespace;
-/// 4096 by default in a new one). `listen()` silently caps the backlog at it,
-/// and a sweep's tens of thousands of simultaneous connects to one
-/// transparent or wildcard listener would overflow a 4096-entry accept queue:
-/// the kernel then drops the SYN, which the prober sees as a timeout, a false
-/// pass of a deny.
-const SOMAXCONN: u32 = 65535;
+/// Listen backlog limit of the internet (`net.core.somaxconn`, per
+/// namespace; 4096 by default in a new one). `listen()` silently caps the
+/// backlog at it, and a sweep's tens of thousands of simultaneous connects to
+/// one listener would overflow a 4096-entry accept queue: the kernel then
+/// drops the SYN, which the prober sees as a timeout, a false pass of a deny.
+/// Raised to the sinks' own backlog.
+const SOMAXCONN: u32 = sink::BACKLOG.unsigned_abs();
 
 /// How the sinks listen (see [`super::SinkMode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

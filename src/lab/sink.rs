@@ -18,10 +18,13 @@ pub const BANNER: &[u8] = b"220 sandbox.invalid ESMTP egress-check sandbox\r\n";
 /// Upper bound on the time spent on one connection (greeting + drain).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`
-/// (4096 by default). A benchmark's thousands of simultaneous connects to
-/// one wildcard listener must not overflow the accept queue: a dropped SYN
-/// is retried only after a second, longer than a typical probe timeout.
-const BACKLOG: i32 = 65535;
+/// (4096 by default), which the internet raises to this. A sweep's tens of
+/// thousands of simultaneous connects to one transparent or wildcard listener
+/// (65,535 per user and family, several users at once) must not overflow the
+/// accept queue: a dropped SYN is retried only after a second, longer than a
+/// typical probe timeout, and reads as a timeout. The queue is not allocated
+/// up front; this is only a bound.
+pub(crate) const BACKLOG: i32 = 1 << 20;
 
 /// A TCP listener on `addr` with `SO_REUSEADDR` (a lab's port may still have
 /// connections in TIME_WAIT from the previous lab) and, for IPv6, `only_v6`:
