@@ -3,7 +3,8 @@
 //! `testkit/`) and the benchmark.
 //!
 //! A [`Lab`] is a fresh pair of network namespaces, the *host* under test and
-//! a simulated *internet*, joined by a veth pair (`eth0` at both ends) with
+//! a simulated *internet*, joined by a veth pair (`eth0` at both ends, unless
+//! [`Realism::uplink`] names the host's end) with
 //! IPv4 and IPv6 addresses and default routes from the host to the internet.
 //! Firewall rules are loaded into the host namespace only ([`Lab::load`]).
 //! The internet's services run in a thread of the calling process that has
@@ -20,7 +21,7 @@
 //!   when the lab has AnyIP ranges (the benchmark), so that every local
 //!   address answers; or on **every** TCP port of every sink address
 //!   (the sandbox), through one transparent listener per family that
-//!   nftables' TPROXY hands every connection to ([`netfilter`]).
+//!   nftables' TPROXY hands every connection to (`netfilter.rs`).
 //!
 //! Sinks are host addresses (/32, /128) on the internet's `lo`; an AnyIP
 //! range is a local route (`ip route add local 203.0.113.0/24 dev lo`), which
@@ -40,7 +41,7 @@
 //!
 //! | lab                     | link, internet end (gateway, DNS)    | link, host end                       | sinks                                              |
 //! |-------------------------|--------------------------------------|--------------------------------------|----------------------------------------------------|
-//! | sandbox (`ecsb`), [`Link::SANDBOX`] | 192.0.2.1/30, 2001:db8:ec::1/64 | 192.0.2.2/30, 2001:db8:ec::2/64 | 198.51.100.25, 2001:db8:25::25                     |
+//! | sandbox (`ecsb`), [`Link::SANDBOX`] | 192.0.2.1/30, 2001:db8:ec::1/64 | 192.0.2.2/30, 2001:db8:ec::2/64 (+ `--host-addr`s) | 198.51.100.25, 2001:db8:25::25, every TCP port |
 //! | tests (`ect`), test kit | 198.51.100.2/24, 2001:db8:100::2/64  | 198.51.100.1/24, 2001:db8:100::1/64  | 203.0.113.10-12, 2001:db8:200::10-12 (+ per test)  |
 //! | benchmark (`ecb`), `bench/` | 198.51.100.2/24, 2001:db8:100::2/64 | 198.51.100.1/24, 2001:db8:100::1/64 | AnyIP 203.0.113.0/24, 2001:db8:200::/64        |
 //!
@@ -384,11 +385,11 @@ pub enum InterfaceNameError {
     /// Empty, or longer than the kernel's 15 bytes (IFNAMSIZ - 1).
     #[error("interface name `{0}` must be 1 to 15 bytes long (the kernel's IFNAMSIZ)")]
     Length(String),
-    /// A character the kernel refuses (`/`, `:`, whitespace) or that tools
-    /// misread, or `.`/`..`.
+    /// A character the kernel refuses (`/`, `:`, whitespace), one outside
+    /// printable ASCII (rules and messages show the name as is), or `.`/`..`.
     #[error(
-        "interface name `{0}` is not allowed: the kernel refuses `.`, `..`, `/`, `:` and \
-         whitespace in interface names"
+        "interface name `{0}` is not allowed: it must be printable ASCII without `/`, `:` or \
+         whitespace (which the kernel refuses), and not `.` or `..`"
     )]
     Character(String),
     /// `lo` is the loopback interface, present in every namespace.
