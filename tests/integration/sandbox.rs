@@ -668,6 +668,64 @@ fn dns_rules_on_the_resolvers_address_decide_as_on_the_host() {
     }
 }
 
+/// Without `--nameserver` or the scenario's, the sandboxed run asks the resolvers of
+/// `/etc/resolv.conf`, as on the host; systemd-resolved's stub there (`127.0.0.53`) is
+/// answered inside the sandbox host, so a ruleset that lets DNS out only over `lo` resolves.
+/// The file is bind-mounted in a private mount namespace (`unshare -m`), this host's stays.
+#[test]
+fn a_loopback_resolver_in_resolv_conf_is_answered_inside_the_sandbox_host() {
+    let Some(f) = Fixture::new() else { return };
+    let resolv_conf = f.write("resolv.conf", "nameserver 127.0.0.53\noptions edns0\n");
+    let plain = f.write("plain.toml", DNS_SCENARIO);
+    let stub = f.write(
+        "stub.rules",
+        &dns_rules(None).replace(" --dport 53 -j DROP", " --dport 53 ! -o lo -j DROP"),
+    );
+    // unshare execs sh, which execs egress-check: one pid throughout, for the leftovers.
+    let child = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --make-rprivate / && mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"",
+            "sh",
+            &resolv_conf,
+            BIN,
+            "sandbox",
+            &plain,
+            "--no-explain",
+            "--iptables",
+            &stub,
+            "--ip6tables",
+            &stub,
+            "--format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start unshare");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for the sandbox");
+    let left = leftovers::of_sandbox(pid);
+    assert!(
+        left.is_empty(),
+        "left behind: {left:#?}\n{}",
+        describe(&out)
+    );
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let report = Report::parse(&out);
+    assert_eq!(
+        (report.passed, report.probes.len()),
+        (4, 4),
+        "{}",
+        describe(&out)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["nameservers"], serde_json::json!(["127.0.0.53:53"]));
+}
+
 /// Rules naming the host's interface (`-o ens3`, `oifname`) and its own addresses
 /// (`-s 203.0.113.5`, `ip6 saddr`) match in a sandbox given `--uplink` and `--host-addr`,
 /// and do not without them; bad values are exit 2 naming them.
