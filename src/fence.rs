@@ -46,7 +46,7 @@ pub enum FenceError {
     /// The seccomp filter could not be built (a bug) or installed.
     #[error("cannot install the worker's seccomp filter: {0}")]
     Seccomp(#[from] seccompiler::Error),
-    /// The filter's rules do not compile (a bug in [`worker_filter`]).
+    /// The filter's rules do not compile (a bug in [`filter`]).
     #[error("the worker's seccomp filter does not compile: {0}")]
     Filter(#[from] seccompiler::BackendError),
     /// This architecture has no filter here.
