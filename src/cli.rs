@@ -155,6 +155,9 @@ pub enum Command {
     /// Internal: the resolver process (see [`crate::dns_process`]).
     #[command(name = crate::dns_process::RESOLVER_SUBCOMMAND, hide = true)]
     ResolveAs(crate::dns_process::ResolverArgs),
+    /// Internal: the sandbox's simulated internet (see [`crate::lab::internet_process`]).
+    #[command(name = crate::lab::INTERNET_SUBCOMMAND, hide = true)]
+    ServeInternet(crate::lab::InternetArgs),
 }
 
 /// How probes are made and reported: options of every mode that probes.

@@ -25,6 +25,10 @@ fn main() -> ExitCode {
     if let Some(Command::ProbeAs(args)) = cli.command {
         return ExitCode::from(worker::worker_main(args) as u8);
     }
+    // The sandbox's internet as well: it drops to nobody once bound.
+    if let Some(Command::ServeInternet(args)) = cli.command {
+        return ExitCode::from(lab::internet_main(args) as u8);
+    }
     init_logging(&cli.display);
     // The resolver process too: it drops to its user before any thread exists. Its log
     // (the parent passes its -v/-q on) goes to its stderr, which the parent forwards.
@@ -49,7 +53,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Resolve(args)) => resolve_names(args),
         Some(Command::Sandbox(args)) => sandbox(args, display),
         None => ad_hoc(cli.ad_hoc, display),
-        Some(Command::ProbeAs(_)) | Some(Command::ResolveAs(_)) => {
+        Some(Command::ProbeAs(_))
+        | Some(Command::ResolveAs(_))
+        | Some(Command::ServeInternet(_)) => {
             unreachable!("handled in main")
         }
     }
