@@ -1037,3 +1037,154 @@ fn the_fenced_resolver_falls_back_to_tcp() {
         describe(&out)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The sandbox's simulated internet, the resolver's `--diagnose`, `resolve --resolve-as`
+// ---------------------------------------------------------------------------------------
+
+/// The inodes of the sockets bound to local `port` (UDP or TCP, both families) in `pid`'s
+/// network namespace.
+fn inodes_on_port(pid: u32, port: u16) -> Vec<String> {
+    let mut inodes = Vec::new();
+    for table in ["udp", "udp6", "tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st ... inode (10th field)
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                if let Some(inode) = fields.get(9) {
+                    inodes.push(inode.to_string());
+                }
+            }
+        }
+    }
+    inodes
+}
+
+/// The sockets of `pid` bound to local `port`.
+fn sockets_on_port(pid: u32, port: u16) -> Vec<String> {
+    let bound = inodes_on_port(pid, port);
+    socket_inodes(pid)
+        .into_iter()
+        .filter(|i| bound.contains(i))
+        .collect()
+}
+
+/// `egress-check sandbox` serves its simulated internet from a separate process that is not
+/// root once it serves: during a run, the process holding the internet's DNS sockets (port
+/// 53) and sinks (port 25), found through its descriptors' inodes in its namespace's
+/// `/proc/PID/net` tables, is not the root parent, runs as nobody (all uids and gids,
+/// nobody's groups), has no capability (effective, permitted, bounding), `no_new_privs` and
+/// a seccomp filter; and the sandbox still works: every probe is conclusive (the story's
+/// IPv4-only ruleset leaks over IPv6: exit 1), and nothing is left behind.
+#[test]
+fn the_sandbox_internet_serves_as_nobody_fenced() {
+    if !ensure_lab_users() {
+        return;
+    }
+    crate::util::users::ensure_story_users();
+    let story = crate::util::fixtures::shipped("story.toml");
+    let rules = crate::util::fixtures::shipped("story-ipv4-only.rules");
+    // www-data's IPv4 probes are dropped: they wait out their 3 s timeout, time to sample.
+    let child = Command::new(BIN)
+        .args(["sandbox", &story, "--iptables", &rules])
+        .args(["--timeout", "3s", "--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start egress-check sandbox");
+    let parent = child.id();
+    let mut child = child;
+    let mut servers = std::collections::BTreeMap::new();
+    let mut parent_held = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        for pid in crate::util::procfs::descendants(parent) {
+            // Read before the sockets: a status taken while they are held describes the
+            // process holding them (not one that has begun to exit).
+            let status = crate::util::procfs::status(pid);
+            let args = crate::util::procfs::cmdline(pid).unwrap_or_default();
+            let dns = sockets_on_port(pid, 53);
+            if dns.is_empty() {
+                continue;
+            }
+            if pid == parent {
+                parent_held.extend(dns);
+                continue;
+            }
+            let sinks = sockets_on_port(pid, 25);
+            if !status.is_empty() && !args.is_empty() {
+                servers.insert(pid, (status, args, dns.len(), sinks.len()));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("wait for egress-check");
+    assert!(
+        parent_held.is_empty(),
+        "the root parent held the internet's DNS sockets: {parent_held:?}"
+    );
+    assert_eq!(
+        servers.len(),
+        1,
+        "exactly one process serves the internet: {servers:#?}\n{}",
+        describe(&out)
+    );
+    let nobody = crate::util::users::uid_of("nobody").to_string();
+    let nobody_gid = crate::util::users::id_numbers("-g", "nobody")[0].to_string();
+    let mut nobody_groups: Vec<String> = crate::util::users::id_numbers("-G", "nobody")
+        .into_iter()
+        .map(|g| g.to_string())
+        .collect();
+    nobody_groups.sort();
+    for (pid, (st, args, dns, sinks)) in &servers {
+        let field = |k: &str| st.get(k).map(String::as_str).unwrap_or("?");
+        assert!(
+            args.iter().any(|a| a == "__serve-internet"),
+            "{pid}: {args:?}"
+        );
+        // UDP and TCP on both link addresses; the two sinks on port 25.
+        assert!(
+            *dns >= 4 && *sinks >= 2,
+            "{pid}: {dns} DNS, {sinks} sink sockets"
+        );
+        assert_eq!(
+            field("Uid").split_whitespace().collect::<Vec<_>>(),
+            vec![nobody.as_str(); 4],
+            "the internet runs as nobody: {st:?}"
+        );
+        assert_eq!(
+            field("Gid").split_whitespace().collect::<Vec<_>>(),
+            vec![nobody_gid.as_str(); 4],
+            "{st:?}"
+        );
+        let mut groups: Vec<String> = field("Groups")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        groups.sort();
+        assert_eq!(groups, nobody_groups, "nobody's groups only: {st:?}");
+        for caps in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
+            assert_eq!(field(caps), "0000000000000000", "{caps}: {st:?}");
+        }
+        assert_eq!(field("NoNewPrivs"), "1", "{st:?}");
+        assert_eq!(field("Seccomp"), "2", "fenced before it serves: {st:?}");
+        assert_eq!(field("Threads"), "1", "{st:?}");
+    }
+    assert_eq!(
+        code(&out),
+        1,
+        "the story leaks over IPv6\n{}",
+        describe(&out)
+    );
+    let report = crate::util::report::Report::parse(&out);
+    assert!(!report.probes.is_empty(), "{}", describe(&out));
+    assert_eq!(report.inconclusive, 0, "{}", describe(&out));
+    let left = crate::util::leftovers::of_sandbox(parent);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
