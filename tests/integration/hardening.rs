@@ -1188,3 +1188,49 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
     let left = crate::util::leftovers::of_sandbox(parent);
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// `__resolve-as USER --diagnose`, parsed.
+fn diagnose_resolver(user: &str) -> Value {
+    let out = Command::new(BIN)
+        .args(["__resolve-as", user, "--diagnose"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run egress-check");
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(&out)))
+}
+
+/// The resolver process's `--diagnose` shows what it resolves with: the user's uids and
+/// gids, no capabilities, `no_new_privs`, and its fence as the kernel enforces it (seccomp
+/// `filter`, Landlock enforced: a world-readable file cannot be opened), for the default
+/// `nobody` and a `--resolve-as` user alike.
+#[test]
+fn the_resolver_diagnoses_its_identity_and_fence() {
+    if !ensure_lab_users() {
+        return;
+    }
+    for user in ["nobody", "ec-web"] {
+        let d = diagnose_resolver(user);
+        let uid = crate::util::users::uid_of(user);
+        let gid = u64::from(crate::util::users::id_numbers("-g", user)[0]);
+        assert_eq!(d["uids"], serde_json::json!([uid, uid, uid]), "{user}: {d}");
+        assert_eq!(d["gids"], serde_json::json!([gid, gid, gid]), "{user}: {d}");
+        assert_eq!(d["no_new_privs"], true, "{user}: {d}");
+        for set in ["effective", "permitted", "ambient", "inheritable"] {
+            assert_eq!(d["capabilities"][set], 0, "{user}: {set}: {d}");
+        }
+        assert_eq!(d["seccomp"], "filter", "{user}: {d}");
+        assert_eq!(
+            d["landlock"]["status"], "enforced",
+            "Landlock as {user} (a kernel without it cannot prove this layer): {d}"
+        );
+        assert_eq!(d["landlock_open_file"], "EACCES", "{user}: {d}");
+        for attempt in d["regain_root"].as_array().expect("regain_root") {
+            assert!(
+                !attempt.as_str().unwrap_or_default().ends_with(": ok"),
+                "{user}: {d}"
+            );
+        }
+    }
+}
