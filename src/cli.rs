@@ -315,6 +315,10 @@ pub struct ResolveArgs {
     /// Enter this network namespace (/run/netns/NAME) first.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+    /// Resolve as this user (a separate process, fenced like the workers) instead of
+    /// `nobody`, where the firewall lets only some users query DNS.
+    #[arg(long, value_name = "USER")]
+    pub resolve_as: Option<String>,
 }
 
 /// `--port N` or `--port A-B`.

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use egress_check::address::HostInterfaces;
 use egress_check::app::{
-    enter_host, explain_requested, in_sandbox, init_logging, prepare, probe_and_report, runtime,
-    sandbox_options,
+    choose_resolver, enter_host, explain_requested, in_sandbox, init_logging, prepare,
+    probe_and_report, runtime, sandbox_options,
 };
 use egress_check::cli::{
     self, AdHocArgs, Cli, Command, DisplayOptions, ResolveArgs, ResolveFormat, RunArgs, SandboxArgs,
@@ -170,6 +170,7 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
 
 /// `egress-check resolve DOMAIN...`: what would be probed; connects nowhere, needs no root.
 fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
+    choose_resolver(args.resolve_as.as_deref())?;
     let resolv_conf = match &args.netns {
         Some(name) => netns::enter(name)?,
         None => None,
@@ -206,7 +207,8 @@ fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
             .zip(&kinds)
             .map(|(domain, kind)| (domain.as_str(), &resolutions[kind])),
         &HostInterfaces::current()?,
-    );
+    )
+    .resolved_as(&dns_process::resolver_user(), args.resolve_as.is_some());
     match args.format {
         ResolveFormat::Human => print!("{}", report.to_human()),
         ResolveFormat::Json => println!("{}", report.to_json()),

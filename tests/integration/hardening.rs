@@ -1234,3 +1234,66 @@ fn the_resolver_diagnoses_its_identity_and_fence() {
         }
     }
 }
+
+/// `resolve --resolve-as USER`, as `run --resolve-as`: checked before anything is resolved
+/// (an unknown user is exit 2 naming it), the resolver runs as that user and meets its
+/// firewall (DNS rejected for ec-web: exit 3, the error says who resolved), and the JSON
+/// report names who resolved each domain (`nobody` by default), the human one the chosen
+/// user.
+#[test]
+fn resolve_takes_resolve_as() {
+    let Some(lab) = Lab::up() else { return };
+    let ns = crate::util::lab::LAB_DNS_V4;
+    let resolve = |more: &[&str]| {
+        let mut args = vec!["resolve", "--nameserver", ns, "dual.test"];
+        args.extend_from_slice(more);
+        lab.run(&args)
+    };
+    let resolved_as = |out: &std::process::Output| -> Vec<Value> {
+        let json: Value = serde_json::from_str(&stdout(out))
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(out)));
+        json.as_array()
+            .expect("an array")
+            .iter()
+            .map(|d| d["resolved_as"].clone())
+            .collect()
+    };
+
+    let out = resolve(&["--resolve-as", "no-such-user-ec"]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("no-such-user-ec"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = resolve(&["--format", "json"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(resolved_as(&out), ["nobody"], "{}", describe(&out));
+
+    lab.iptables(&words(
+        "-A OUTPUT -p udp --dport 53 -m owner --uid-owner ec-web -j REJECT",
+    ));
+    lab.iptables(&words(
+        "-A OUTPUT -p tcp --dport 53 -m owner --uid-owner ec-web -j REJECT --reject-with tcp-reset",
+    ));
+    let out = resolve(&["--format", "json"]);
+    assert_eq!(code(&out), 0, "nobody still resolves\n{}", describe(&out));
+
+    let out = resolve(&["--resolve-as", "ec-web", "--format", "json"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert_eq!(resolved_as(&out), ["ec-web"], "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("resolving as `ec-web`"),
+        "the error names who resolved\n{}",
+        describe(&out)
+    );
+
+    let out = resolve(&["--resolve-as", "ec-web"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        stdout(&out).starts_with("resolved as `ec-web`"),
+        "{}",
+        describe(&out)
+    );
+}
