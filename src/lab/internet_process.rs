@@ -463,28 +463,23 @@ impl InternetProcess {
         let child = process.child.as_mut().expect("just set");
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
-        if let Err(source) = stdin.write_all(&body).and_then(|()| stdin.flush()) {
-            // A child that died early closes its stdin; its exit status says more.
-            return Err(match process.exited_by(Duration::from_secs(1)) {
-                Some(status) => InternetProcessError::Died { status },
-                None => InternetProcessError::Io {
-                    context: "sending the configuration",
-                    source,
-                },
-            });
-        }
-        process.stdin = Some(stdin);
 
-        // std has no read with a timeout on a pipe: a short-lived thread reads the line.
-        // Killing the child on timeout closes the pipe, which ends the thread.
+        // std has no timeouts on pipes: a short-lived thread sends the configuration (a
+        // child that never reads it must not block us once the pipe is full) and reads the
+        // readiness line. Killing the child on timeout closes both pipes, which ends it.
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("internet-ready".to_string())
             .spawn(move || {
+                if let Err(e) = stdin.write_all(&body).and_then(|()| stdin.flush()) {
+                    let _ = tx.send(Err(("sending the configuration", e)));
+                    return;
+                }
                 let mut line = Vec::new();
                 let read = BufReader::new(stdout.take(MAX_READY_BYTES))
                     .read_until(b'\n', &mut line)
-                    .map(|_| line);
+                    .map(|_| (stdin, line))
+                    .map_err(|e| ("reading its readiness", e));
                 let _ = tx.send(read);
             })
             .map_err(|source| InternetProcessError::Io {
@@ -492,12 +487,16 @@ impl InternetProcess {
                 source,
             })?;
         let line = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(source)) => {
-                return Err(InternetProcessError::Io {
-                    context: "reading its readiness",
-                    source,
-                })
+            Ok(Ok((stdin, line))) => {
+                process.stdin = Some(stdin);
+                line
+            }
+            Ok(Err((context, source))) => {
+                // A child that died early closes its pipes; its exit status says more.
+                return Err(match process.exited_by(Duration::from_secs(1)) {
+                    Some(status) => InternetProcessError::Died { status },
+                    None => InternetProcessError::Io { context, source },
+                });
             }
             Err(_) => return Err(InternetProcessError::NotReady(READY_TIMEOUT)),
         };

@@ -1297,3 +1297,59 @@ fn resolve_takes_resolve_as() {
         describe(&out)
     );
 }
+
+/// The internet process takes its configuration as untrusted input: missing, malformed,
+/// oversized or naming a namespace that does not exist, it answers one readiness line
+/// saying why it cannot start (never a panic) and exits 2; the sandbox would report that
+/// line. Its subcommand is not advertised.
+#[test]
+fn the_internet_process_refuses_bad_configurations() {
+    let valid = r#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"wildcard":false,"ports":[25]}"#;
+    let oversized = " ".repeat(2 * 1024 * 1024);
+    let cases: [(&str, String, &str); 5] = [
+        ("empty", String::new(), "cut short or larger"),
+        ("oversized", oversized, "cut short or larger"),
+        (
+            "not JSON",
+            "{\"dns_listen\": \u{0}\n".to_string(),
+            "invalid internet configuration",
+        ),
+        (
+            "unknown field",
+            valid.replace("\"ports\"", "\"extra\":1,\"ports\"") + "\n",
+            "unknown field",
+        ),
+        (
+            "no such namespace",
+            format!("{valid}\n"),
+            "/run/netns/ec-no-such-ns",
+        ),
+    ];
+    for (what, input, why) in cases {
+        let mut child = Command::new(BIN)
+            .args(["__serve-internet", "/run/netns/ec-no-such-ns"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start egress-check");
+        let mut stdin = child.stdin.take().expect("piped");
+        // The process stops reading past its bound: the rest of the write may fail.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+        });
+        let out = child.wait_with_output().expect("wait");
+        let _ = writer.join();
+        assert_eq!(code(&out), 2, "{what}\n{}", describe(&out));
+        let line: Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{what}: not one JSON line ({e})\n{}", describe(&out)));
+        let reason = line["failed"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "{what}: {line}");
+    }
+    let out = Command::new(BIN).arg("--help").output().expect("run");
+    assert!(
+        !stdout(&out).contains("__serve-internet"),
+        "{}",
+        describe(&out)
+    );
+}
