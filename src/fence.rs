@@ -1,4 +1,5 @@
-//! The fence a worker (and the resolver process, [`crate::dns_process`]) puts around itself once it is the user and before its first probe:
+//! The fence a worker (and the resolver process, [`crate::dns_process`], and the sandbox's
+//! simulated internet, [`crate::lab::internet_process`]) puts around itself once it is the user and before its first probe:
 //! Landlock with no filesystem access (where the kernel has it), then a seccomp allowlist of
 //! the system calls the probe loop needs, whose default action kills the process.
 //!
