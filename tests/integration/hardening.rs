@@ -1074,13 +1074,47 @@ fn sockets_on_port(pid: u32, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// Runs `tests/fixtures/hardening/dns_query.py` against both ends of the sandbox link from
+/// the host namespace of the sandbox of process `parent`, as nobody.
+fn sandbox_dns_query(parent: u32) -> std::process::Output {
+    let names = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let host = String::from_utf8_lossy(&names.stdout)
+        .split_whitespace()
+        .find(|n| n.starts_with(&format!("ecsb-{parent}-")) && n.ends_with("-h"))
+        .map(str::to_string)
+        .expect("the sandbox's host namespace");
+    Command::new("ip")
+        .args(["netns", "exec", &host, "setpriv"])
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "--",
+        ])
+        // The script's text, not its path: nobody need not be able to read the checkout.
+        .args([
+            "/usr/bin/python3",
+            "-c",
+            &crate::util::fixtures::fixture_text("hardening/dns_query.py"),
+        ])
+        .args(["192.0.2.1", "2001:db8:ec::1"])
+        .output()
+        .expect("run the DNS query")
+}
+
 /// `egress-check sandbox` serves its simulated internet from a separate process that is not
 /// root once it serves: during a run, the process holding the internet's DNS sockets (port
 /// 53) and sinks (port 25), found through its descriptors' inodes in its namespace's
 /// `/proc/PID/net` tables, is not the root parent, runs as nobody (all uids and gids,
 /// nobody's groups), has no capability (effective, permitted, bounding), `no_new_privs` and
 /// a seccomp filter; and the sandbox still works: every probe is conclusive (the story's
-/// IPv4-only ruleset leaks over IPv6: exit 1), and nothing is left behind.
+/// IPv4-only ruleset leaks over IPv6: exit 1), DNS over TCP answers too (the probes' resolver
+/// only uses UDP), and nothing is left behind.
 #[test]
 fn the_sandbox_internet_serves_as_nobody_fenced() {
     if !ensure_lab_users() {
@@ -1102,6 +1136,7 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
     let mut child = child;
     let mut servers = std::collections::BTreeMap::new();
     let mut parent_held = Vec::new();
+    let mut asked = None;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
         for pid in crate::util::procfs::descendants(parent) {
@@ -1122,9 +1157,27 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
                 servers.insert(pid, (status, args, dns.len(), sinks.len()));
             }
         }
+        if asked.is_none() && !servers.is_empty() {
+            // Once it serves, both transports from the sandbox's host namespace, as nobody
+            // (the sandbox's rules concern port 25 only).
+            asked = Some(sandbox_dns_query(parent));
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let out = child.wait_with_output().expect("wait for egress-check");
+    let asked = asked.expect("the internet was seen serving");
+    assert_eq!(
+        code(&asked),
+        0,
+        "DNS over TCP and UDP\n{}",
+        describe(&asked)
+    );
+    assert_eq!(
+        stdout(&asked).matches(" 1\n").count(),
+        4,
+        "an answer per question\n{}",
+        describe(&asked)
+    );
     assert!(
         parent_held.is_empty(),
         "the root parent held the internet's DNS sockets: {parent_held:?}"
