@@ -169,8 +169,10 @@ pub enum InternetProcessError {
     /// Its readiness message is not one.
     #[error("the internet process sent a malformed readiness message: {0}")]
     Malformed(String),
-    /// It ended badly, or had to be killed, at teardown.
-    #[error("the internet process ended with {status}{}", if *.killed { " (killed: it did not stop when asked)" } else { "" })]
+    /// It ended badly, or had to be killed, at teardown. Ended badly before it was asked
+    /// to stop, it died during the run (its fence's SIGSYS, say): the run's timeouts may be
+    /// its doing, so the sandbox's teardown fails loudly (exit 2).
+    #[error("the internet process {}", if *.killed { format!("did not stop when asked and was killed ({status})") } else { format!("died during the run ({status}): probes that timed out may not have reached it") })]
     Stopped {
         /// How it ended.
         status: ExitStatus,
