@@ -54,20 +54,30 @@ pub(crate) fn start(
     services: Services,
 ) -> Result<(NetnsThread, UnboundedSender<Control>), ThreadError> {
     let (control_tx, control_rx) = unbounded_channel();
-    let thread = NetnsThread::spawn(netns, "lab-internet", move || async move {
-        disable_forwarding()?;
-        let dns = bind_dns(&services)?;
-        let mut sinks = JoinSet::new();
-        let listeners = if services.wildcard {
-            sink::bind_wildcard(services.ports.iter().copied())
-        } else {
-            sink::bind_all(&services.sinks, services.ports.iter().copied())
-        }
-        .map_err(|e| ThreadError::new("cannot start the sinks", e))?;
-        sink::spawn_all(listeners, &mut sinks);
-        Ok(serve(dns, sinks, services, control_rx))
-    })?;
+    let thread = NetnsThread::spawn(netns, "lab-internet", move || setup(services, control_rx))?;
     Ok((thread, control_tx))
+}
+
+/// Binds every socket of `services` (in the namespace of the calling thread, which must
+/// run a tokio runtime) and returns the future that serves them until `control`'s sender
+/// is dropped. Both backends run this: the [`NetnsThread`] above, and the separate process
+/// of [`super::internet_process`], which drops its privileges between binding and serving:
+/// so every socket option that needs a capability is set here, before it returns.
+pub(crate) async fn setup(
+    services: Services,
+    control: UnboundedReceiver<Control>,
+) -> Result<impl std::future::Future<Output = ()>, ThreadError> {
+    disable_forwarding()?;
+    let dns = bind_dns(&services)?;
+    let mut sinks = JoinSet::new();
+    let listeners = if services.wildcard {
+        sink::bind_wildcard(services.ports.iter().copied())
+    } else {
+        sink::bind_all(&services.sinks, services.ports.iter().copied())
+    }
+    .map_err(|e| ThreadError::new("cannot start the sinks", e))?;
+    sink::spawn_all(listeners, &mut sinks);
+    Ok(serve(dns, sinks, services, control))
 }
 
 /// Serves control requests until the sender is dropped; the DNS server and
