@@ -77,16 +77,22 @@ pub fn prepare(
     if let Some(fault) = options.test_resolver_fault {
         dns_process::set_test_fault(fault);
     }
-    if let Some(user) = &options.resolve_as {
-        // Checked like every identity of the plan: known, and becomable by this process.
-        let account = identity::lookup(user)?;
-        identity::ensure_can_become(&account)?;
-        dns_process::set_resolve_as(account.name);
-    }
+    choose_resolver(options.resolve_as.as_deref())?;
     Ok(Prepared {
         assignments,
         outputs,
     })
+}
+
+/// `--resolve-as USER` (`run`, the ad hoc form, `sandbox`, `resolve`): checked like every
+/// identity of a plan (known, and becomable by this process) before anything is resolved.
+pub fn choose_resolver(resolve_as: Option<&str>) -> anyhow::Result<()> {
+    if let Some(user) = resolve_as {
+        let account = identity::lookup(user)?;
+        identity::ensure_can_become(&account)?;
+        dns_process::set_resolve_as(account.name);
+    }
+    Ok(())
 }
 
 /// Enters `--netns` if given; returns how nameservers are chosen there.

@@ -156,6 +156,9 @@ pub enum Command {
     /// Internal: the resolver process (see [`crate::dns_process`]).
     #[command(name = crate::dns_process::RESOLVER_SUBCOMMAND, hide = true)]
     ResolveAs(crate::dns_process::ResolverArgs),
+    /// Internal: the sandbox's simulated internet (see [`crate::lab::internet_process`]).
+    #[command(name = crate::lab::INTERNET_SUBCOMMAND, hide = true)]
+    ServeInternet(crate::lab::InternetArgs),
 }
 
 /// How probes are made and reported: options of every mode that probes.
@@ -329,6 +332,10 @@ pub struct ResolveArgs {
     /// Enter this network namespace (/run/netns/NAME) first.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+    /// Resolve as this user (a separate process, fenced like the workers) instead of
+    /// `nobody`, where the firewall lets only some users query DNS.
+    #[arg(long, value_name = "USER")]
+    pub resolve_as: Option<String>,
 }
 
 /// `--port N` or `--port A-B`.

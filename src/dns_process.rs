@@ -59,6 +59,10 @@ pub struct ResolverArgs {
     /// Pid of the parent; the resolver refuses to run once that parent is gone.
     #[arg(long)]
     pub parent: Option<i32>,
+    /// Print the identity the resolver ended up with and its fence (JSON, as the worker's
+    /// `--diagnose`) instead of resolving: what the privilege tests check.
+    #[arg(long)]
+    pub diagnose: bool,
     /// Hidden test hook: misbehave on purpose once fenced.
     #[arg(long, hide = true, value_enum)]
     pub test_fault: Option<ResolverFault>,
@@ -101,6 +105,9 @@ fn child(args: ResolverArgs) -> anyhow::Result<()> {
         if nix::unistd::getppid().as_raw() != parent {
             bail!("parent process {parent} is gone");
         }
+    }
+    if args.diagnose {
+        return crate::worker::diagnose(Role::Resolver);
     }
     let mut input = Vec::new();
     std::io::stdin()

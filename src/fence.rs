@@ -1,4 +1,5 @@
-//! The fence a worker (and the resolver process, [`crate::dns_process`]) puts around itself once it is the user and before its first probe:
+//! The fence a worker (and the resolver process, [`crate::dns_process`], and the sandbox's
+//! simulated internet, [`crate::lab::internet_process`]) puts around itself once it is the user and before its first probe:
 //! Landlock with no filesystem access (where the kernel has it), then a seccomp allowlist of
 //! the system calls the probe loop needs, whose default action kills the process.
 //!
@@ -35,6 +36,11 @@ pub enum Role {
     /// The resolver process: UDP and TCP queries to nameservers (UDP sockets are bound to a
     /// random port, and answers are received with recvfrom/recvmsg).
     Resolver,
+    /// The sandbox's simulated internet ([`crate::lab`]), a server whose sockets are all
+    /// bound before the fence: it accepts, reads and writes, and makes no socket, binds
+    /// nothing and connects nowhere (Landlock handles TCP bind and connect too, allowing
+    /// neither).
+    Internet,
 }
 
 /// Why the fence could not be put up; the worker then refuses to probe.
@@ -46,7 +52,7 @@ pub enum FenceError {
     /// The seccomp filter could not be built (a bug) or installed.
     #[error("cannot install the worker's seccomp filter: {0}")]
     Seccomp(#[from] seccompiler::Error),
-    /// The filter's rules do not compile (a bug in [`worker_filter`]).
+    /// The filter's rules do not compile (a bug in [`filter`]).
     #[error("the worker's seccomp filter does not compile: {0}")]
     Filter(#[from] seccompiler::BackendError),
     /// This architecture has no filter here.
@@ -75,8 +81,10 @@ pub fn landlock(role: Role) -> Result<LandlockReport, FenceError> {
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(abi))?;
-    if role == Role::Worker {
-        ruleset = ruleset.handle_access(AccessNet::BindTcp)?;
+    match role {
+        Role::Worker => ruleset = ruleset.handle_access(AccessNet::BindTcp)?,
+        Role::Internet => ruleset = ruleset.handle_access(AccessNet::from_all(abi))?,
+        Role::Resolver => {}
     }
     let status = ruleset
         .scope(Scope::from_all(abi))?
@@ -183,16 +191,35 @@ fn resolver_calls() -> Vec<i64> {
     ]
 }
 
+/// What the simulated internet needs beyond [`always_allowed`]: accepting connections on
+/// its listeners, and the DNS server's datagrams (tokio's `recv_from`/`send_to`, and
+/// std's `recv`/`send` on streams, which glibc makes recvfrom/sendto).
+fn internet_calls() -> Vec<i64> {
+    let mut calls = vec![
+        libc::SYS_accept4,
+        libc::SYS_sendto,
+        libc::SYS_recvfrom,
+        libc::SYS_sendmsg,
+        libc::SYS_recvmsg,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    calls.push(libc::SYS_accept);
+    calls
+}
+
 fn allowed(role: Role) -> Vec<i64> {
     let mut calls = always_allowed();
-    if role == Role::Resolver {
-        calls.extend(resolver_calls());
+    match role {
+        Role::Worker => {}
+        Role::Resolver => calls.extend(resolver_calls()),
+        Role::Internet => calls.extend(internet_calls()),
     }
     calls
 }
 
-/// The filter of `role`: its allowlist, plus `socket(2)` for `AF_INET` and `AF_INET6`
-/// only; anything else kills the process.
+/// The filter of `role`: its allowlist, plus (for a worker or the resolver) `socket(2)` for
+/// `AF_INET` and `AF_INET6` only; anything else kills the process. The internet makes no
+/// socket once fenced.
 pub fn filter(role: Role) -> Result<BpfProgram, FenceError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed(role)
         .into_iter()
@@ -206,10 +233,12 @@ pub fn filter(role: Role) -> Result<BpfProgram, FenceError> {
             domain as u64,
         )?])?)
     };
-    rules.insert(
-        libc::SYS_socket,
-        vec![family(libc::AF_INET)?, family(libc::AF_INET6)?],
-    );
+    if role != Role::Internet {
+        rules.insert(
+            libc::SYS_socket,
+            vec![family(libc::AF_INET)?, family(libc::AF_INET6)?],
+        );
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::KillProcess,
@@ -224,7 +253,7 @@ pub fn filter(role: Role) -> Result<BpfProgram, FenceError> {
 pub fn seccomp(role: Role) -> Result<usize, FenceError> {
     let program = filter(role)?;
     seccompiler::apply_filter(&program)?;
-    Ok(allowed(role).len() + 1)
+    Ok(allowed(role).len() + usize::from(role != Role::Internet))
 }
 
 /// The kernel's word on this process's seccomp mode: the `Seccomp:` line of a
@@ -283,7 +312,7 @@ mod tests {
 
     #[test]
     fn the_worker_filter_compiles() {
-        for role in [Role::Worker, Role::Resolver] {
+        for role in [Role::Worker, Role::Resolver, Role::Internet] {
             let program = filter(role).unwrap();
             assert!(program.len() > allowed(role).len());
         }

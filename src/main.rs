@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use egress_check::address::HostInterfaces;
 use egress_check::app::{
-    enter_host, explain_requested, in_sandbox, init_logging, prepare, probe_and_report, runtime,
-    sandbox_options,
+    choose_resolver, enter_host, explain_requested, in_sandbox, init_logging, prepare,
+    probe_and_report, runtime, sandbox_options,
 };
 use egress_check::cli::{
     self, AdHocArgs, Cli, Command, DisplayOptions, ResolveArgs, ResolveFormat, RunArgs, SandboxArgs,
@@ -24,6 +24,10 @@ fn main() -> ExitCode {
     // The worker must start before any runtime or thread exists: it changes identity.
     if let Some(Command::ProbeAs(args)) = cli.command {
         return ExitCode::from(worker::worker_main(args) as u8);
+    }
+    // The sandbox's internet as well: it drops to nobody once bound.
+    if let Some(Command::ServeInternet(args)) = cli.command {
+        return ExitCode::from(lab::internet_main(args) as u8);
     }
     init_logging(&cli.display);
     // The resolver process too: it drops to its user before any thread exists. Its log
@@ -49,7 +53,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Resolve(args)) => resolve_names(args),
         Some(Command::Sandbox(args)) => sandbox(args, display),
         None => ad_hoc(cli.ad_hoc, display),
-        Some(Command::ProbeAs(_)) | Some(Command::ResolveAs(_)) => {
+        Some(Command::ProbeAs(_))
+        | Some(Command::ResolveAs(_))
+        | Some(Command::ServeInternet(_)) => {
             unreachable!("handled in main")
         }
     }
@@ -166,6 +172,7 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
 
 /// `egress-check resolve DOMAIN...`: what would be probed; connects nowhere, needs no root.
 fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
+    choose_resolver(args.resolve_as.as_deref())?;
     let resolv_conf = match &args.netns {
         Some(name) => netns::enter(name)?,
         None => None,
@@ -202,7 +209,8 @@ fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
             .zip(&kinds)
             .map(|(domain, kind)| (domain.as_str(), &resolutions[kind])),
         &HostInterfaces::current()?,
-    );
+    )
+    .resolved_as(&dns_process::resolver_user(), args.resolve_as.is_some());
     match args.format {
         ResolveFormat::Human => print!("{}", report.to_human()),
         ResolveFormat::Json => println!("{}", report.to_json()),

@@ -248,7 +248,7 @@ pub struct CommitError {
 
 /// The permissions of a new report at `path` (before the umask): those of the regular file
 /// it replaces, without execute or special bits, so that replacing a private report does
-/// not publish it; [`REPORT_MODE`] when there is none. A symlink (or anything else) at
+/// not publish it; `0o666` (`REPORT_MODE`) when there is none. A symlink (or anything else) at
 /// `path` is not followed and says nothing: it is replaced.
 pub fn mode_for(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;

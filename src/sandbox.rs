@@ -16,7 +16,8 @@ use std::net::{AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub use crate::lab::RuleSource;
 use crate::lab::{
-    self, HostAddrError, InterfaceNameError, Lab, LabError, LabSpec, Link, Realism, SinkMode, Zone,
+    self, HostAddrError, InterfaceNameError, Lab, LabError, LabSpec, Link, Realism, Serving,
+    SinkMode, Zone,
 };
 
 /// Prefix of every sandbox namespace name: `ecsb-<pid>-<n>-h` / `-i`.
@@ -124,12 +125,17 @@ pub fn spec(opts: &SandboxOptions) -> LabSpec {
 /// Checks root and the rule files, builds the lab, then loads `opts.rules`
 /// into its host namespace in order. On any error everything created so far
 /// is torn down before returning. Blocking; needs root.
+///
+/// The internet is served by a separate process of this binary that drops to
+/// `nobody` once bound ([`Serving::Process`]): only the `egress-check`
+/// binary builds a sandbox, so `/proc/self/exe` is that binary.
 pub fn create(opts: &SandboxOptions) -> Result<Lab, LabError> {
     lab::preflight()?;
     for rule in &opts.rules {
         rule.check()?;
     }
-    let lab = Lab::create(spec(opts))?;
+    let serving = Serving::Process("/proc/self/exe".into());
+    let lab = Lab::create_with(spec(opts), &serving)?;
     for rule in &opts.rules {
         lab.load(rule)?;
     }

@@ -64,7 +64,8 @@ pub fn set_test_fault(fault: crate::fence::TestFault) {
     let _ = TEST_FAULT.set(fault);
 }
 
-/// What `__probe-as --diagnose` prints: the identity, and the fence a probing worker gets.
+/// What `__probe-as --diagnose` (and `__resolve-as --diagnose`) prints: the identity, and
+/// the fence a probing worker (or the resolver) gets.
 #[derive(Debug, Serialize)]
 struct Diagnosis {
     #[serde(flatten)]
@@ -138,7 +139,7 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
     }
     if args.diagnose {
-        return diagnose();
+        return diagnose(crate::fence::Role::Worker);
     }
 
     let in_flight = fd_limit
@@ -168,14 +169,15 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
     runtime.block_on(probe_all(probes, in_flight))
 }
 
-/// `--diagnose`: the identity as the drop left it, then the same fence a probing worker puts
-/// up, each layer shown by the kernel's behaviour rather than by our own word.
-fn diagnose() -> anyhow::Result<()> {
+/// `--diagnose`: the identity as the drop left it, then the same fence a probing worker (or,
+/// with [`crate::fence::Role::Resolver`], the resolver process) puts up, each layer shown
+/// by the kernel's behaviour rather than by our own word.
+pub(crate) fn diagnose(role: crate::fence::Role) -> anyhow::Result<()> {
     let identity = identity::snapshot();
     // Opened before the fence: afterwards no file can be opened.
     let mut status =
         std::fs::File::open("/proc/self/status").context("opening /proc/self/status")?;
-    let landlock = crate::fence::landlock(crate::fence::Role::Worker)?;
+    let landlock = crate::fence::landlock(role)?;
     let landlock_open_file = match std::fs::File::open("/etc/passwd") {
         Ok(_) => "ok".to_string(),
         Err(err) => err.raw_os_error().map_or_else(
@@ -183,7 +185,7 @@ fn diagnose() -> anyhow::Result<()> {
             |code| format!("{:?}", nix::errno::Errno::from_raw(code)),
         ),
     };
-    let seccomp_allowed_calls = crate::fence::seccomp(crate::fence::Role::Worker)?;
+    let seccomp_allowed_calls = crate::fence::seccomp(role)?;
     let diagnosis = Diagnosis {
         identity,
         landlock,

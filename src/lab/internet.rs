@@ -2,8 +2,9 @@
 //! internet namespace: the DNS server (UDP and TCP port 53 on the internet
 //! end of the link, both families) and the TCP sinks. Runtime requests
 //! ([`Control`]) arrive over a channel; dropping its sender, or stopping the
-//! thread, ends everything. [`start_dns`] runs the DNS server alone in
-//! another namespace (the host's loopback resolver).
+//! thread, ends everything. The same services, with no sinks and without
+//! the internet's namespace settings, serve the lab's DNS on a loopback
+//! resolver's address inside the host namespace.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -44,8 +45,9 @@ pub(crate) enum Control {
 const SOMAXCONN: u32 = sink::BACKLOG.unsigned_abs();
 
 /// How the sinks listen (see [`super::SinkMode`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
     /// On each sink address, each port.
     Listed,
     /// On the wildcard addresses, each port (AnyIP ranges).
@@ -65,6 +67,10 @@ pub(crate) struct Services {
     pub(crate) mode: Mode,
     /// Sink ports (ignored by [`Mode::AnyPort`]).
     pub(crate) ports: BTreeSet<u16>,
+    /// The namespace is the internet's: turn forwarding off and raise
+    /// `somaxconn` there. `false` for the DNS server alone in the host
+    /// namespace, whose settings are the host's under test.
+    pub(crate) internet_namespace: bool,
 }
 
 /// Starts the services in the namespace at `netns`; returns once every
@@ -74,22 +80,35 @@ pub(crate) fn start(
     services: Services,
 ) -> Result<(NetnsThread, UnboundedSender<Control>), ThreadError> {
     let (control_tx, control_rx) = unbounded_channel();
-    let thread = NetnsThread::spawn(netns, "lab-internet", move || async move {
+    let thread = NetnsThread::spawn(netns, "lab-internet", move || setup(services, control_rx))?;
+    Ok((thread, control_tx))
+}
+
+/// Binds every socket of `services` (in the namespace of the calling thread, which must
+/// run a tokio runtime) and returns the future that serves them until `control`'s sender
+/// is dropped. Both backends run this: the [`NetnsThread`] above, and the separate process
+/// of [`super::internet_process`], which drops its privileges between binding and serving:
+/// so every socket option that needs a capability is set here, before it returns.
+pub(crate) async fn setup(
+    services: Services,
+    control: UnboundedReceiver<Control>,
+) -> Result<impl std::future::Future<Output = ()>, ThreadError> {
+    if services.internet_namespace {
         disable_forwarding()?;
         // Before any listen(): the kernel caps the backlog when listen() is called.
         raise_somaxconn()?;
-        let dns = bind_dns(&services.dns_listen, &services.zone, services.layer.clone())?;
-        let mut sinks = JoinSet::new();
-        let listeners = match services.mode {
-            Mode::Listed => sink::bind_all(&services.sinks, services.ports.iter().copied()),
-            Mode::Wildcard => sink::bind_wildcard(services.ports.iter().copied()),
-            Mode::AnyPort => sink::bind_transparent(super::netfilter::ANY_PORT),
-        }
-        .map_err(|e| ThreadError::new("cannot start the sinks", e))?;
-        sink::spawn_all(listeners, &mut sinks);
-        Ok(serve(dns, sinks, services, control_rx))
-    })?;
-    Ok((thread, control_tx))
+    }
+    let dns = bind_dns(&services.dns_listen, &services.zone, services.layer.clone())?;
+    let mut sinks = JoinSet::new();
+    let listeners = match services.mode {
+        Mode::Listed => sink::bind_all(&services.sinks, services.ports.iter().copied()),
+        Mode::Wildcard => sink::bind_wildcard(services.ports.iter().copied()),
+        // IP_TRANSPARENT needs CAP_NET_ADMIN when it is set: here, before any drop.
+        Mode::AnyPort => sink::bind_transparent(super::netfilter::ANY_PORT),
+    }
+    .map_err(|e| ThreadError::new("cannot start the sinks", e))?;
+    sink::spawn_all(listeners, &mut sinks);
+    Ok(serve(dns, sinks, services, control))
 }
 
 /// Serves control requests until the sender is dropped; the DNS server and
@@ -123,24 +142,6 @@ async fn serve(
             }
         }
     }
-}
-
-/// Runs the lab's DNS server alone, on `listen` (UDP and TCP), in a thread
-/// `name` inside the namespace at `netns`; returns once it listens.
-pub(crate) fn start_dns(
-    netns: &Path,
-    name: &str,
-    listen: Vec<SocketAddr>,
-    zone: Arc<Zone>,
-    layer: Option<Arc<dyn DnsLayer>>,
-) -> Result<NetnsThread, ThreadError> {
-    NetnsThread::spawn(netns, name, move || async move {
-        let dns = bind_dns(&listen, &zone, layer)?;
-        Ok(async move {
-            let _dns = dns;
-            std::future::pending::<()>().await;
-        })
-    })
 }
 
 fn bind_dns(

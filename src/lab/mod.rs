@@ -7,10 +7,22 @@
 //! [`Realism::uplink`] names the host's end) with
 //! IPv4 and IPv6 addresses and default routes from the host to the internet.
 //! Firewall rules are loaded into the host namespace only ([`Lab::load`]).
-//! The internet's services run in a thread of the calling process that has
-//! entered the internet namespace ([`NetnsThread`]; namespaces are per
-//! thread and sockets keep theirs), with its own current-thread tokio
-//! runtime:
+//! The internet's services run where [`Serving`] says, both backends running
+//! the same code with a current-thread tokio runtime inside the internet
+//! namespace ([`internet_process`] has the why):
+//! - [`Serving::Thread`] ([`Lab::create`]): a thread of the calling process
+//!   that has entered the internet namespace ([`NetnsThread`]; namespaces are
+//!   per thread and sockets keep theirs). It keeps the caller's privileges,
+//!   and it is what the test kit and the benchmark use: they need
+//!   [`DnsLayer`]s (code) and [`Lab::add_sink`] at run time.
+//! - [`Serving::Process`] ([`Lab::create_with`]): a separate process of this
+//!   binary (`__serve-internet`, [`INTERNET_SUBCOMMAND`]) that binds its
+//!   sockets, drops to `nobody`, fences itself and serves until the lab is
+//!   torn down; its configuration crosses as a bounded message ([`Config`]).
+//!   `egress-check sandbox` uses it, so that nothing of root parses what the
+//!   host namespace sends.
+//!
+//! The services:
 //! - a DNS server (hickory-server) on UDP and TCP port 53 of both internet
 //!   link addresses, answering from a [`Zone`] (explicit records, or the
 //!   sandbox's catch-all), optionally behind a [`DnsLayer`] (test faults);
@@ -35,7 +47,8 @@
 //! through a DNAT in the internet, so address-based DNS rules decide as on
 //! the host. A loopback resolver (`127.0.0.53`) cannot be reached across
 //! namespaces; the lab's DNS then also answers on it inside the host
-//! namespace, in a second namespace thread.
+//! namespace, served the same way as the internet (for the sandbox: a second
+//! internet process, in the host namespace, that drops to `nobody` once bound).
 //!
 //! Address plans (documentation ranges only; nothing leaves the namespaces):
 //!
@@ -52,13 +65,16 @@
 //!
 //! Teardown (explicit [`Lab::teardown`], or best effort on drop, which also
 //! covers errors half-way through [`Lab::create`] and panics): stop the
-//! internet thread, kill anything left in either namespace, `ip netns del`
-//! both (which destroys the veth pair), remove `/etc/netns/HOST`. If the
-//! process is killed instead, its internet thread dies with it; only the
-//! namespaces remain, for [`reap_stale`].
+//! internet thread (or close the internet process's stdin, then kill and
+//! reap it if it does not end), kill anything left in either namespace,
+//! `ip netns del` both (which destroys the veth pair), remove
+//! `/etc/netns/HOST`. If the process is killed instead, its internet thread
+//! dies with it, and an internet process gets SIGKILL from the kernel
+//! (`PR_SET_PDEATHSIG`); only the namespaces remain, for [`reap_stale`].
 
 mod dns;
 mod internet;
+pub mod internet_process;
 mod netfilter;
 mod pair;
 mod rules;
@@ -79,6 +95,9 @@ use tokio::sync::mpsc::UnboundedSender;
 pub use crate::netns::path_of as netns_path;
 pub use dns::{DnsAction, DnsLayer};
 pub use hickory_server::proto::rr::RecordType;
+pub use internet_process::{
+    internet_main, Config, InternetArgs, InternetProcessError, Serving, INTERNET_SUBCOMMAND,
+};
 pub use pair::{reap_stale, IFACE};
 pub use rules::RuleSource;
 pub use sink::{bind_tcp, BANNER};
@@ -269,7 +288,7 @@ pub enum LabError {
     },
     /// The simulated internet failed to start.
     #[error("the simulated internet did not start: {0}")]
-    Internet(ThreadError),
+    Internet(InternetProcessError),
     /// The internet could not listen on a new sink address.
     #[error("cannot add sink {addr}: {error}")]
     AddSink {
@@ -496,21 +515,27 @@ pub struct Lab {
     namespaces: Vec<String>,
     /// The host namespace whose `/etc/netns` directory we wrote.
     etc_dir: Option<String>,
-    service: Option<NetnsThread>,
+    service: Option<internet_process::Running>,
+    /// Runtime requests; only a [`Serving::Thread`] internet takes them.
     control: Option<UnboundedSender<internet::Control>>,
     /// The lab's DNS on loopback addresses of the host namespace
     /// ([`Realism::host_dns`]).
-    host_dns: Option<NetnsThread>,
+    host_dns: Option<internet_process::Running>,
     /// Name of the host end of the link.
     uplink: String,
 }
 
 impl Lab {
     /// Creates namespaces + veth + addresses + routes and starts the
-    /// internet's services; returns once they listen. On any error
-    /// everything created so far is torn down before returning. Blocking;
-    /// needs root.
+    /// internet's services in a thread of this process ([`Serving::Thread`]);
+    /// returns once they listen. On any error everything created so far is
+    /// torn down before returning. Blocking; needs root.
     pub fn create(spec: LabSpec) -> Result<Lab, LabError> {
+        Lab::create_with(spec, &Serving::Thread)
+    }
+
+    /// [`Lab::create`], with the internet served as `serving` says.
+    pub fn create_with(spec: LabSpec, serving: &Serving) -> Result<Lab, LabError> {
         preflight()?;
         validate(&spec)?;
 
@@ -572,7 +597,8 @@ impl Lab {
 
         let zone = Arc::new(spec.zone);
         let dns_port = |ip: Ipv4Addr| SocketAddr::new(ip.into(), 53);
-        let (service, control) = internet::start(
+        let (service, control) = internet_process::start(
+            serving,
             &lab.internet_path,
             internet::Services {
                 dns_listen: vec![
@@ -588,21 +614,31 @@ impl Lab {
                     SinkMode::Listed => internet::Mode::Wildcard,
                 },
                 ports: spec.ports,
+                internet_namespace: true,
             },
         )
         .map_err(LabError::Internet)?;
         lab.service = Some(service);
-        lab.control = Some(control);
+        lab.control = control;
         if !realism.host_dns.is_empty() {
-            let thread = internet::start_dns(
+            // The same server, served the same way (for the sandbox: a process that drops
+            // to nobody once bound, so that root parses nothing from the network), on the
+            // loopback resolvers' addresses of the host namespace.
+            let (dns, _) = internet_process::start(
+                serving,
                 &lab.host_path,
-                "lab-host-dns",
-                realism.host_dns.clone(),
-                zone,
-                spec.dns_layer,
+                internet::Services {
+                    dns_listen: realism.host_dns.clone(),
+                    zone,
+                    layer: spec.dns_layer,
+                    sinks: Vec::new(),
+                    mode: internet::Mode::Listed,
+                    ports: BTreeSet::new(),
+                    internet_namespace: false,
+                },
             )
             .map_err(LabError::Internet)?;
-            lab.host_dns = Some(thread);
+            lab.host_dns = Some(dns);
         }
         Ok(lab)
     }
@@ -691,7 +727,12 @@ impl Lab {
         }
         let gone = || LabError::AddSink {
             addr,
-            error: ThreadError::new("the internet thread", io::Error::other("it is not running")),
+            error: ThreadError::new(
+                "the internet thread",
+                io::Error::other(
+                    "it is not running (a Serving::Process internet takes no sinks later)",
+                ),
+            ),
         };
         let control = self.control.as_ref().ok_or_else(gone)?;
         let (done, result) = mpsc::channel();

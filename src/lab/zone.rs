@@ -215,6 +215,20 @@ impl Records {
         self.add(owner, RData::CNAME(CNAME(target)))
     }
 
+    /// The origins, as text [`Records::new`] accepts again.
+    pub(crate) fn origin_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.origins.iter().map(Name::to_ascii)
+    }
+
+    /// Every record as (owner, data), owners as text the adders accept again: what
+    /// [`super::internet_process`] sends to the internet process, which rebuilds the zone
+    /// with the adders (and so checks it again).
+    pub(crate) fn records(&self) -> impl Iterator<Item = (String, &RData)> + '_ {
+        self.by_owner
+            .iter()
+            .flat_map(|(owner, data)| data.iter().map(move |d| (owner.to_string(), d)))
+    }
+
     /// The most specific origin `name` is under.
     fn origin_of(&self, name: &Name) -> Option<&Name> {
         self.origins

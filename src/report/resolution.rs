@@ -19,6 +19,10 @@ use crate::vocab::Family;
 pub struct ResolveReport {
     /// One entry per domain.
     pub domains: Vec<DomainReport>,
+    /// Who resolved, when `--resolve-as` chose it: the human report says so first (the
+    /// JSON document has it in every domain's `resolved_as`).
+    #[serde(skip)]
+    pub chosen_resolver: Option<String>,
 }
 
 /// One domain's answers.
@@ -26,6 +30,10 @@ pub struct ResolveReport {
 pub struct DomainReport {
     /// The domain, normalized.
     pub domain: String,
+    /// The user the resolver process ran as (`nobody` unless `--resolve-as`), as the run
+    /// report's `resolved_as`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_as: Option<String>,
     /// What DNS said.
     #[serde(flatten)]
     pub status: DomainStatus,
@@ -174,6 +182,7 @@ impl ResolveReport {
             .into_iter()
             .map(|(domain, resolution)| DomainReport {
                 domain: domain.to_string(),
+                resolved_as: None,
                 status: match resolution {
                     Resolution::Failed(failure) => DomainStatus::Failed {
                         error: failure.to_string(),
@@ -213,7 +222,19 @@ impl ResolveReport {
                 },
             })
             .collect();
-        ResolveReport { domains }
+        ResolveReport {
+            domains,
+            chosen_resolver: None,
+        }
+    }
+
+    /// Records who resolved: `user`, `chosen` when `--resolve-as` named it.
+    pub fn resolved_as(mut self, user: &str, chosen: bool) -> ResolveReport {
+        for domain in &mut self.domains {
+            domain.resolved_as = Some(user.to_string());
+        }
+        self.chosen_resolver = chosen.then(|| user.to_string());
+        self
     }
 
     /// True when every lookup answered (possibly with "no such record") and every address
@@ -238,6 +259,9 @@ impl ResolveReport {
     /// The human report.
     pub fn to_human(&self) -> String {
         let mut text = String::new();
+        if let Some(user) = &self.chosen_resolver {
+            let _ = writeln!(text, "resolved as `{user}`");
+        }
         for d in &self.domains {
             let _ = writeln!(text, "{}", d.domain);
             match &d.status {

@@ -11,6 +11,15 @@
 //!
 //! NFQUEUE netlink sockets belong to the namespace they are created in, so
 //! the queue is bound from a [`NetnsThread`] inside the target namespace.
+//!
+//! Least privilege: the delayer parses nothing but the kernel's own netlink
+//! messages, yet it runs in the root test process. It stays a thread (a
+//! separate process would need a binary of its own in the test kit, and the
+//! tests' labs are built by that root process anyway), but capabilities are
+//! per thread in Linux, so once the queue is bound the thread keeps only
+//! CAP_NET_ADMIN ([`keep_only_net_admin`]): the kernel checks it of the
+//! sender for every verdict, and for nothing else the thread does. The rest
+//! of the test process keeps root.
 //! `nfq` offers no descriptor to wait on, so the thread polls the socket
 //! (non-blocking) every 2 ms: a packet is released at most that much
 //! after its due time, never before.
@@ -40,8 +49,92 @@ pub fn start(netns: &Path, queue: u16, delay: Duration) -> Result<NetnsThread, T
         // messages then keep small buffers alive.
         nfq.set_copy_range(queue, 0).map_err(bind)?;
         nfq.set_nonblocking(true);
+        keep_only_net_admin()
+            .map_err(|e| ThreadError::new("cannot drop the delayer's capabilities", e))?;
         Ok(hold_and_release(nfq, delay))
     })
+}
+
+/// CAP_NET_ADMIN's number (`linux/capability.h`).
+const CAP_NET_ADMIN: u32 = 12;
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Leaves the calling thread (only: `capset(2)` with pid 0 changes the
+/// caller's credentials, and credentials are per thread) CAP_NET_ADMIN and
+/// no other capability, effective and permitted, nothing inheritable or
+/// ambient; then checks `/proc/thread-self/status`. Irreversible for the
+/// thread: a capability out of the permitted set cannot come back.
+fn keep_only_net_admin() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let only = 1u32 << CAP_NET_ADMIN;
+    let data = [
+        CapData {
+            effective: only,
+            permitted: only,
+            inheritable: 0,
+        },
+        CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads one header and two data structs of the layout
+    // `linux/capability.h` defines for version 3; both outlive the call.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integers only and touches no memory.
+    unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_CAP_AMBIENT,
+            nix::libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    let status = std::fs::read_to_string("/proc/thread-self/status")?;
+    let expected = format!("{:016x}", u64::from(only));
+    for set in ["CapEff:", "CapPrm:"] {
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(set))
+            .map(str::trim);
+        if value != Some(expected.as_str()) {
+            return Err(io::Error::other(format!(
+                "{set} is {value:?} after capset, expected {expected}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Receives packets and accepts each `delay` after its arrival.

@@ -290,6 +290,31 @@ fn delay_holds_every_queued_packet_for_the_given_time() {
     let Some(lab) = up() else { return };
     lab.delay(5, 400).unwrap();
     assert!(lab.delay(5, 400).is_err(), "a second delayer on queue 5");
+    // The delayer thread keeps CAP_NET_ADMIN (bit 12) and nothing else; the test process
+    // (this thread) keeps root's.
+    let delayer = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "nfq-delay-5")
+        })
+        .expect("the delayer thread");
+    let caps = |status: &str, set: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(set))
+            .map(|v| v.trim().to_string())
+    };
+    let theirs = std::fs::read_to_string(delayer.path().join("status")).unwrap();
+    for set in ["CapEff:", "CapPrm:"] {
+        assert_eq!(
+            caps(&theirs, set).as_deref(),
+            Some("0000000000001000"),
+            "{set}"
+        );
+    }
+    let ours = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert_ne!(caps(&ours, "CapEff:").as_deref(), Some("0000000000001000"));
     let rule = |tool: &str, addr: String| {
         lab.exec_net(
             tool,

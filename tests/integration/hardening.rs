@@ -1037,3 +1037,393 @@ fn the_fenced_resolver_falls_back_to_tcp() {
         describe(&out)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The sandbox's simulated internet, the resolver's `--diagnose`, `resolve --resolve-as`
+// ---------------------------------------------------------------------------------------
+
+/// The inodes of the sockets bound to local `port` (UDP or TCP, both families) in `pid`'s
+/// network namespace.
+fn inodes_on_port(pid: u32, port: u16) -> Vec<String> {
+    let mut inodes = Vec::new();
+    for table in ["udp", "udp6", "tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st ... inode (10th field)
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                if let Some(inode) = fields.get(9) {
+                    inodes.push(inode.to_string());
+                }
+            }
+        }
+    }
+    inodes
+}
+
+/// The sockets of `pid` bound to local `port`.
+fn sockets_on_port(pid: u32, port: u16) -> Vec<String> {
+    let bound = inodes_on_port(pid, port);
+    socket_inodes(pid)
+        .into_iter()
+        .filter(|i| bound.contains(i))
+        .collect()
+}
+
+/// Runs `tests/fixtures/hardening/dns_query.py` against both ends of the sandbox link from
+/// the host namespace of the sandbox of process `parent`, as nobody.
+fn sandbox_dns_query(parent: u32) -> std::process::Output {
+    let names = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let host = String::from_utf8_lossy(&names.stdout)
+        .split_whitespace()
+        .find(|n| n.starts_with(&format!("ecsb-{parent}-")) && n.ends_with("-h"))
+        .map(str::to_string)
+        .expect("the sandbox's host namespace");
+    Command::new("ip")
+        .args(["netns", "exec", &host, "setpriv"])
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "--",
+        ])
+        // The script's text, not its path: nobody need not be able to read the checkout.
+        .args([
+            "/usr/bin/python3",
+            "-c",
+            &crate::util::fixtures::fixture_text("hardening/dns_query.py"),
+        ])
+        .args(["192.0.2.1", "2001:db8:ec::1"])
+        .output()
+        .expect("run the DNS query")
+}
+
+/// `egress-check sandbox` serves its simulated internet from a separate process that is not
+/// root once it serves: during a run, the process holding the internet's DNS sockets (port
+/// 53) and sinks (port 25), found through its descriptors' inodes in its namespace's
+/// `/proc/PID/net` tables, is not the root parent, runs as nobody (all uids and gids,
+/// nobody's groups), has no capability (effective, permitted, bounding), `no_new_privs` and
+/// a seccomp filter; and the sandbox still works: every probe is conclusive (the story's
+/// IPv4-only ruleset leaks over IPv6: exit 1), DNS over TCP answers too (the probes' resolver
+/// only uses UDP), and nothing is left behind.
+#[test]
+fn the_sandbox_internet_serves_as_nobody_fenced() {
+    if !ensure_lab_users() {
+        return;
+    }
+    crate::util::users::ensure_story_users();
+    let story = crate::util::fixtures::shipped("story.toml");
+    let rules = crate::util::fixtures::shipped("story-ipv4-only.rules");
+    // www-data's IPv4 probes are dropped: they wait out their 3 s timeout, time to sample.
+    let child = Command::new(BIN)
+        .args(["sandbox", &story, "--iptables", &rules])
+        .args(["--timeout", "3s", "--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start egress-check sandbox");
+    let parent = child.id();
+    let mut child = child;
+    let mut servers = std::collections::BTreeMap::new();
+    let mut parent_held = Vec::new();
+    let mut asked = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        let family = crate::util::procfs::descendants(parent);
+        // Workers start only once the sandbox is built, its internet ready (bound, dropped,
+        // fenced): before that the internet process is root by design, while it binds.
+        let ready = family.iter().any(|&pid| {
+            crate::util::procfs::cmdline(pid).is_some_and(|a| a.iter().any(|a| a == "__probe-as"))
+        });
+        for pid in family {
+            // Read before the sockets: a status taken while they are held describes the
+            // process holding them (not one that has begun to exit).
+            let status = crate::util::procfs::status(pid);
+            let args = crate::util::procfs::cmdline(pid).unwrap_or_default();
+            let dns = sockets_on_port(pid, 53);
+            if dns.is_empty() {
+                continue;
+            }
+            if pid == parent {
+                parent_held.extend(dns);
+                continue;
+            }
+            // The sandbox's sinks: one transparent listener per family on port 9, to which
+            // the internet's TPROXY rule hands every port.
+            let sinks = sockets_on_port(pid, 9);
+            if ready && !status.is_empty() && !args.is_empty() {
+                servers.entry(pid).or_insert_with(Vec::new).push((
+                    status,
+                    args,
+                    dns.len(),
+                    sinks.len(),
+                ));
+            }
+        }
+        if asked.is_none() && !servers.is_empty() {
+            // Once it serves, both transports from the sandbox's host namespace, as nobody
+            // (the sandbox's rules concern port 25 only).
+            asked = Some(sandbox_dns_query(parent));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("wait for egress-check");
+    let asked = asked.expect("the internet was seen serving");
+    assert_eq!(
+        code(&asked),
+        0,
+        "DNS over TCP and UDP\n{}",
+        describe(&asked)
+    );
+    assert_eq!(
+        stdout(&asked).matches(" 1\n").count(),
+        4,
+        "an answer per question\n{}",
+        describe(&asked)
+    );
+    assert!(
+        parent_held.is_empty(),
+        "the root parent held the internet's DNS sockets: {parent_held:?}"
+    );
+    assert_eq!(
+        servers.len(),
+        1,
+        "exactly one process serves the internet: {servers:#?}\n{}",
+        describe(&out)
+    );
+    let nobody = crate::util::users::uid_of("nobody").to_string();
+    let nobody_gid = crate::util::users::id_numbers("-g", "nobody")[0].to_string();
+    let mut nobody_groups: Vec<String> = crate::util::users::id_numbers("-G", "nobody")
+        .into_iter()
+        .map(|g| g.to_string())
+        .collect();
+    nobody_groups.sort();
+    for (pid, samples) in &servers {
+        // UDP and TCP on both link addresses; the two transparent sinks. (The most seen: a
+        // sample taken as the process closes its sockets at the end sees fewer.)
+        let dns = samples.iter().map(|s| s.2).max().unwrap_or(0);
+        let sinks = samples.iter().map(|s| s.3).max().unwrap_or(0);
+        assert!(
+            dns >= 4 && sinks >= 2,
+            "{pid}: {dns} DNS, {sinks} sink sockets"
+        );
+    }
+    let samples = servers
+        .iter()
+        .flat_map(|(pid, samples)| samples.iter().map(move |s| (pid, s)));
+    for (pid, (st, args, _, _)) in samples {
+        let field = |k: &str| st.get(k).map(String::as_str).unwrap_or("?");
+        assert!(
+            args.iter().any(|a| a == "__serve-internet"),
+            "{pid}: {args:?}"
+        );
+        assert_eq!(
+            field("Uid").split_whitespace().collect::<Vec<_>>(),
+            vec![nobody.as_str(); 4],
+            "the internet runs as nobody: {st:?}"
+        );
+        assert_eq!(
+            field("Gid").split_whitespace().collect::<Vec<_>>(),
+            vec![nobody_gid.as_str(); 4],
+            "{st:?}"
+        );
+        let mut groups: Vec<String> = field("Groups")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        groups.sort();
+        assert_eq!(groups, nobody_groups, "nobody's groups only: {st:?}");
+        for caps in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
+            assert_eq!(field(caps), "0000000000000000", "{caps}: {st:?}");
+        }
+        assert_eq!(field("NoNewPrivs"), "1", "{st:?}");
+        assert_eq!(field("Seccomp"), "2", "fenced before it serves: {st:?}");
+        assert_eq!(field("Threads"), "1", "{st:?}");
+    }
+    assert_eq!(
+        code(&out),
+        1,
+        "the story leaks over IPv6\n{}",
+        describe(&out)
+    );
+    let report = crate::util::report::Report::parse(&out);
+    assert!(!report.probes.is_empty(), "{}", describe(&out));
+    assert_eq!(report.inconclusive, 0, "{}", describe(&out));
+    let left = crate::util::leftovers::of_sandbox(parent);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// `__resolve-as USER --diagnose`, parsed.
+fn diagnose_resolver(user: &str) -> Value {
+    let out = Command::new(BIN)
+        .args(["__resolve-as", user, "--diagnose"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run egress-check");
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(&out)))
+}
+
+/// The resolver process's `--diagnose` shows what it resolves with: the user's uids and
+/// gids, no capabilities, `no_new_privs`, and its fence as the kernel enforces it (seccomp
+/// `filter`, Landlock enforced: a world-readable file cannot be opened), for the default
+/// `nobody` and a `--resolve-as` user alike.
+#[test]
+fn the_resolver_diagnoses_its_identity_and_fence() {
+    if !ensure_lab_users() {
+        return;
+    }
+    for user in ["nobody", "ec-web"] {
+        let d = diagnose_resolver(user);
+        let uid = crate::util::users::uid_of(user);
+        let gid = u64::from(crate::util::users::id_numbers("-g", user)[0]);
+        assert_eq!(d["uids"], serde_json::json!([uid, uid, uid]), "{user}: {d}");
+        assert_eq!(d["gids"], serde_json::json!([gid, gid, gid]), "{user}: {d}");
+        assert_eq!(d["no_new_privs"], true, "{user}: {d}");
+        for set in ["effective", "permitted", "ambient", "inheritable"] {
+            assert_eq!(d["capabilities"][set], 0, "{user}: {set}: {d}");
+        }
+        assert_eq!(d["seccomp"], "filter", "{user}: {d}");
+        assert_eq!(
+            d["landlock"]["status"], "enforced",
+            "Landlock as {user} (a kernel without it cannot prove this layer): {d}"
+        );
+        assert_eq!(d["landlock_open_file"], "EACCES", "{user}: {d}");
+        for attempt in d["regain_root"].as_array().expect("regain_root") {
+            assert!(
+                !attempt.as_str().unwrap_or_default().ends_with(": ok"),
+                "{user}: {d}"
+            );
+        }
+    }
+}
+
+/// `resolve --resolve-as USER`, as `run --resolve-as`: checked before anything is resolved
+/// (an unknown user is exit 2 naming it), the resolver runs as that user and meets its
+/// firewall (DNS rejected for ec-web: exit 3, the error says who resolved), and the JSON
+/// report names who resolved each domain (`nobody` by default), the human one the chosen
+/// user.
+#[test]
+fn resolve_takes_resolve_as() {
+    let Some(lab) = Lab::up() else { return };
+    let ns = crate::util::lab::LAB_DNS_V4;
+    let resolve = |more: &[&str]| {
+        let mut args = vec!["resolve", "--nameserver", ns, "dual.test"];
+        args.extend_from_slice(more);
+        lab.run(&args)
+    };
+    let resolved_as = |out: &std::process::Output| -> Vec<Value> {
+        let json: Value = serde_json::from_str(&stdout(out))
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(out)));
+        json.as_array()
+            .expect("an array")
+            .iter()
+            .map(|d| d["resolved_as"].clone())
+            .collect()
+    };
+
+    let out = resolve(&["--resolve-as", "no-such-user-ec"]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("no-such-user-ec"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = resolve(&["--format", "json"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(resolved_as(&out), ["nobody"], "{}", describe(&out));
+
+    lab.iptables(&words(
+        "-A OUTPUT -p udp --dport 53 -m owner --uid-owner ec-web -j REJECT",
+    ));
+    lab.iptables(&words(
+        "-A OUTPUT -p tcp --dport 53 -m owner --uid-owner ec-web -j REJECT --reject-with tcp-reset",
+    ));
+    let out = resolve(&["--format", "json"]);
+    assert_eq!(code(&out), 0, "nobody still resolves\n{}", describe(&out));
+
+    let out = resolve(&["--resolve-as", "ec-web", "--format", "json"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert_eq!(resolved_as(&out), ["ec-web"], "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("resolving as `ec-web`"),
+        "the error names who resolved\n{}",
+        describe(&out)
+    );
+
+    let out = resolve(&["--resolve-as", "ec-web"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        stdout(&out).starts_with("resolved as `ec-web`"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// The internet process takes its configuration as untrusted input: missing, malformed,
+/// oversized or naming a namespace that does not exist, it answers one readiness line
+/// saying why it cannot start (never a panic) and exits 2; the sandbox would report that
+/// line. Its subcommand is not advertised.
+#[test]
+fn the_internet_process_refuses_bad_configurations() {
+    let valid = r#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"mode":"listed","ports":[25],"internet_namespace":true}"#;
+    let oversized = " ".repeat(2 * 1024 * 1024);
+    let cases: [(&str, String, &str); 5] = [
+        ("empty", String::new(), "cut short or larger"),
+        ("oversized", oversized, "cut short or larger"),
+        (
+            "not JSON",
+            "{\"dns_listen\": \u{0}\n".to_string(),
+            "invalid internet configuration",
+        ),
+        (
+            "unknown field",
+            valid.replace("\"ports\"", "\"extra\":1,\"ports\"") + "\n",
+            "unknown field",
+        ),
+        (
+            "no such namespace",
+            format!("{valid}\n"),
+            "/run/netns/ec-no-such-ns",
+        ),
+    ];
+    for (what, input, why) in cases {
+        let mut child = Command::new(BIN)
+            .args(["__serve-internet", "/run/netns/ec-no-such-ns"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start egress-check");
+        let mut stdin = child.stdin.take().expect("piped");
+        // The process stops reading past its bound: the rest of the write may fail.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+        });
+        let out = child.wait_with_output().expect("wait");
+        let _ = writer.join();
+        assert_eq!(code(&out), 2, "{what}\n{}", describe(&out));
+        let line: Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{what}: not one JSON line ({e})\n{}", describe(&out)));
+        let reason = line["failed"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "{what}: {line}");
+    }
+    let out = Command::new(BIN).arg("--help").output().expect("run");
+    assert!(
+        !stdout(&out).contains("__serve-internet"),
+        "{}",
+        describe(&out)
+    );
+}
