@@ -1126,6 +1126,9 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
     // www-data's IPv4 probes are dropped: they wait out their 3 s timeout, time to sample.
     let child = Command::new(BIN)
         .args(["sandbox", &story, "--iptables", &rules])
+        // Not this host's resolv.conf: a loopback resolver there (127.0.0.53) would be
+        // served by a second internet process, in the sandbox host.
+        .args(["--nameserver", "9.9.9.9"])
         .args(["--timeout", "3s", "--format", "json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
