@@ -4,6 +4,7 @@
 //! dispatches and maps errors to exit codes.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 
 use anyhow::Context;
 
@@ -232,7 +233,41 @@ pub fn use_color(stream: &impl IsTerminal) -> bool {
     }
 }
 
-/// The sandbox the scenarios of `args` need: every port their targets use, the rules given.
+/// The nameservers a sandboxed run of `assignments` will ask, so that the simulated
+/// internet answers each where it is asked: `--nameserver`, else each scenario's
+/// `nameserver`, and `/etc/resolv.conf`'s for the scenarios without one (the sandbox host
+/// shares this host's files, so its resolver reads the same resolv.conf).
+pub fn sandbox_nameservers(
+    explicit: Option<SocketAddr>,
+    assignments: &[Assignment],
+) -> Vec<SocketAddr> {
+    if let Some(server) = explicit {
+        return vec![server];
+    }
+    let mut servers = Vec::new();
+    let mut system = false;
+    for a in assignments {
+        if matches!(a.target.kind, TargetKind::Addresses(_)) {
+            continue; // nothing to resolve
+        }
+        match a.nameserver {
+            Some(server) if !servers.contains(&server) => servers.push(server),
+            Some(_) => {}
+            None => system = true,
+        }
+    }
+    if system {
+        for server in crate::resolve::system_nameservers() {
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+    }
+    servers
+}
+
+/// The sandbox the scenarios of `args` need: every port their targets use, the rules given,
+/// the host's interface name and addresses, and every nameserver the run will ask.
 pub fn sandbox_options(args: &SandboxArgs, assignments: &[Assignment]) -> SandboxOptions {
     let mut rules = Vec::new();
     rules.extend(args.iptables.iter().cloned().map(RuleSource::Iptables));
@@ -247,18 +282,26 @@ pub fn sandbox_options(args: &SandboxArgs, assignments: &[Assignment]) -> Sandbo
         answer_a: !args.no_a,
         answer_aaaa: !args.no_aaaa,
         rules,
+        uplink: Some(args.uplink.clone()),
+        host_addrs: args.host_addr.iter().fold(Vec::new(), |mut unique, addr| {
+            if !unique.contains(addr) {
+                unique.push(*addr);
+            }
+            unique
+        }),
+        nameservers: sandbox_nameservers(args.nameserver, assignments),
     }
 }
 
-/// Builds a sandbox, runs `body` inside its host namespace with the simulated internet's
-/// nameserver, and tears the sandbox down whatever happened.
+/// Builds a sandbox, runs `body` inside its host namespace, and tears the sandbox down
+/// whatever happened.
 ///
 /// From the start a SIGINT/SIGTERM must not kill the process before the namespaces are gone:
 /// a flag defers it while the sandbox is being built (a signal then ends the run with its
 /// exit code, nothing probed); during `body` the runner handles it.
 pub fn in_sandbox(
     options: &SandboxOptions,
-    body: impl FnOnce(std::net::SocketAddr) -> anyhow::Result<u8>,
+    body: impl FnOnce() -> anyhow::Result<u8>,
 ) -> anyhow::Result<u8> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -285,7 +328,7 @@ pub fn in_sandbox(
                     sandbox.host_netns_name()
                 )
             })
-            .and_then(|()| body(sandbox.nameserver()))
+            .and_then(|()| body())
     };
     // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
     let _ = nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET);

@@ -1,7 +1,7 @@
 //! The command line. The names here are a contract used by scripts: keep them.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -146,7 +146,8 @@ pub enum Command {
     #[command(after_help = exit_codes::RESOLVE_HELP)]
     Resolve(ResolveArgs),
     /// Prove a firewall ruleset before it ships: load it into a throwaway network namespace
-    /// joined to a simulated internet that answers the scenario's names, and run the scenario.
+    /// joined to a simulated internet that answers the scenario's names (DNS at whatever
+    /// address the run asks) on every TCP port, and run the scenario.
     #[command(after_help = exit_codes::HELP)]
     Sandbox(SandboxArgs),
     /// Internal: the per-user probe worker (see [`crate::worker`]).
@@ -257,6 +258,22 @@ pub struct SandboxArgs {
     /// The simulated DNS answers no AAAA records (every IPv6 probe becomes no-address).
     #[arg(long)]
     pub no_aaaa: bool,
+    /// DNS server to ask instead of the scenario's and /etc/resolv.conf's (IP or IP:PORT).
+    /// Whichever the run asks, the simulated internet answers it at that address, so the
+    /// ruleset's DNS rules decide as on the host (`udp dport 53 ip daddr != 9.9.9.9 drop`);
+    /// a loopback resolver (127.0.0.53, systemd-resolved's stub) is answered inside the
+    /// sandbox host.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver)]
+    pub nameserver: Option<SocketAddr>,
+    /// Name of the sandbox host's network interface to the simulated internet, as the
+    /// ruleset names it (`-o ens3`, `oifname "ens3"`).
+    #[arg(long, value_name = "NAME", default_value = "eth0", value_parser = crate::sandbox::parse_uplink)]
+    pub uplink: String,
+    /// An address of the sandbox host itself, as the ruleset names it (`-s 203.0.113.5`,
+    /// `ip saddr`): put on the uplink, the first of each family the source of the probes'
+    /// connections (repeatable; IPv4 and IPv6).
+    #[arg(long = "host-addr", value_name = "IP", value_parser = crate::sandbox::parse_host_addr)]
+    pub host_addr: Vec<IpAddr>,
     /// Only run the checks of this user.
     #[arg(long = "as", value_name = "USER")]
     pub user: Option<String>,

@@ -149,9 +149,11 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
         );
     }
     let options = sandbox_options(&args, assignments);
-    in_sandbox(&options, |nameserver| {
+    in_sandbox(&options, || {
+        // Resolved as on the host (`--nameserver`, the scenario's, resolv.conf's), and
+        // answered by the simulated internet wherever it is asked.
         let nameservers = NameserverChoice {
-            server: Some(nameserver),
+            server: args.nameserver,
             netns_resolv_conf: None,
         };
         // On by default here: a sandbox is root's throwaway namespace, so tracing is always

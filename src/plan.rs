@@ -248,11 +248,11 @@ pub enum NameserverSource {
 }
 
 /// How the run's environment chooses nameservers, from strongest to weakest: an explicit
-/// server (`--nameserver`, or the sandbox's), the scenario's `nameserver`, the entered
+/// server (`--nameserver`), the scenario's `nameserver`, the entered
 /// namespace's resolv.conf, the system's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NameserverChoice {
-    /// `--nameserver` (or the sandbox's DNS server): overrides everything else.
+    /// `--nameserver`: overrides everything else.
     pub server: Option<SocketAddr>,
     /// resolv.conf of the entered namespace, used instead of /etc/resolv.conf.
     pub netns_resolv_conf: Option<String>,

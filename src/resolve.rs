@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -277,6 +277,25 @@ fn describe_addresses(answer: &Addresses) -> String {
 }
 
 /// Names the nameservers of a configuration read from `file`, as reports cite them.
+/// The nameservers `/etc/resolv.conf` names, as the resolver reads it (each
+/// server's address and port); empty when the file is missing or unusable
+/// (the run's resolver then reports why).
+pub fn system_nameservers() -> Vec<SocketAddr> {
+    let Ok((config, _)) = hickory_resolver::system_conf::read_system_conf() else {
+        return Vec::new();
+    };
+    let mut servers = Vec::new();
+    for server in config.name_servers() {
+        for connection in &server.connections {
+            let addr = SocketAddr::new(server.ip, connection.port);
+            if !servers.contains(&addr) {
+                servers.push(addr);
+            }
+        }
+    }
+    servers
+}
+
 fn describe_servers(config: &ResolverConfig, file: &str) -> String {
     let mut ips: Vec<IpAddr> = config.name_servers().iter().map(|s| s.ip).collect();
     ips.dedup();

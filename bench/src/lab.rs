@@ -176,6 +176,7 @@ impl BenchLab {
             ports: PORTS.into(),
             dns_layer: Some(Arc::clone(&dns_layer) as Arc<dyn DnsLayer>),
             resolv_conf: false,
+            realism: Default::default(),
         })?;
         let open = |path: &Path| {
             File::open(path).map_err(|error| BenchError::Io {

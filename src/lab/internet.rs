@@ -2,7 +2,9 @@
 //! internet namespace: the DNS server (UDP and TCP port 53 on the internet
 //! end of the link, both families) and the TCP sinks. Runtime requests
 //! ([`Control`]) arrive over a channel; dropping its sender, or stopping the
-//! thread, ends everything.
+//! thread, ends everything. The same services, with no sinks and without
+//! the internet's namespace settings, serve the lab's DNS on a loopback
+//! resolver's address inside the host namespace.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -34,17 +36,41 @@ pub(crate) enum Control {
     },
 }
 
+/// Listen backlog limit of the internet (`net.core.somaxconn`, per
+/// namespace; 4096 by default in a new one). `listen()` silently caps the
+/// backlog at it, and a sweep's tens of thousands of simultaneous connects to
+/// one listener would overflow a 4096-entry accept queue: the kernel then
+/// drops the SYN, which the prober sees as a timeout, a false pass of a deny.
+/// Raised to the sinks' own backlog.
+const SOMAXCONN: u32 = sink::BACKLOG.unsigned_abs();
+
+/// How the sinks listen (see [`super::SinkMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// On each sink address, each port.
+    Listed,
+    /// On the wildcard addresses, each port (AnyIP ranges).
+    Wildcard,
+    /// One transparent listener per family, fed by TPROXY: every port.
+    AnyPort,
+}
+
 /// What the internet serves.
 pub(crate) struct Services {
-    /// Addresses the DNS server listens on (port 53, UDP and TCP).
-    pub(crate) dns_listen: Vec<IpAddr>,
+    /// Where the DNS server listens (UDP and TCP).
+    pub(crate) dns_listen: Vec<SocketAddr>,
     pub(crate) zone: Arc<Zone>,
     pub(crate) layer: Option<Arc<dyn DnsLayer>>,
-    /// Sink addresses (ignored when `wildcard`).
+    /// Sink addresses (used by [`Mode::Listed`]).
     pub(crate) sinks: Vec<IpAddr>,
-    /// Listen on the wildcard addresses instead of each sink (AnyIP).
-    pub(crate) wildcard: bool,
+    pub(crate) mode: Mode,
+    /// Sink ports (ignored by [`Mode::AnyPort`]).
     pub(crate) ports: BTreeSet<u16>,
+    /// The namespace is the internet's: turn forwarding off and raise
+    /// `somaxconn` there. `false` for the DNS server alone in the host
+    /// namespace, whose settings are the host's under test.
+    pub(crate) internet_namespace: bool,
 }
 
 /// Starts the services in the namespace at `netns`; returns once every
@@ -67,13 +93,18 @@ pub(crate) async fn setup(
     services: Services,
     control: UnboundedReceiver<Control>,
 ) -> Result<impl std::future::Future<Output = ()>, ThreadError> {
-    disable_forwarding()?;
-    let dns = bind_dns(&services)?;
+    if services.internet_namespace {
+        disable_forwarding()?;
+        // Before any listen(): the kernel caps the backlog when listen() is called.
+        raise_somaxconn()?;
+    }
+    let dns = bind_dns(&services.dns_listen, &services.zone, services.layer.clone())?;
     let mut sinks = JoinSet::new();
-    let listeners = if services.wildcard {
-        sink::bind_wildcard(services.ports.iter().copied())
-    } else {
-        sink::bind_all(&services.sinks, services.ports.iter().copied())
+    let listeners = match services.mode {
+        Mode::Listed => sink::bind_all(&services.sinks, services.ports.iter().copied()),
+        Mode::Wildcard => sink::bind_wildcard(services.ports.iter().copied()),
+        // IP_TRANSPARENT needs CAP_NET_ADMIN when it is set: here, before any drop.
+        Mode::AnyPort => sink::bind_transparent(super::netfilter::ANY_PORT),
     }
     .map_err(|e| ThreadError::new("cannot start the sinks", e))?;
     sink::spawn_all(listeners, &mut sinks);
@@ -91,12 +122,21 @@ async fn serve(
     while let Some(request) = control.recv().await {
         match request {
             Control::AddSink { addr, done } => {
-                let result = if services.wildcard {
-                    Ok(()) // the wildcard listeners answer on it already
-                } else {
-                    sink::bind_all(&[addr], services.ports.iter().copied())
+                let result = match services.mode {
+                    // The wildcard listeners answer on it already.
+                    Mode::Wildcard => Ok(()),
+                    Mode::Listed => sink::bind_all(&[addr], services.ports.iter().copied())
                         .map(|listeners| sink::spawn_all(listeners, &mut sinks))
-                        .map_err(|e| ThreadError::new("cannot add a sink", e))
+                        .map_err(|e| ThreadError::new("cannot add a sink", e)),
+                    // The TPROXY rule names the sinks of the start; no lab
+                    // that needs more uses this mode.
+                    Mode::AnyPort => Err(ThreadError::new(
+                        "cannot add a sink",
+                        std::io::Error::new(
+                            std::io::ErrorKind::Unsupported,
+                            "any-port sinks are fixed when the lab is created",
+                        ),
+                    )),
                 };
                 let _ = done.send(result);
             }
@@ -104,13 +144,13 @@ async fn serve(
     }
 }
 
-fn bind_dns(services: &Services) -> Result<Server<ZoneHandler>, ThreadError> {
-    let mut dns = Server::new(ZoneHandler::new(
-        Arc::clone(&services.zone),
-        services.layer.clone(),
-    ));
-    for &ip in &services.dns_listen {
-        let addr = SocketAddr::new(ip, 53);
+fn bind_dns(
+    listen: &[SocketAddr],
+    zone: &Arc<Zone>,
+    layer: Option<Arc<dyn DnsLayer>>,
+) -> Result<Server<ZoneHandler>, ThreadError> {
+    let mut dns = Server::new(ZoneHandler::new(Arc::clone(zone), layer));
+    for &addr in listen {
         let udp = std::net::UdpSocket::bind(addr)
             .and_then(|s| {
                 s.set_nonblocking(true)?;
@@ -140,6 +180,21 @@ fn disable_forwarding() -> Result<(), ThreadError> {
             std::fs::write(knob, "0")
                 .map_err(|e| ThreadError::new(format!("cannot write 0 to {knob}"), e))?;
         }
+    }
+    Ok(())
+}
+
+/// Raises `net.core.somaxconn` of the namespace to [`SOMAXCONN`] (see
+/// there); like [`disable_forwarding`], on the namespace thread.
+fn raise_somaxconn() -> Result<(), ThreadError> {
+    const KNOB: &str = "/proc/sys/net/core/somaxconn";
+    let current: u32 = std::fs::read_to_string(KNOB)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if current < SOMAXCONN {
+        std::fs::write(KNOB, SOMAXCONN.to_string())
+            .map_err(|e| ThreadError::new(format!("cannot write {SOMAXCONN} to {KNOB}"), e))?;
     }
     Ok(())
 }

@@ -34,7 +34,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
-use super::internet::{self, Control, Services};
+use super::internet::{self, Control, Mode, Services};
 use super::thread::{NetnsThread, ThreadError};
 use super::zone::{Records, Zone, ZoneError};
 use crate::fence::Role;
@@ -188,16 +188,19 @@ pub enum InternetProcessError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Addresses the DNS server listens on (port 53, UDP and TCP).
-    pub dns_listen: Vec<IpAddr>,
+    /// Where the DNS server listens (UDP and TCP).
+    pub dns_listen: Vec<SocketAddr>,
     /// What the DNS server answers.
     pub zone: ZoneConfig,
-    /// Sink addresses (ignored when `wildcard`).
+    /// Sink addresses (used when `mode` is listed).
     pub sinks: Vec<IpAddr>,
-    /// Sinks listen on the wildcard addresses instead (AnyIP).
-    pub wildcard: bool,
-    /// TCP ports the sinks listen on.
+    /// How the sinks listen.
+    pub mode: Mode,
+    /// TCP ports the sinks listen on (not with any-port sinks).
     pub ports: BTreeSet<u16>,
+    /// The namespace is the internet's (forwarding off, `somaxconn` raised), not the
+    /// host's (the DNS server alone on a loopback resolver's address).
+    pub internet_namespace: bool,
 }
 
 /// A [`Zone`] as data.
@@ -276,8 +279,9 @@ impl Config {
             dns_listen: services.dns_listen.clone(),
             zone,
             sinks: services.sinks.clone(),
-            wildcard: services.wildcard,
+            mode: services.mode,
             ports: services.ports.clone(),
+            internet_namespace: services.internet_namespace,
         })
     }
 
@@ -298,9 +302,9 @@ impl Config {
                 detail: format!("more than {MAX_ADDRESSES} addresses"),
             });
         }
-        if config.ports.contains(&0) {
+        if config.ports.contains(&0) || config.dns_listen.iter().any(|a| a.port() == 0) {
             return Err(InternetProcessError::InvalidConfig {
-                detail: "port 0 is not a sink port".to_string(),
+                detail: "port 0 is not a sink or DNS port".to_string(),
             });
         }
         Ok(config)
@@ -332,8 +336,9 @@ impl Config {
             zone: Arc::new(zone),
             layer: None,
             sinks: self.sinks,
-            wildcard: self.wildcard,
+            mode: self.mode,
             ports: self.ports,
+            internet_namespace: self.internet_namespace,
         })
     }
 }
@@ -711,12 +716,13 @@ mod tests {
 
     fn services(zone: Zone) -> Services {
         Services {
-            dns_listen: vec!["192.0.2.1".parse().unwrap()],
+            dns_listen: vec!["192.0.2.1:53".parse().unwrap()],
             zone: Arc::new(zone),
             layer: None,
             sinks: vec!["198.51.100.25".parse().unwrap()],
-            wildcard: false,
+            mode: Mode::AnyPort,
             ports: [25, 587].into(),
+            internet_namespace: true,
         }
     }
 
@@ -744,6 +750,8 @@ mod tests {
             }
         ));
         assert_eq!(back.ports, [25, 587].into());
+        assert_eq!(back.mode, Mode::AnyPort);
+        assert!(back.internet_namespace);
     }
 
     #[test]
@@ -802,8 +810,10 @@ mod tests {
         for bad in [
             &b"{"[..],
             b"\x00\xff",
-            br#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"wildcard":false,"ports":[25],"extra":1}"#,
-            br#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"wildcard":false,"ports":[0]}"#,
+            br#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"mode":"listed","ports":[25],"internet_namespace":true,"extra":1}"#,
+            br#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"mode":"listed","ports":[0],"internet_namespace":true}"#,
+            br#"{"dns_listen":["127.0.0.53:0"],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"mode":"listed","ports":[],"internet_namespace":false}"#,
+            br#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"mode":"every-port","ports":[],"internet_namespace":true}"#,
         ] {
             assert!(
                 matches!(
@@ -825,8 +835,9 @@ mod tests {
                 }],
             },
             sinks: vec![],
-            wildcard: false,
+            mode: Mode::Listed,
             ports: BTreeSet::new(),
+            internet_namespace: true,
         };
         assert!(matches!(
             outside.into_services(),

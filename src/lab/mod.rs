@@ -3,7 +3,8 @@
 //! `testkit/`) and the benchmark.
 //!
 //! A [`Lab`] is a fresh pair of network namespaces, the *host* under test and
-//! a simulated *internet*, joined by a veth pair (`eth0` at both ends) with
+//! a simulated *internet*, joined by a veth pair (`eth0` at both ends, unless
+//! [`Realism::uplink`] names the host's end) with
 //! IPv4 and IPv6 addresses and default routes from the host to the internet.
 //! Firewall rules are loaded into the host namespace only ([`Lab::load`]).
 //! The internet's services run where [`Serving`] says, both backends running
@@ -25,20 +26,35 @@
 //! - a DNS server (hickory-server) on UDP and TCP port 53 of both internet
 //!   link addresses, answering from a [`Zone`] (explicit records, or the
 //!   sandbox's catch-all), optionally behind a [`DnsLayer`] (test faults);
-//! - TCP sinks on every port of [`LabSpec::ports`] that greet with
-//!   `220 sandbox.invalid ESMTP egress-check sandbox` and close: on each sink
-//!   address, or, when the lab has AnyIP ranges, on the wildcard addresses of
-//!   both families, so that every local address answers.
+//! - TCP sinks that greet with `220 sandbox.invalid ESMTP egress-check
+//!   sandbox` and close, in one of three modes ([`SinkMode`]): on every port
+//!   of [`LabSpec::ports`] of each sink address (the tests' lab: the other
+//!   ports reset); on those ports of the wildcard addresses of both families
+//!   when the lab has AnyIP ranges (the benchmark), so that every local
+//!   address answers; or on **every** TCP port of every sink address
+//!   (the sandbox), through one transparent listener per family that
+//!   nftables' TPROXY hands every connection to (`netfilter.rs`).
 //!
 //! Sinks are host addresses (/32, /128) on the internet's `lo`; an AnyIP
 //! range is a local route (`ip route add local 203.0.113.0/24 dev lo`), which
 //! makes the kernel accept every address of the range as its own.
 //!
+//! What makes the sandbox behave like the real network for a real ruleset
+//! ([`Realism`]): the host end of the link can carry the host's real
+//! interface name and its own addresses (so `-o ens3` and `-s 203.0.113.5`
+//! match), and DNS to *any* address (the nameserver the scenario or the
+//! host's resolv.conf names, `9.9.9.9`, say) is answered by the lab's server
+//! through a DNAT in the internet, so address-based DNS rules decide as on
+//! the host. A loopback resolver (`127.0.0.53`) cannot be reached across
+//! namespaces; the lab's DNS then also answers on it inside the host
+//! namespace, served the same way as the internet (for the sandbox: a second
+//! internet process, in the host namespace, that drops to `nobody` once bound).
+//!
 //! Address plans (documentation ranges only; nothing leaves the namespaces):
 //!
 //! | lab                     | link, internet end (gateway, DNS)    | link, host end                       | sinks                                              |
 //! |-------------------------|--------------------------------------|--------------------------------------|----------------------------------------------------|
-//! | sandbox (`ecsb`), [`Link::SANDBOX`] | 192.0.2.1/30, 2001:db8:ec::1/64 | 192.0.2.2/30, 2001:db8:ec::2/64 | 198.51.100.25, 2001:db8:25::25                     |
+//! | sandbox (`ecsb`), [`Link::SANDBOX`] | 192.0.2.1/30, 2001:db8:ec::1/64 | 192.0.2.2/30, 2001:db8:ec::2/64 (+ `--host-addr`s) | 198.51.100.25, 2001:db8:25::25, every TCP port |
 //! | tests (`ect`), test kit | 198.51.100.2/24, 2001:db8:100::2/64  | 198.51.100.1/24, 2001:db8:100::1/64  | 203.0.113.10-12, 2001:db8:200::10-12 (+ per test)  |
 //! | benchmark (`ecb`), `bench/` | 198.51.100.2/24, 2001:db8:100::2/64 | 198.51.100.1/24, 2001:db8:100::1/64 | AnyIP 203.0.113.0/24, 2001:db8:200::/64        |
 //!
@@ -59,6 +75,7 @@
 mod dns;
 mod internet;
 pub mod internet_process;
+mod netfilter;
 mod pair;
 mod rules;
 mod sink;
@@ -142,6 +159,47 @@ pub struct LabSpec {
     pub dns_layer: Option<Arc<dyn DnsLayer>>,
     /// Write `/etc/netns/HOST/resolv.conf` naming the lab's DNS server.
     pub resolv_conf: bool,
+    /// What makes the host side and the internet look like a real host's
+    /// (the sandbox's); the default changes nothing.
+    pub realism: Realism,
+}
+
+/// How the internet's sinks listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SinkMode {
+    /// One listener per sink address and port of [`LabSpec::ports`]; the
+    /// other ports of a sink reset (the kernel answers a SYN to a closed port
+    /// with RST). The wildcard addresses instead when the lab has AnyIP
+    /// ranges.
+    #[default]
+    Listed,
+    /// Every TCP port of every sink address answers, without a socket per
+    /// port: one `IP_TRANSPARENT` listener per family, and an nftables
+    /// `tproxy` rule in the internet that hands it every TCP connection to a
+    /// sink address ([`LabSpec::ports`] is then irrelevant).
+    AnyPort,
+}
+
+/// The sandbox's realism: options that make a lab look like the host a
+/// ruleset was written for. [`Realism::default`] is the plain lab.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Realism {
+    /// Name of the host end of the link; `None`: [`IFACE`] (`eth0`).
+    pub uplink: Option<String>,
+    /// The host's own addresses besides the link's: put on the uplink, the
+    /// first of each family the preferred source (`src`) of that family's
+    /// default route, and routed back to the host by the internet.
+    pub host_addrs: Vec<IpAddr>,
+    /// How the sinks listen.
+    pub sinks: SinkMode,
+    /// Destination ports on which DNS (UDP and TCP) to **any** address that
+    /// is not the internet's own is answered by the lab's DNS server (a DNAT
+    /// in the internet); empty: only the link addresses answer DNS.
+    pub dns_ports: BTreeSet<u16>,
+    /// Loopback addresses (with port) the lab's DNS also answers on inside
+    /// the *host* namespace: a resolver like systemd-resolved's stub
+    /// `127.0.0.53`, which no packet to the internet could reach.
+    pub host_dns: Vec<SocketAddr>,
 }
 
 /// Everything that can go wrong creating, using or tearing down a lab.
@@ -312,6 +370,134 @@ fn validate(spec: &LabSpec) -> Result<(), LabError> {
         // The wildcard sink on port 53 would take the DNS server's port.
         return invalid("with AnyIP ranges, port 53 (the lab's DNS) cannot be a sink port".into());
     }
+    let realism = &spec.realism;
+    if realism.sinks == SinkMode::AnyPort && !spec.anyip.is_empty() {
+        return invalid("any-port sinks answer on the sink addresses, not on AnyIP ranges".into());
+    }
+    if let Some(name) = &realism.uplink {
+        if let Err(e) = valid_interface_name(name) {
+            return invalid(e.to_string());
+        }
+    }
+    for &addr in &realism.host_addrs {
+        if let Err(e) = valid_host_addr(addr, &spec.link, &spec.sinks) {
+            return invalid(e.to_string());
+        }
+    }
+    if realism.dns_ports.contains(&0) {
+        return invalid("DNS port 0".into());
+    }
+    for server in &realism.host_dns {
+        if !server.ip().is_loopback() {
+            return invalid(format!(
+                "{server}: the host namespace answers DNS on loopback addresses only \
+                 (the internet answers every other address)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why a name cannot be a network interface's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterfaceNameError {
+    /// Empty, or longer than the kernel's 15 bytes (IFNAMSIZ - 1).
+    #[error("interface name `{0}` must be 1 to 15 bytes long (the kernel's IFNAMSIZ)")]
+    Length(String),
+    /// A character the kernel refuses (`/`, `:`, whitespace), one outside
+    /// printable ASCII (rules and messages show the name as is), or `.`/`..`.
+    #[error(
+        "interface name `{0}` is not allowed: it must be printable ASCII without `/`, `:` or \
+         whitespace (which the kernel refuses), and not `.` or `..`"
+    )]
+    Character(String),
+    /// `lo` is the loopback interface, present in every namespace.
+    #[error("interface name `{0}` is the loopback interface; the uplink needs another name")]
+    Loopback(String),
+}
+
+/// Checks a name for the host end of the link as the kernel's
+/// `dev_valid_name` does (1-15 bytes; not `.` or `..`; no `/`, `:` or
+/// whitespace); printable ASCII only, so that it can be written in rules and
+/// messages as is.
+pub fn valid_interface_name(name: &str) -> Result<(), InterfaceNameError> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(InterfaceNameError::Length(
+            name.escape_default().to_string(),
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+    {
+        return Err(InterfaceNameError::Character(
+            name.escape_default().to_string(),
+        ));
+    }
+    if name == "lo" {
+        return Err(InterfaceNameError::Loopback(name.into()));
+    }
+    Ok(())
+}
+
+/// Why an address cannot be one of the host's own in a lab.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostAddrError {
+    /// Not a unicast address a host could send from.
+    #[error(
+        "host address {0} is not a unicast address a host sends from (unspecified, loopback, \
+         multicast, broadcast, link-local or IPv4-mapped)"
+    )]
+    NotUnicast(IpAddr),
+    /// Taken by the lab itself.
+    #[error("host address {addr} is taken by the lab itself ({what})")]
+    Taken {
+        /// The address.
+        addr: IpAddr,
+        /// What uses it.
+        what: &'static str,
+    },
+}
+
+/// Checks an address the host namespace is to own: ordinary unicast, and
+/// not one the lab already uses (the link's, a sink's).
+pub fn valid_host_addr(addr: IpAddr, link: &Link, sinks: &[IpAddr]) -> Result<(), HostAddrError> {
+    let unusable = match addr {
+        IpAddr::V4(a) => {
+            a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.is_link_local()
+                || a.octets()[0] == 0
+        }
+        IpAddr::V6(a) => {
+            a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || a.is_unicast_link_local()
+                || a.to_ipv4_mapped().is_some()
+        }
+    };
+    if unusable {
+        return Err(HostAddrError::NotUnicast(addr));
+    }
+    let link_net4 = (IpAddr::V4(link.host4), link.prefix4);
+    let link_net6 = (IpAddr::V6(link.host6), link.prefix6);
+    if in_range(addr, link_net4) || in_range(addr, link_net6) {
+        return Err(HostAddrError::Taken {
+            addr,
+            what: "the link between host and internet",
+        });
+    }
+    if sinks.contains(&addr) {
+        return Err(HostAddrError::Taken {
+            addr,
+            what: "a sink of the simulated internet",
+        });
+    }
     Ok(())
 }
 
@@ -332,6 +518,11 @@ pub struct Lab {
     service: Option<internet_process::Running>,
     /// Runtime requests; only a [`Serving::Thread`] internet takes them.
     control: Option<UnboundedSender<internet::Control>>,
+    /// The lab's DNS on loopback addresses of the host namespace
+    /// ([`Realism::host_dns`]).
+    host_dns: Option<internet_process::Running>,
+    /// Name of the host end of the link.
+    uplink: String,
 }
 
 impl Lab {
@@ -361,13 +552,25 @@ impl Lab {
             etc_dir: None,
             service: None,
             control: None,
+            host_dns: None,
+            uplink: spec
+                .realism
+                .uplink
+                .clone()
+                .unwrap_or_else(|| IFACE.to_owned()),
         };
         let (host, internet) = pair::add_pair(spec.prefix, &mut lab.namespaces)?;
         lab.host_path = crate::netns::path_of(&host);
         lab.internet_path = crate::netns::path_of(&internet);
         lab.host = host;
         lab.internet = internet;
-        pair::configure_link(&lab.host, &lab.internet, &spec.link)?;
+        pair::configure_link(
+            &lab.host,
+            &lab.internet,
+            &spec.link,
+            &lab.uplink,
+            &spec.realism.host_addrs,
+        )?;
         for &(net, len) in &spec.anyip {
             pair::add_anyip_route(&lab.internet, net, len)?;
         }
@@ -379,22 +582,64 @@ impl Lab {
         if spec.resolv_conf {
             lab.write_resolv_conf()?;
         }
+        let realism = &spec.realism;
+        if realism.sinks == SinkMode::AnyPort || !realism.dns_ports.is_empty() {
+            netfilter::install(
+                &lab.internet,
+                &netfilter::Plan {
+                    any_port: (realism.sinks == SinkMode::AnyPort).then_some(&spec.sinks[..]),
+                    dns_ports: &realism.dns_ports,
+                    dns4: spec.link.internet4,
+                    dns6: spec.link.internet6,
+                },
+            )?;
+        }
 
+        let zone = Arc::new(spec.zone);
+        let dns_port = |ip: Ipv4Addr| SocketAddr::new(ip.into(), 53);
         let (service, control) = internet_process::start(
             serving,
             &lab.internet_path,
             internet::Services {
-                dns_listen: vec![spec.link.internet4.into(), spec.link.internet6.into()],
-                zone: Arc::new(spec.zone),
-                layer: spec.dns_layer,
+                dns_listen: vec![
+                    dns_port(spec.link.internet4),
+                    SocketAddr::new(spec.link.internet6.into(), 53),
+                ],
+                zone: Arc::clone(&zone),
+                layer: spec.dns_layer.clone(),
                 sinks: spec.sinks,
-                wildcard: !spec.anyip.is_empty(),
+                mode: match realism.sinks {
+                    SinkMode::AnyPort => internet::Mode::AnyPort,
+                    SinkMode::Listed if spec.anyip.is_empty() => internet::Mode::Listed,
+                    SinkMode::Listed => internet::Mode::Wildcard,
+                },
                 ports: spec.ports,
+                internet_namespace: true,
             },
         )
         .map_err(LabError::Internet)?;
         lab.service = Some(service);
         lab.control = control;
+        if !realism.host_dns.is_empty() {
+            // The same server, served the same way (for the sandbox: a process that drops
+            // to nobody once bound, so that root parses nothing from the network), on the
+            // loopback resolvers' addresses of the host namespace.
+            let (dns, _) = internet_process::start(
+                serving,
+                &lab.host_path,
+                internet::Services {
+                    dns_listen: realism.host_dns.clone(),
+                    zone,
+                    layer: spec.dns_layer,
+                    sinks: Vec::new(),
+                    mode: internet::Mode::Listed,
+                    ports: BTreeSet::new(),
+                    internet_namespace: false,
+                },
+            )
+            .map_err(LabError::Internet)?;
+            lab.host_dns = Some(dns);
+        }
         Ok(lab)
     }
 
@@ -439,6 +684,11 @@ impl Lab {
         &self.link
     }
 
+    /// Name of the host end of the link ([`Realism::uplink`], else `eth0`).
+    pub fn uplink(&self) -> &str {
+        &self.uplink
+    }
+
     /// The DNS server the host namespace should use: port 53 of the internet
     /// end of the link, IPv4 (it also listens on the IPv6 end).
     pub fn nameserver(&self) -> SocketAddr {
@@ -459,6 +709,7 @@ impl Lab {
             rule,
             &rules::SetupEnv {
                 netns: &self.host,
+                iface: &self.uplink,
                 gateway4: self.link.internet4.to_string(),
                 gateway6: self.link.internet6.to_string(),
                 sink4: first(true),
@@ -508,6 +759,11 @@ impl Lab {
         if let Some(service) = self.service.take() {
             if let Err(e) = service.stop() {
                 problems.push(format!("internet: {e}"));
+            }
+        }
+        if let Some(dns) = self.host_dns.take() {
+            if let Err(e) = dns.stop() {
+                problems.push(format!("the host namespace's DNS: {e}"));
             }
         }
         for name in std::mem::take(&mut self.namespaces) {
@@ -591,6 +847,7 @@ mod tests {
             ports: [25].into(),
             dns_layer: None,
             resolv_conf: false,
+            realism: Realism::default(),
         }
     }
 

@@ -26,6 +26,12 @@ use super::{LabError, Link};
 use crate::netns::{path_of, NETNS_DIR, NETNS_ETC};
 /// Name of the veth end in each namespace (host side and internet side).
 pub const IFACE: &str = "eth0";
+/// MAC address of the host end of the link, and of the internet end: fixed
+/// (locally administered), since each lab's link is a segment of its own, so
+/// that each end can know the other's without neighbour discovery.
+const HOST_MAC: &str = "02:ec:00:00:00:02";
+/// See [`HOST_MAC`].
+const INTERNET_MAC: &str = "02:ec:00:00:00:01";
 /// Suffix of the host namespace's name.
 const HOST_SUFFIX: &str = "h";
 /// Suffix of the internet namespace's name.
@@ -101,12 +107,24 @@ fn add(name: &str, created: &mut Vec<String>) -> Result<bool, LabError> {
     }
 }
 
-/// Brings up `lo` in both namespaces, creates the veth link, assigns the
-/// addresses (IPv6 without DAD so they are usable at once), and routes the
-/// host's default traffic of both families to the internet. The internet
-/// gets no default route: it only knows the link and its own addresses, so
-/// it forwards nowhere else.
-pub(crate) fn configure_link(host: &str, internet: &str, link: &Link) -> Result<(), LabError> {
+/// Brings up `lo` in both namespaces, creates the veth link (its host end
+/// named `uplink`), assigns the addresses (IPv6 without DAD so they are
+/// usable at once), and routes the host's default traffic of both families
+/// to the internet. The internet gets no default route: it only knows the
+/// link and its own addresses, so it forwards nowhere else.
+///
+/// `host_addrs` are the host's own addresses besides the link's: each goes on
+/// the uplink as a host address (/32, /128), the first of each family becomes
+/// the preferred source (`src`) of that family's default route, so the
+/// probes' connections leave from it (as from a host whose public address is
+/// on its uplink), and the internet routes each back over the link.
+pub(crate) fn configure_link(
+    host: &str,
+    internet: &str,
+    link: &Link,
+    uplink: &str,
+    host_addrs: &[IpAddr],
+) -> Result<(), LabError> {
     let h = |args: &[&str]| ip_in(host, args);
     let i = |args: &[&str]| ip_in(internet, args);
     let cidr = |ip: IpAddr, prefix: u8| format!("{ip}/{prefix}");
@@ -114,7 +132,51 @@ pub(crate) fn configure_link(host: &str, internet: &str, link: &Link) -> Result<
     h(&["link", "set", "lo", "up"])?;
     i(&["link", "set", "lo", "up"])?;
     h(&[
-        "link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns", internet,
+        "link",
+        "add",
+        uplink,
+        "address",
+        HOST_MAC,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        IFACE,
+        "address",
+        INTERNET_MAC,
+        "netns",
+        internet,
+    ])?;
+    // Permanent IPv6 neighbours at both ends. Without them, the internet's
+    // reply to a host address that is not on the link (`--host-addr`,
+    // routed via the link address) needs neighbour discovery of the link
+    // address, and the internet solicits from its link-local address, which
+    // is tentative (DAD) for about a second after the link comes up: the
+    // first connections time out. (Replies to the link address itself never
+    // wait: the host's own solicitation, sent from that address, taught it.)
+    i(&[
+        "-6",
+        "neigh",
+        "replace",
+        &link.host6.to_string(),
+        "lladdr",
+        HOST_MAC,
+        "dev",
+        IFACE,
+        "nud",
+        "permanent",
+    ])?;
+    h(&[
+        "-6",
+        "neigh",
+        "replace",
+        &link.internet6.to_string(),
+        "lladdr",
+        INTERNET_MAC,
+        "dev",
+        uplink,
+        "nud",
+        "permanent",
     ])?;
 
     i(&[
@@ -139,33 +201,45 @@ pub(crate) fn configure_link(host: &str, internet: &str, link: &Link) -> Result<
         "add",
         &cidr(link.host4.into(), link.prefix4),
         "dev",
-        IFACE,
+        uplink,
     ])?;
     h(&[
         "addr",
         "add",
         &cidr(link.host6.into(), link.prefix6),
         "dev",
-        IFACE,
+        uplink,
         "nodad",
     ])?;
-    h(&["link", "set", IFACE, "up"])?;
-    h(&[
-        "-4",
-        "route",
-        "add",
-        "default",
-        "via",
-        &link.internet4.to_string(),
-    ])?;
-    h(&[
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        &link.internet6.to_string(),
-    ])?;
+    for &addr in host_addrs {
+        let (len, via) = match addr {
+            IpAddr::V4(_) => (32, IpAddr::from(link.host4)),
+            IpAddr::V6(_) => (128, IpAddr::from(link.host6)),
+        };
+        let cidr = cidr(addr, len);
+        let mut add = vec!["addr", "add", &cidr, "dev", uplink];
+        if addr.is_ipv6() {
+            add.push("nodad"); // usable at once, as the link's own
+        }
+        h(&add)?;
+        i(&["route", "add", &cidr, "via", &via.to_string()])?;
+    }
+    h(&["link", "set", uplink, "up"])?;
+    for (family, gateway) in [
+        ("-4", IpAddr::from(link.internet4)),
+        ("-6", IpAddr::from(link.internet6)),
+    ] {
+        let gateway = gateway.to_string();
+        let mut route = vec![family, "route", "add", "default", "via", &gateway];
+        let src = host_addrs
+            .iter()
+            .find(|a| a.is_ipv4() == (family == "-4"))
+            .map(ToString::to_string);
+        if let Some(src) = &src {
+            route.extend(["src", src]);
+        }
+        h(&route)?;
+    }
     Ok(())
 }
 

@@ -32,7 +32,7 @@ pub enum RuleSource {
     /// An executable run inside the host namespace
     /// (`ip netns exec HOST SCRIPT`) with these variables set:
     /// `EGRESS_SANDBOX_NETNS` (host namespace name), `EGRESS_SANDBOX_IFACE`
-    /// (`eth0`), `EGRESS_SANDBOX_GATEWAY4`/`_GATEWAY6` (internet end of the
+    /// (the host end of the link: `eth0`, or `--uplink`'s name), `EGRESS_SANDBOX_GATEWAY4`/`_GATEWAY6` (internet end of the
     /// link, also the DNS server), `EGRESS_SANDBOX_SINK4`/`_SINK6` (the first
     /// sink of each family, empty if there is none).
     Setup(PathBuf),
@@ -41,6 +41,7 @@ pub enum RuleSource {
 /// What a setup script is told about the lab (see [`RuleSource::Setup`]).
 pub(crate) struct SetupEnv<'a> {
     pub(crate) netns: &'a str,
+    pub(crate) iface: &'a str,
     pub(crate) gateway4: String,
     pub(crate) gateway6: String,
     pub(crate) sink4: String,
@@ -112,7 +113,7 @@ pub(crate) fn load(host: &str, rule: &RuleSource, env: &SetupEnv<'_>) -> Result<
             cmd.arg(script)
                 .stdin(Stdio::null())
                 .env("EGRESS_SANDBOX_NETNS", env.netns)
-                .env("EGRESS_SANDBOX_IFACE", super::pair::IFACE)
+                .env("EGRESS_SANDBOX_IFACE", env.iface)
                 .env("EGRESS_SANDBOX_GATEWAY4", &env.gateway4)
                 .env("EGRESS_SANDBOX_GATEWAY6", &env.gateway6)
                 .env("EGRESS_SANDBOX_SINK4", &env.sink4)

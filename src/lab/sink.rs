@@ -1,6 +1,7 @@
 //! TCP sinks of the simulated internet: on every address and port they are
-//! given (or on the wildcard addresses, for AnyIP ranges), accept
-//! connections, send an SMTP-like greeting and close.
+//! given (or on the wildcard addresses, for AnyIP ranges, or one transparent
+//! listener per family that TPROXY feeds every port to), accept connections,
+//! send an SMTP-like greeting and close.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,10 +18,13 @@ pub const BANNER: &[u8] = b"220 sandbox.invalid ESMTP egress-check sandbox\r\n";
 /// Upper bound on the time spent on one connection (greeting + drain).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`
-/// (4096 by default). A benchmark's thousands of simultaneous connects to
-/// one wildcard listener must not overflow the accept queue: a dropped SYN
-/// is retried only after a second, longer than a typical probe timeout.
-const BACKLOG: i32 = 65535;
+/// (4096 by default), which the internet raises to this. A sweep's tens of
+/// thousands of simultaneous connects to one transparent or wildcard listener
+/// (65,535 per user and family, several users at once) must not overflow the
+/// accept queue: a dropped SYN is retried only after a second, longer than a
+/// typical probe timeout, and reads as a timeout. The queue is not allocated
+/// up front; this is only a bound.
+pub(crate) const BACKLOG: i32 = 1 << 20;
 
 /// A TCP listener on `addr` with `SO_REUSEADDR` (a lab's port may still have
 /// connections in TIME_WAIT from the previous lab) and, for IPv6, `only_v6`:
@@ -67,6 +71,36 @@ pub(crate) fn bind_wildcard(ports: impl IntoIterator<Item = u16>) -> io::Result<
             SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
             Some(true),
         )?);
+    }
+    Ok(listeners)
+}
+
+/// Binds `0.0.0.0:PORT` and `[::]:PORT` (IPv6 only) with `IP_TRANSPARENT`
+/// and `IPV6_TRANSPARENT`: nftables' `tproxy` only hands connections to a
+/// listener that has it (else the SYN goes on to the address's closed port).
+/// Its accepted sockets keep the address and port the client connected to,
+/// so every port of every sink the TPROXY rule names answers.
+pub(crate) fn bind_transparent(port: u16) -> io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for addr in [
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+    ] {
+        let named =
+            |e: io::Error| io::Error::new(e.kind(), format!("transparent sink {addr}: {e}"));
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(named)?;
+        socket.set_reuse_address(true).map_err(named)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true).map_err(named)?;
+            socket.set_ip_transparent_v6(true).map_err(named)?;
+        } else {
+            socket.set_ip_transparent_v4(true).map_err(named)?;
+        }
+        socket.bind(&addr.into()).map_err(named)?;
+        socket.listen(BACKLOG).map_err(named)?;
+        socket.set_nonblocking(true).map_err(named)?;
+        listeners.push(TcpListener::from_std(socket.into()).map_err(named)?);
     }
     Ok(listeners)
 }

@@ -153,6 +153,7 @@ pub fn spec() -> Result<LabSpec, TestkitError> {
         ports: PORTS.into(),
         dns_layer: Some(Arc::new(ServFail::new([SERVFAIL_NAME]))),
         resolv_conf: true,
+        realism: Default::default(),
     })
 }
 

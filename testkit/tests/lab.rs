@@ -443,6 +443,7 @@ fn an_anyip_lab_answers_on_every_address_with_a_slow_nameserver() {
         ports: [25, 2525].into(),
         dns_layer: Some(Arc::new(Delay(Duration::from_millis(300)))),
         resolv_conf: false,
+        realism: Default::default(),
     })
     .unwrap_or_else(|e| panic!("cannot create the AnyIP lab: {e}"));
     // Inside a range: nothing to add, the wildcard listeners answer already.

@@ -1126,6 +1126,9 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
     // www-data's IPv4 probes are dropped: they wait out their 3 s timeout, time to sample.
     let child = Command::new(BIN)
         .args(["sandbox", &story, "--iptables", &rules])
+        // Not this host's resolv.conf: a loopback resolver there (127.0.0.53) would be
+        // served by a second internet process, in the sandbox host.
+        .args(["--nameserver", "9.9.9.9"])
         .args(["--timeout", "3s", "--format", "json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1158,7 +1161,9 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
                 parent_held.extend(dns);
                 continue;
             }
-            let sinks = sockets_on_port(pid, 25);
+            // The sandbox's sinks: one transparent listener per family on port 9, to which
+            // the internet's TPROXY rule hands every port.
+            let sinks = sockets_on_port(pid, 9);
             if ready && !status.is_empty() && !args.is_empty() {
                 servers.entry(pid).or_insert_with(Vec::new).push((
                     status,
@@ -1207,7 +1212,7 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
         .collect();
     nobody_groups.sort();
     for (pid, samples) in &servers {
-        // UDP and TCP on both link addresses; the two sinks on port 25. (The most seen: a
+        // UDP and TCP on both link addresses; the two transparent sinks. (The most seen: a
         // sample taken as the process closes its sockets at the end sees fewer.)
         let dns = samples.iter().map(|s| s.2).max().unwrap_or(0);
         let sinks = samples.iter().map(|s| s.3).max().unwrap_or(0);
@@ -1376,7 +1381,7 @@ fn resolve_takes_resolve_as() {
 /// line. Its subcommand is not advertised.
 #[test]
 fn the_internet_process_refuses_bad_configurations() {
-    let valid = r#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"wildcard":false,"ports":[25]}"#;
+    let valid = r#"{"dns_listen":[],"zone":{"catch-all":{"a":null,"aaaa":null}},"sinks":[],"mode":"listed","ports":[25],"internet_namespace":true}"#;
     let oversized = " ".repeat(2 * 1024 * 1024);
     let cases: [(&str, String, &str); 5] = [
         ("empty", String::new(), "cut short or larger"),

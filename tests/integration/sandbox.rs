@@ -502,3 +502,299 @@ fn sandbox_without_root_is_exit_2_saying_so() {
     assert!(stderr(&out).contains("needs root"), "{}", describe(&out));
     assert!(stdout(&out).is_empty());
 }
+
+/// The allowlist of issue 14, proven in the sandbox before it ships: www-data may reach
+/// ports 80 and 443 over IPv4 and nothing else (dropped); IPv6 is not filtered at all. The
+/// simulated internet answers on every port of its sinks (one transparent listener per
+/// family), so a sweep of all 65,535 ports over both families reports exactly three ranges.
+#[test]
+fn an_allowlist_sweep_in_the_sandbox_reports_exact_ranges() {
+    let Some(f) = Fixture::new() else { return };
+    let scenario = f.write(
+        "sweep.toml",
+        "timeout = \"1s\"\n\
+         [[target]]\nname = \"web\"\nhost = \"www.example.com\"\nports = [\"1-65535\"]\n\
+         [[check]]\nas = [\"www-data\"]\nexpect = \"deny\"\n",
+    );
+    let rules = f.write(
+        "allowlist.nft",
+        "table inet allowlist {\n chain output {\n  type filter hook output priority filter;\n\
+         \x20 meta skuid \"www-data\" meta nfproto ipv4 tcp dport { 80, 443 } accept\n\
+         \x20 meta skuid \"www-data\" meta nfproto ipv4 meta l4proto tcp drop\n }\n}\n",
+    );
+    let started = Instant::now();
+    let out = sandbox(&[
+        "sandbox",
+        &scenario,
+        "--nft",
+        &rules,
+        "--no-explain",
+        "--format",
+        "json-compact",
+    ]);
+    let wall = started.elapsed();
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e})\n{}", describe(&out)));
+    let ranges: std::collections::BTreeSet<(String, String, String, String, u64)> = doc
+        ["probe_ranges"]
+        .as_array()
+        .expect("probe_ranges")
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            let probes = r["probes"].as_u64().expect("probes");
+            (
+                s("verdict"),
+                s("address"),
+                s("observed"),
+                s("ports"),
+                probes,
+            )
+        })
+        .collect();
+    let row =
+        |v: &str, a: &str, o: &str, p: &str, n: u64| (v.into(), a.into(), o.into(), p.into(), n);
+    let expected = [
+        row("fail", "198.51.100.25", "connected", "80,443", 2),
+        row(
+            "pass",
+            "198.51.100.25",
+            "timeout",
+            "1-79,81-442,444-65535",
+            65_533,
+        ),
+        row("fail", "2001:db8:25::25", "connected", "1-65535", 65_535),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(ranges, expected, "{}", describe(&out));
+    assert_eq!(
+        (
+            doc["failed"].as_u64(),
+            doc["passed"].as_u64(),
+            doc["inconclusive"].as_u64()
+        ),
+        (Some(65_537), Some(65_533), Some(0)),
+        "{}",
+        describe(&out)
+    );
+    eprintln!("sandbox sweep of 131,070 probes: {wall:?}");
+}
+
+/// Scenario, allowing www-data nothing on port 25 and postfix everything, for the DNS tests.
+const DNS_SCENARIO: &str = "timeout = \"1s\"\n\
+     [[target]]\nname = \"gmail\"\nmx = \"gmail.com\"\n\
+     [[check]]\nas = [\"postfix\"]\nexpect = \"allow\"\n\
+     [[check]]\nas = [\"www-data\"]\nexpect = \"deny\"\n";
+
+/// `iptables-restore`/`ip6tables-restore` text: DNS only to `resolver` (or to none), and
+/// www-data's port 25 dropped.
+fn dns_rules(resolver: Option<&str>) -> String {
+    let except = resolver.map(|r| format!(" ! -d {r}")).unwrap_or_default();
+    format!(
+        "*filter\n:OUTPUT ACCEPT [0:0]\n\
+         -A OUTPUT -p udp --dport 53{except} -j DROP\n\
+         -A OUTPUT -p tcp --dport 53{except} -j DROP\n\
+         -A OUTPUT -p tcp --dport 25 -m owner --uid-owner www-data -j DROP\n\
+         COMMIT\n"
+    )
+}
+
+/// A ruleset that lets DNS out only to the host's resolver decides as on the host: the
+/// simulated internet answers whatever address the run asks (the scenario's `nameserver`,
+/// `--nameserver`, over IPv4 or IPv6), a loopback resolver inside the sandbox host, and a
+/// ruleset that drops DNS makes the run inconclusive saying so in words.
+#[test]
+fn dns_rules_on_the_resolvers_address_decide_as_on_the_host() {
+    let Some(f) = Fixture::new() else { return };
+    let mut scenario = format!("nameserver = \"9.9.9.9\"\n{DNS_SCENARIO}");
+    let only_quad9 = f.write("quad9.toml", &scenario);
+    let v4 = f.write("dns4.rules", &dns_rules(Some("9.9.9.9")));
+    let v6 = f.write("dns6.rules", &dns_rules(Some("2620:fe::fe")));
+    let none = f.write("dns-none.rules", &dns_rules(None));
+    let conclusive = |args: &[&str]| {
+        let mut full = vec!["sandbox", "--no-explain"];
+        full.extend(args);
+        let (out, report) = json_report(&full);
+        assert_eq!(code(&out), 0, "{}", describe(&out));
+        assert_eq!(
+            (report.passed, report.probes.len()),
+            (4, 4),
+            "{}",
+            describe(&out)
+        );
+    };
+    // The scenario's resolver, allowed by both families' rules.
+    conclusive(&[&only_quad9, "--iptables", &v4, "--ip6tables", &v6]);
+    // An IPv6 resolver given on the command line.
+    scenario = DNS_SCENARIO.to_string();
+    let plain = f.write("plain.toml", &scenario);
+    conclusive(&[
+        &plain,
+        "--nameserver",
+        "2620:fe::fe",
+        "--iptables",
+        &v4,
+        "--ip6tables",
+        &v6,
+    ]);
+    // systemd-resolved's stub on loopback: answered inside the sandbox host, so a ruleset
+    // dropping all DNS that leaves the host still resolves.
+    let stub = f.write(
+        "stub.rules",
+        &dns_rules(None).replace(" --dport 53 -j DROP", " --dport 53 ! -o lo -j DROP"),
+    );
+    conclusive(&[
+        &plain,
+        "--nameserver",
+        "127.0.0.53",
+        "--iptables",
+        &stub,
+        "--ip6tables",
+        &stub,
+    ]);
+    // DNS dropped: the detail names the resolver and this host's firewall.
+    let (out, report) = json_report(&["sandbox", "--no-explain", &only_quad9, "--iptables", &none]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    for p in &report.probes {
+        let detail = p.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.contains(
+                "DNS query to 9.9.9.9 blocked by this host's firewall (Operation not permitted)"
+            ),
+            "{p:?}"
+        );
+    }
+}
+
+/// Without `--nameserver` or the scenario's, the sandboxed run asks the resolvers of
+/// `/etc/resolv.conf`, as on the host; systemd-resolved's stub there (`127.0.0.53`) is
+/// answered inside the sandbox host, so a ruleset that lets DNS out only over `lo` resolves.
+/// The file is bind-mounted in a private mount namespace (`unshare -m`), this host's stays.
+#[test]
+fn a_loopback_resolver_in_resolv_conf_is_answered_inside_the_sandbox_host() {
+    let Some(f) = Fixture::new() else { return };
+    let resolv_conf = f.write("resolv.conf", "nameserver 127.0.0.53\noptions edns0\n");
+    let plain = f.write("plain.toml", DNS_SCENARIO);
+    let stub = f.write(
+        "stub.rules",
+        &dns_rules(None).replace(" --dport 53 -j DROP", " --dport 53 ! -o lo -j DROP"),
+    );
+    // unshare execs sh, which execs egress-check: one pid throughout, for the leftovers.
+    let child = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --make-rprivate / && mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"",
+            "sh",
+            &resolv_conf,
+            BIN,
+            "sandbox",
+            &plain,
+            "--no-explain",
+            "--iptables",
+            &stub,
+            "--ip6tables",
+            &stub,
+            "--format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start unshare");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for the sandbox");
+    let left = leftovers::of_sandbox(pid);
+    assert!(
+        left.is_empty(),
+        "left behind: {left:#?}\n{}",
+        describe(&out)
+    );
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let report = Report::parse(&out);
+    assert_eq!(
+        (report.passed, report.probes.len()),
+        (4, 4),
+        "{}",
+        describe(&out)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["nameservers"], serde_json::json!(["127.0.0.53:53"]));
+}
+
+/// Rules naming the host's interface (`-o ens3`, `oifname`) and its own addresses
+/// (`-s 203.0.113.5`, `ip6 saddr`) match in a sandbox given `--uplink` and `--host-addr`,
+/// and do not without them; bad values are exit 2 naming them.
+#[test]
+fn uplink_and_host_addresses_make_interface_and_source_rules_match() {
+    let Some(f) = Fixture::new() else { return };
+    let story = shipped("story.toml");
+    let v4 = f.write(
+        "src.rules",
+        "*filter\n:OUTPUT ACCEPT [0:0]\n\
+         -A OUTPUT -o ens3 -s 203.0.113.5 -p tcp --dport 25 -m owner --uid-owner www-data -j DROP\n\
+         COMMIT\n",
+    );
+    let v6 = f.write(
+        "src.nft",
+        "table inet t {\n chain o {\n  type filter hook output priority filter;\n\
+         \x20 oifname \"ens3\" ip6 saddr 2001:db8:5::5 meta skuid \"www-data\" tcp dport 25 \
+         reject with tcp reset\n }\n}\n",
+    );
+    let base = [
+        "sandbox",
+        story.as_str(),
+        "--timeout",
+        "1s",
+        "--no-explain",
+        "--iptables",
+        &v4,
+        "--nft",
+        &v6,
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--uplink",
+        "ens3",
+        "--host-addr",
+        "203.0.113.5",
+        "--host-addr",
+        "2001:db8:5::5",
+    ]);
+    let (out, report) = json_report(&args);
+    assert_holds(&out, &report, 8);
+    for (family, observed) in [("ipv4", "timeout"), ("ipv6", "refused")] {
+        for p in report.of("www-data", family) {
+            assert_eq!(p.observed, observed, "{p:?}");
+        }
+    }
+    // The same rules on the default eth0 and link addresses match nothing.
+    let (out, report) = json_report(&base);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    for p in report.of_user("www-data") {
+        assert_eq!(p.observed, "connected", "{p:?}");
+    }
+
+    for (option, value) in [
+        ("--uplink", "lo"),
+        ("--uplink", "eth 0"),
+        ("--uplink", "much-too-long-name"),
+        ("--host-addr", "192.0.2.2"),
+        ("--host-addr", "198.51.100.25"),
+        ("--host-addr", "fe80::1"),
+        ("--host-addr", "not-an-ip"),
+    ] {
+        let out = sandbox(&["sandbox", &story, option, value]);
+        assert_eq!(code(&out), 2, "{option} {value}: {}", describe(&out));
+        assert!(
+            stderr(&out).contains(value),
+            "{option} {value}: {}",
+            describe(&out)
+        );
+        assert!(stdout(&out).is_empty(), "nothing was probed");
+    }
+}

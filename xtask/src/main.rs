@@ -293,6 +293,10 @@ fn subcommand_sections(name: &str) -> Vec<Section> {
                         "/run/netns/",
                         "The sandbox's throwaway network namespaces are created here, with unique names, and removed afterwards.",
                     ),
+                    Entry::Tagged(
+                        "/etc/resolv.conf",
+                        "The nameservers the sandboxed run asks, unless --nameserver or the scenario's nameserver is given; the simulated internet answers DNS at whatever address they have (a loopback one inside the sandbox host).",
+                    ),
                     FILE_PASSWD,
                 ],
             },
