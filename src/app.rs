@@ -17,7 +17,7 @@ use crate::run_info::RunInfo;
 use crate::runner::{self, RunSettings};
 use crate::sandbox::{self, RuleSource, SandboxOptions};
 use crate::scenario::{Scenario, TargetKind};
-use crate::{dns_process, exit_codes, explain, identity, netns, verdict, worker};
+use crate::{dns_process, exit_codes, explain, identity, netns, resolve, verdict, worker};
 
 /// Diagnostics go to stderr through `tracing`, never into stdout's reports: `-q` keeps
 /// errors only, the default warnings, `-v` adds this crate's debug events (resolver
@@ -98,13 +98,24 @@ pub fn choose_resolver(resolve_as: Option<&str>) -> anyhow::Result<()> {
 /// Enters `--netns` if given; returns how nameservers are chosen there.
 pub fn enter_host(common: &CommonArgs) -> anyhow::Result<NameserverChoice> {
     let netns_resolv_conf = match &common.host.netns {
-        Some(name) => netns::enter(name)?,
+        Some(name) => enter_netns(name)?,
         None => None,
     };
     Ok(NameserverChoice {
         server: common.host.nameserver,
         netns_resolv_conf,
     })
+}
+
+/// Enters the named namespace as `ip netns exec NAME` would set a program up there: its
+/// `/etc/netns/NAME/resolv.conf` (returned) and `/etc/netns/NAME/hosts` (the resolver's
+/// hosts file from now on) replace the system's where they exist.
+pub fn enter_netns(name: &str) -> anyhow::Result<Option<String>> {
+    let resolv_conf = netns::enter(name)?;
+    if let Some(hosts) = netns::hosts_file(name) {
+        resolve::use_hosts_file(hosts);
+    }
+    Ok(resolv_conf)
 }
 
 /// `--explain`, checked in the namespace that will be probed: exit 2 before anything is

@@ -200,7 +200,8 @@ pub struct HostOptions {
     /// DNS server to use instead of the scenario's and /etc/resolv.conf's (IP or IP:PORT).
     #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver)]
     pub nameserver: Option<SocketAddr>,
-    /// Enter this network namespace (/run/netns/NAME) before resolving and probing.
+    /// Enter this network namespace (/run/netns/NAME) before resolving and probing; its
+    /// /etc/netns/NAME/resolv.conf and hosts replace the system's, as under `ip netns exec`.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
 }
@@ -329,7 +330,8 @@ pub struct ResolveArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ResolveFormat::Human)]
     pub format: ResolveFormat,
-    /// Enter this network namespace (/run/netns/NAME) first.
+    /// Enter this network namespace (/run/netns/NAME) first; its /etc/netns/NAME/resolv.conf
+    /// and hosts replace the system's, as under `ip netns exec`.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
     /// Resolve as this user (a separate process, fenced like the workers) instead of

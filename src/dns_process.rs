@@ -63,6 +63,10 @@ pub struct ResolverArgs {
     /// `--diagnose`) instead of resolving: what the privilege tests check.
     #[arg(long)]
     pub diagnose: bool,
+    /// The hosts file to read instead of /etc/hosts (the parent's choice,
+    /// [`resolve::hosts_path`]: `--netns NAME` with an `/etc/netns/NAME/hosts`).
+    #[arg(long, value_name = "PATH")]
+    pub hosts_file: Option<std::path::PathBuf>,
     /// Hidden test hook: misbehave on purpose once fenced.
     #[arg(long, hide = true, value_enum)]
     pub test_fault: Option<ResolverFault>,
@@ -108,6 +112,9 @@ fn child(args: ResolverArgs) -> anyhow::Result<()> {
     }
     if args.diagnose {
         return crate::worker::diagnose(Role::Resolver);
+    }
+    if let Some(path) = args.hosts_file {
+        resolve::use_hosts_file(path);
     }
     let mut input = Vec::new();
     std::io::stdin()
@@ -345,6 +352,10 @@ async fn ask(
     };
     let mut command = tokio::process::Command::new("/proc/self/exe");
     command.arg(RESOLVER_SUBCOMMAND).arg(user);
+    let hosts = resolve::hosts_path();
+    if hosts != std::path::Path::new(resolve::HOSTS_FILE) {
+        command.arg("--hosts-file").arg(hosts);
+    }
     // The parent's verbosity, so that `-v` still shows the resolver's answers.
     let level = tracing::level_filters::LevelFilter::current();
     if level >= tracing::level_filters::LevelFilter::TRACE {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use egress_check::address::HostInterfaces;
 use egress_check::app::{
-    choose_resolver, enter_host, explain_requested, in_sandbox, init_logging, prepare,
+    choose_resolver, enter_host, enter_netns, explain_requested, in_sandbox, init_logging, prepare,
     probe_and_report, runtime, sandbox_options,
 };
 use egress_check::cli::{
@@ -16,7 +16,7 @@ use egress_check::plan::{self, NameserverChoice};
 use egress_check::report::ResolveReport;
 use egress_check::resolve;
 use egress_check::scenario::{self, AdHocTargets, TargetKind};
-use egress_check::{dns_process, exit_codes, explain, identity, lab, netns, source, vocab, worker};
+use egress_check::{dns_process, exit_codes, explain, identity, lab, source, vocab, worker};
 
 fn main() -> ExitCode {
     let cli = cli::parse(std::env::args_os()).unwrap_or_else(|err| err.exit());
@@ -174,7 +174,7 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
 fn resolve_names(args: ResolveArgs) -> anyhow::Result<u8> {
     choose_resolver(args.resolve_as.as_deref())?;
     let resolv_conf = match &args.netns {
-        Some(name) => netns::enter(name)?,
+        Some(name) => enter_netns(name)?,
         None => None,
     };
     let domains = args

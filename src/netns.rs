@@ -64,6 +64,13 @@ pub fn enter(name: &str) -> Result<Option<String>, NetnsError> {
     Ok(std::fs::read_to_string(resolv_conf).ok())
 }
 
+/// `/etc/netns/NAME/hosts` when that file exists: what `ip netns exec NAME` bind-mounts
+/// over `/etc/hosts`, so what a program run there would read.
+pub fn hosts_file(name: &str) -> Option<PathBuf> {
+    let path = Path::new(NETNS_ETC).join(name).join("hosts");
+    path.is_file().then_some(path)
+}
+
 /// Moves the calling thread into the network namespace at `path`.
 pub fn enter_path(path: &Path) -> std::io::Result<()> {
     let file = File::open(path)?;

@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -195,8 +196,26 @@ pub struct Resolver {
     diagnosis: std::sync::Arc<tokio::sync::OnceCell<FailureKind>>,
 }
 
-/// Where `host` targets are looked up before DNS.
+/// Where `host` targets are looked up before DNS, unless [`use_hosts_file`] chose another.
 pub const HOSTS_FILE: &str = "/etc/hosts";
+
+/// The hosts file of this process, when not [`HOSTS_FILE`].
+static HOSTS_PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Reads `path` instead of [`HOSTS_FILE`] from now on: with `--netns NAME`, the
+/// namespace's `/etc/netns/NAME/hosts`, which `ip netns exec NAME` would bind-mount over
+/// `/etc/hosts`. Set once, before any resolver is built; later calls change nothing.
+pub fn use_hosts_file(path: PathBuf) {
+    let _ = HOSTS_PATH.set(path);
+}
+
+/// The hosts file `host` targets are looked up in: [`HOSTS_FILE`] or the one
+/// [`use_hosts_file`] chose.
+pub fn hosts_path() -> &'static Path {
+    HOSTS_PATH
+        .get()
+        .map_or(Path::new(HOSTS_FILE), PathBuf::as_path)
+}
 
 /// The addresses of names in a hosts(5) file, in the file's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -228,10 +247,10 @@ impl HostsFile {
         HostsFile { names }
     }
 
-    /// Reads [`HOSTS_FILE`]; a missing or unreadable file is an empty table, as for the
+    /// Reads [`hosts_path`]; a missing or unreadable file is an empty table, as for the
     /// system resolver.
     pub fn system() -> HostsFile {
-        std::fs::read_to_string(HOSTS_FILE)
+        std::fs::read_to_string(hosts_path())
             .map(|text| HostsFile::parse(&text))
             .unwrap_or_default()
     }
@@ -627,7 +646,7 @@ impl Resolver {
 }
 
 /// A `host` target as the hosts file gives it: its addresses by family, answered by
-/// [`HOSTS_FILE`] (so that an answer that is not egress is named as coming from there).
+/// [`hosts_path`] (so that an answer that is not egress is named as coming from there).
 fn from_hosts_file(host: &str, list: &[IpAddr]) -> Exchange {
     let of = |family: Family| {
         let found: Vec<IpAddr> = list
@@ -649,10 +668,11 @@ fn from_hosts_file(host: &str, list: &[IpAddr]) -> Exchange {
         preference: None,
         ipv4: of(Family::Ipv4),
         ipv6: of(Family::Ipv6),
-        answered_by: HOSTS_FILE.to_string(),
+        answered_by: hosts_path().display().to_string(),
     };
     tracing::debug!(
-        "{HOSTS_FILE} answered {host}: A {}; AAAA {}",
+        "{} answered {host}: A {}; AAAA {}",
+        found.answered_by,
         describe_addresses(&found.ipv4),
         describe_addresses(&found.ipv6)
     );

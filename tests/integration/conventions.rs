@@ -446,4 +446,52 @@ fn host_targets_resolve_as_the_system_does_with_etc_hosts() {
         "{}",
         describe(&out)
     );
+    // `--netns HOST` from outside reads the namespace's hosts file as `ip netns exec` does,
+    // and names it by its real path.
+    let hosts = format!("/etc/netns/{}/hosts", lab.host_ns());
+    let out = Command::new(BIN)
+        .args([
+            "--as",
+            "ec-web",
+            "--port",
+            "25",
+            "--timeout",
+            "1s",
+            "--format",
+            "json",
+        ])
+        .args([
+            "--host",
+            "relay",
+            "--host",
+            "localrelay",
+            "--netns",
+            &lab.host_ns(),
+        ])
+        .output()
+        .expect("run with --netns");
+    let report = Report::parse(&out);
+    let relay: Vec<_> = report
+        .probes
+        .iter()
+        .filter(|p| p.family == "ipv4" && p.target == "relay")
+        .collect();
+    assert_eq!(relay.len(), 1, "{}", describe(&out));
+    assert_eq!(
+        relay[0].address.as_deref(),
+        Some("203.0.113.12"),
+        "{}",
+        describe(&out)
+    );
+    let local = report
+        .probes
+        .iter()
+        .find(|p| p.family == "ipv4" && p.target == "localrelay")
+        .unwrap_or_else(|| panic!("no probe of localrelay\n{}", describe(&out)));
+    let want = format!("{hosts} answered A 127.0.0.1 for localrelay:");
+    assert!(
+        local.detail.as_deref().unwrap_or("").starts_with(&want),
+        "{want}\n{}",
+        describe(&out)
+    );
 }
