@@ -73,7 +73,14 @@ fn run(args: RunArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe, display, explain)
+    probe_and_report(
+        prepared,
+        nameservers,
+        &args.common.probe,
+        display,
+        explain,
+        Vec::new(),
+    )
 }
 
 /// `egress-check --as USER [targets]`: one user, the command line's targets (or the
@@ -112,7 +119,14 @@ fn ad_hoc(args: AdHocArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe, display, explain)
+    probe_and_report(
+        prepared,
+        nameservers,
+        &args.common.probe,
+        display,
+        explain,
+        Vec::new(),
+    )
 }
 
 /// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host
@@ -143,7 +157,7 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
         );
     }
     let options = sandbox_options(&args, assignments);
-    in_sandbox(&options, |nameserver| {
+    in_sandbox(&options, |nameserver, watch| {
         let nameservers = NameserverChoice {
             server: Some(nameserver),
             netns_resolv_conf: None,
@@ -158,7 +172,7 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
                     false
                 }
             };
-        probe_and_report(prepared, nameservers, &args.probe, display, explain)
+        probe_and_report(prepared, nameservers, &args.probe, display, explain, watch)
     })
 }
 

@@ -50,6 +50,10 @@ pub struct WorkerArgs {
     /// the worker takes.
     #[arg(long)]
     pub process: Option<String>,
+    /// At most this many connects in flight (the parent's share of the conntrack budget,
+    /// [`crate::runner::kernel::conntrack_budget`]); else as many as descriptors allow.
+    #[arg(long)]
+    pub in_flight: Option<usize>,
     /// Hidden test hook ([`crate::fence::TestFault`]): passed on by the parent only when its
     /// own hidden `--test-worker-fault` option was given.
     #[arg(long, hide = true, value_enum)]
@@ -141,9 +145,10 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
         return diagnose();
     }
 
-    let in_flight = fd_limit
+    let in_flight = (fd_limit
         .saturating_sub(RESERVED_FDS)
-        .clamp(1, MAX_IN_FLIGHT) as usize;
+        .clamp(1, MAX_IN_FLIGHT) as usize)
+        .min(args.in_flight.unwrap_or(usize::MAX).max(1));
     // The runtime's descriptors exist before the fence, so the allowlist needs none of the
     // calls that make them.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -380,18 +385,23 @@ pub async fn run_as(
     probes: &[WorkerProbe],
     results: mpsc::UnboundedSender<WorkerResult>,
 ) -> Result<(), WorkerError> {
-    run_worker(user, None, probes, results).await
+    run_worker(user, None, probes, None, results).await
 }
 
-/// [`run_as`], standing in the process `service` (a `pid:`/`unit:` identity) when given.
+/// [`run_as`], standing in the process `service` (a `pid:`/`unit:` identity) when given,
+/// with at most `in_flight` connects in flight when given.
 pub async fn run_worker(
     user: &str,
     service: Option<&crate::service::ServiceIdentity>,
     probes: &[WorkerProbe],
+    in_flight: Option<usize>,
     results: mpsc::UnboundedSender<WorkerResult>,
 ) -> Result<(), WorkerError> {
     let mut command = tokio::process::Command::new("/proc/self/exe");
     command.arg(WORKER_SUBCOMMAND).arg(user);
+    if let Some(n) = in_flight {
+        command.arg("--in-flight").arg(n.to_string());
+    }
     if let Some(service) = service {
         command
             .arg("--process")
