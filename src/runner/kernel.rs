@@ -278,11 +278,17 @@ pub struct ConntrackBudget {
 }
 
 impl ConntrackBudget {
-    /// Connects the run may keep in flight: half the free entries, so that the host's own
-    /// connections (and other namespaces' growth) keep room. At least 1.
+    /// Connects the run may keep in flight: the free entries less an eighth of the table,
+    /// which stays for the host's own connections. Not half the free entries: one user's
+    /// sweep (131,070 probes) must fit a default table of 262,144 on a host that already
+    /// tracks a few hundred connections, or it would run in two waves, two timeouts. At
+    /// least 1.
     pub fn in_flight(&self) -> usize {
         let free = self.max.saturating_sub(self.count);
-        usize::try_from(free / 2).unwrap_or(usize::MAX).max(1)
+        let headroom = self.max / 8;
+        usize::try_from(free.saturating_sub(headroom))
+            .unwrap_or(usize::MAX)
+            .max(1)
     }
 
     /// For the run's diagnostics: which limit, how full, and the cap it sets.
@@ -291,7 +297,8 @@ impl ConntrackBudget {
         let _ = write!(
             text,
             "the conntrack table (net.netfilter.nf_conntrack_max {}, {} entries in use in the \
-             probes' namespace): at most {} connects in flight, half the free entries",
+             probes' namespace): at most {} connects in flight, the free entries less an eighth \
+             of the table",
             self.max,
             self.count,
             self.in_flight()
@@ -420,13 +427,13 @@ IpExt: 0 99
     }
 
     #[test]
-    fn the_budget_is_half_the_free_entries() {
+    fn the_budget_keeps_an_eighth_of_the_table() {
         let b = ConntrackBudget {
             max: 262_144,
             count: 2_144,
         };
-        assert_eq!(b.in_flight(), 130_000);
-        assert!(b.describe().contains("at most 130000 connects"));
+        assert_eq!(b.in_flight(), 262_144 - 2_144 - 32_768);
+        assert!(b.describe().contains("at most 227232 connects"));
         let full = ConntrackBudget { max: 10, count: 12 };
         assert_eq!(full.in_flight(), 1);
     }
