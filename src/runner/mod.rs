@@ -159,7 +159,11 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
             let tx = tx.clone();
             let service = services.get(user.as_str()).copied();
             async move {
-                let outcome = worker::run_worker(user, service, shard, in_flight_cap, tx).await;
+                let options = worker::WorkerOptions {
+                    in_flight: in_flight_cap,
+                    local_addresses: settings.explain,
+                };
+                let outcome = worker::run_worker(user, service, shard, options, tx).await;
                 (user.clone(), outcome)
             }
         })
