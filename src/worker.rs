@@ -433,8 +433,14 @@ pub async fn run_worker(
     if tracing::enabled!(tracing::Level::DEBUG) {
         log_start(user, child.id(), probes.len());
     }
+    // Only -v names each probe's address: a sweep's worker would otherwise hold a map of
+    // 16,384 entries for nothing.
     let addr_of: std::collections::HashMap<usize, SocketAddr> =
-        probes.iter().map(|p| (p.id, p.addr)).collect();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            probes.iter().map(|p| (p.id, p.addr)).collect()
+        } else {
+            std::collections::HashMap::new()
+        };
 
     let request = serde_json::to_vec(probes).map_err(WorkerError::Encode)?;
     let stdin = child.stdin.take().expect("stdin is piped");
