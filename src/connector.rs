@@ -1,20 +1,28 @@
-//! Thousands of connection attempts in flight from one thread: nonblocking `connect(2)` and
-//! one `epoll` instance, the worker's probing loop ([`crate::worker`]).
+//! Thousands of connection attempts in flight from one thread: nonblocking `connect(2)` on
+//! reused sockets and one `epoll` instance, the worker's probing loop ([`crate::worker`]).
 //!
 //! Why not the async runtime: profiled on a 131,070-probe sweep (`perf record`, `strace -c`),
 //! the workers spent their time in system calls, nine per probe with tokio's `TcpSocket`
 //! (`socket`, `fcntl` for the second descriptor that read the local port, `getsockname`,
-//! `connect`, `epoll_ctl` twice, `getsockopt`, `close` twice), plus the runtime's timer
-//! wheel and per-socket registration. Here a probe costs `socket` (nonblocking and
-//! close-on-exec in one call), `connect`, one `epoll_ctl`, `getsockopt(SO_ERROR)` when it
-//! finishes and `close` (which also removes it from the epoll set); `getsockname` only when
-//! the local address is asked for (`--explain`), and `setsockopt(SO_LINGER)` for a
-//! connection that completed.
+//! `connect`, `epoll_ctl` twice, `getsockopt`, `close` twice), and in the kernel most of it
+//! went to making and destroying sockets (the socket, its file, inode and dentry, the
+//! epoll item).
 //!
-//! A completed connection is closed with a reset (`SO_LINGER` 0), not a FIN: the handshake
-//! is all a probe needs, and an orderly close leaves a TIME_WAIT socket per probe (a sweep
-//! of every port would fill the host's TIME_WAIT table, `TCPTimeWaitOverflow`) and keeps its
-//! conntrack entry for two minutes instead of ten seconds.
+//! So a socket here is made once and reused for attempt after attempt: when an attempt
+//! ends, `connect(AF_UNSPEC)` returns the socket to the closed state (releasing its port;
+//! a connection that completed is reset, a handshake in progress abandoned), and the next
+//! attempt of the same family connects it again. It stays in the epoll set all along,
+//! edge-triggered, keyed by its slot: the kernel re-reads the socket's state when it
+//! delivers an event, so an event always describes the socket as it is. A probe costs
+//! `connect` and `getsockopt(SO_ERROR)`, and for one that connected or timed out
+//! `connect(AF_UNSPEC)` and one more `getsockopt(SO_ERROR)` (the disconnect leaves
+//! `ECONNRESET` pending on the socket, which the next attempt must not read as its own);
+//! `getsockname` only when the local address is asked for (`--explain`).
+//!
+//! A completed connection is reset, not closed with a FIN: the handshake is all a probe
+//! needs, and an orderly close leaves a TIME_WAIT socket per probe (a sweep of every port
+//! would fill the host's TIME_WAIT table, `TCPTimeWaitOverflow`) and keeps its conntrack
+//! entry for two minutes instead of ten seconds.
 //!
 //! Outcomes are those of [`crate::probe`]: the same classification of `errno`, the same
 //! timeout detail, the elapsed time from just before `connect` to the outcome.
@@ -49,12 +57,20 @@ pub struct Request {
 /// A connect in flight.
 struct Pending {
     id: usize,
-    fd: OwnedFd,
     started: Instant,
     timeout: Duration,
     local: Option<SocketAddr>,
-    /// Distinguishes this use of the slot from earlier ones: an event or a deadline of a
-    /// finished attempt must never be taken for the next one in the same slot.
+}
+
+/// One socket, reused attempt after attempt.
+struct Slot {
+    /// `None` once retired ([`Connector::retire`]).
+    fd: Option<OwnedFd>,
+    v6: bool,
+    /// The attempt it is making, if any.
+    pending: Option<Pending>,
+    /// Counts the attempts made with this socket: a deadline of an earlier attempt must
+    /// never end a later one.
     generation: u32,
 }
 
@@ -63,11 +79,15 @@ pub struct Connector {
     epoll: OwnedFd,
     limit: usize,
     local_addresses: bool,
-    slots: Vec<Option<Pending>>,
-    free: Vec<u32>,
-    generations: Vec<u32>,
+    slots: Vec<Slot>,
+    /// Idle sockets (closed state, error cleared) by family: IPv4, IPv6.
+    idle: [Vec<u32>; 2],
     deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     in_flight: usize,
+    /// Whether requests remain to be issued: only then is a socket worth disconnecting for
+    /// reuse. Once all are issued (a sweep of dropped SYNs reaches its first deadline only
+    /// then), a finished socket is simply closed, which costs less than a disconnect.
+    reuse: bool,
 }
 
 impl Connector {
@@ -87,10 +107,10 @@ impl Connector {
             limit: limit.max(1),
             local_addresses,
             slots: Vec::new(),
-            free: Vec::new(),
-            generations: Vec::new(),
+            idle: [Vec::new(), Vec::new()],
             deadlines: BinaryHeap::new(),
             in_flight: 0,
+            reuse: true,
         })
     }
 
@@ -122,7 +142,8 @@ impl Connector {
                     done(request.id, attempt)?;
                 }
             }
-            let more_to_issue = self.in_flight < self.limit && requests.peek().is_some();
+            self.reuse = requests.peek().is_some();
+            let more_to_issue = self.in_flight < self.limit && self.reuse;
             if self.in_flight == 0 && requests.peek().is_none() {
                 return flush();
             }
@@ -162,9 +183,9 @@ impl Connector {
             let ready = usize::try_from(ready).unwrap_or(0);
             for event in &events[..ready] {
                 // Copied out: the struct is packed on x86_64.
-                let data = event.u64;
-                let (slot, generation) = ((data >> 32) as u32, data as u32);
-                if let Some((id, attempt)) = self.finish(slot, generation) {
+                let (data, flags) = (event.u64, event.events);
+                let slot = u32::try_from(data).unwrap_or(u32::MAX);
+                if let Some((id, attempt)) = self.finish(slot, flags) {
                     done(id, attempt)?;
                 }
             }
@@ -179,20 +200,41 @@ impl Connector {
                     break;
                 }
                 self.deadlines.pop();
-                if let Some(pending) = self.take(slot, generation) {
-                    done(pending.id, timed_out(&pending))?;
+                let current = self
+                    .slots
+                    .get(slot as usize)
+                    .is_some_and(|s| s.generation == generation && s.pending.is_some());
+                if current {
+                    let pending = self.end(slot, false);
+                    if let Some(pending) = pending {
+                        done(pending.id, timed_out(&pending))?;
+                    }
                 }
             }
         }
     }
 
-    /// Issues the connect of `request`; returns its outcome when it is known at once.
-    fn start(&mut self, request: Request) -> Option<Attempt> {
-        let started = Instant::now();
-        let family = match request.addr {
-            SocketAddr::V4(_) => libc::AF_INET,
-            SocketAddr::V6(_) => libc::AF_INET6,
-        };
+    /// An idle socket of the family of `addr`, made (and put in the epoll set) if there is
+    /// none.
+    fn socket_for(&mut self, addr: &SocketAddr) -> io::Result<u32> {
+        let v6 = addr.is_ipv6();
+        if let Some(slot) = self.idle[usize::from(v6)].pop() {
+            return Ok(slot);
+        }
+        let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        let fd = self.new_socket(v6, slot)?;
+        self.slots.push(Slot {
+            fd: Some(fd),
+            v6,
+            pending: None,
+            generation: 0,
+        });
+        Ok(slot)
+    }
+
+    /// A new socket of the family, nonblocking, in the epoll set under `slot`.
+    fn new_socket(&self, v6: bool, slot: u32) -> io::Result<OwnedFd> {
+        let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
         // SAFETY: socket(2) takes no pointers.
         let raw = unsafe {
             libc::socket(
@@ -202,100 +244,188 @@ impl Connector {
             )
         };
         if raw < 0 {
-            return Some(failed(&io::Error::last_os_error(), started));
+            return Err(io::Error::last_os_error());
         }
         // SAFETY: a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let sockaddr = socket2::SockAddr::from(request.addr);
-        // SAFETY: `sockaddr` points to a valid address of the length given.
-        let rc = unsafe { libc::connect(raw, sockaddr.as_ptr().cast(), sockaddr.len()) };
-        let local = if self.local_addresses {
-            local_address(raw)
-        } else {
-            None
-        };
-        if rc == 0 {
-            // Completed at once (loopback can): the handshake is done.
-            close_with_reset(&fd);
-            return Some(Attempt {
-                observed: Observed::Connected,
-                elapsed: started.elapsed(),
-                detail: None,
-                local,
-            });
-        }
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EINPROGRESS) {
-            let mut attempt = failed(&error, started);
-            attempt.local = local;
-            return Some(attempt);
-        }
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.slots.push(None);
-                self.generations.push(0);
-                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        let index = slot as usize;
-        self.generations[index] = self.generations[index].wrapping_add(1);
-        let generation = self.generations[index];
         let mut event = libc::epoll_event {
-            events: (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32,
-            u64: (u64::from(slot) << 32) | u64::from(generation),
+            events: (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLET) as u32,
+            u64: u64::from(slot),
         };
         // SAFETY: `event` is a valid epoll_event; both descriptors are open.
         let rc = unsafe {
             libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, raw, &mut event)
         };
         if rc < 0 {
-            // Cannot be watched (ENOMEM, ENOSPC: max_user_watches): nothing was proven.
-            self.free.push(slot);
-            let mut attempt = failed(&io::Error::last_os_error(), started);
-            attempt.local = local;
+            // Cannot be watched (ENOMEM, ENOSPC: max_user_watches); dropping `fd` closes it.
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+
+    /// Issues the connect of `request`; returns its outcome when it is known at once.
+    fn start(&mut self, request: Request) -> Option<Attempt> {
+        let started = Instant::now();
+        let slot = match self.socket_for(&request.addr) {
+            Ok(slot) => slot,
+            Err(error) => return Some(failed(&error, started)),
+        };
+        let index = slot as usize;
+        let Some(raw) = self.slots[index].fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            // Idle slots always have their socket; nothing else is handed out.
+            return Some(failed(&io::Error::from_raw_os_error(libc::EBADF), started));
+        };
+        let sockaddr = socket2::SockAddr::from(request.addr);
+        // SAFETY: `sockaddr` points to a valid address of the length given.
+        let rc = unsafe { libc::connect(raw, sockaddr.as_ptr().cast(), sockaddr.len()) };
+        let error = (rc != 0).then(io::Error::last_os_error);
+        let local = if self.local_addresses {
+            local_address(raw)
+        } else {
+            None
+        };
+        let in_progress = error
+            .as_ref()
+            .is_some_and(|e| e.raw_os_error() == Some(libc::EINPROGRESS));
+        if !in_progress {
+            let attempt = match &error {
+                // Completed at once (loopback can): the handshake is done; reset it.
+                None => Attempt {
+                    observed: Observed::Connected,
+                    elapsed: started.elapsed(),
+                    detail: None,
+                    local,
+                },
+                Some(error) => Attempt {
+                    local,
+                    ..failed(error, started)
+                },
+            };
+            self.recycle(slot, error.is_none());
             return Some(attempt);
         }
-        self.slots[index] = Some(Pending {
+        let s = &mut self.slots[index];
+        s.generation = s.generation.wrapping_add(1);
+        s.pending = Some(Pending {
             id: request.id,
-            fd,
             started,
             timeout: request.timeout,
             local,
-            generation,
         });
         self.deadlines
-            .push(Reverse((started + request.timeout, slot, generation)));
+            .push(Reverse((started + request.timeout, slot, s.generation)));
         self.in_flight += 1;
         None
     }
 
-    /// Removes the pending attempt in `slot` if it is still the one of `generation`.
-    fn take(&mut self, slot: u32, generation: u32) -> Option<Pending> {
-        let entry = self.slots.get_mut(slot as usize)?;
-        if entry.as_ref()?.generation != generation {
-            return None;
-        }
-        let pending = entry.take()?;
-        self.free.push(slot);
+    /// Ends the attempt of `slot` (`connected`: its handshake completed) and makes its
+    /// socket idle again.
+    fn end(&mut self, slot: u32, connected: bool) -> Option<Pending> {
+        let pending = self.slots.get_mut(slot as usize)?.pending.take()?;
         self.in_flight -= 1;
+        self.recycle(slot, connected);
         Some(pending)
     }
 
-    /// The socket of `slot` became writable or failed: the outcome of its connect.
-    fn finish(&mut self, slot: u32, generation: u32) -> Option<(usize, Attempt)> {
-        let pending = self.take(slot, generation)?;
-        let elapsed = pending.started.elapsed();
-        let attempt = match socket_error(&pending.fd) {
-            Ok(0) => {
-                close_with_reset(&pending.fd);
-                Attempt {
-                    observed: Observed::Connected,
-                    elapsed,
-                    detail: None,
-                    local: pending.local,
-                }
+    /// Returns the socket of `slot` to the idle list, disconnected and its pending error
+    /// cleared. Every attempt is disconnected, whatever its outcome: after a failed connect
+    /// the socket is closed but still "connecting" to the socket layer, and the next
+    /// connect would fail with ECONNABORTED. A socket that cannot be disconnected is not
+    /// reused: a new one takes its place ([`Connector::replace`]).
+    fn recycle(&mut self, slot: u32, connected: bool) {
+        let index = slot as usize;
+        if !self.reuse {
+            self.retire(slot, connected);
+            return;
+        }
+        let Some(raw) = self.slots[index].fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        {
+            let unspec = libc::sockaddr {
+                sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+                sa_data: [0; 14],
+            };
+            // SAFETY: `unspec` is a valid sockaddr of the length given.
+            let rc = unsafe {
+                libc::connect(
+                    raw,
+                    &unspec,
+                    std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                self.replace(slot);
+                return;
             }
+        }
+        // The error a disconnect (or the attempt) left pending, read and so cleared.
+        if socket_error(raw).is_err() {
+            self.replace(slot);
+            return;
+        }
+        let v6 = self.slots[index].v6;
+        self.idle[usize::from(v6)].push(slot);
+    }
+
+    /// Gives up the socket of `slot` (it could not be disconnected or its state read): a
+    /// new one takes its place under the same slot; closing the old one removes it from the
+    /// epoll set. If none can be made, the slot is left out of use.
+    fn replace(&mut self, slot: u32) {
+        let index = slot as usize;
+        let v6 = self.slots[index].v6;
+        if let Ok(fd) = self.new_socket(v6, slot) {
+            self.slots[index].fd = Some(fd);
+            self.idle[usize::from(v6)].push(slot);
+        }
+    }
+
+    /// Closes the socket of `slot` for good: nothing is left to probe with it. A completed
+    /// connection is reset first (`SO_LINGER` 0), as a disconnect would. The slot stays,
+    /// without a socket.
+    fn retire(&mut self, slot: u32, connected: bool) {
+        let Some(fd) = self.slots[slot as usize].fd.take() else {
+            return;
+        };
+        if connected {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: `linger` is valid for reads of its size. Best effort: if it fails, the
+            // close is an orderly one.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+        }
+        // Closing it also takes it out of the epoll set.
+        drop(fd);
+    }
+
+    /// The socket of `slot` reported an event: the outcome of its connect, if it has one.
+    fn finish(&mut self, slot: u32, flags: u32) -> Option<(usize, Attempt)> {
+        let s = self.slots.get(slot as usize)?;
+        let pending = s.pending.as_ref()?;
+        let raw = s.fd.as_ref()?.as_raw_fd();
+        let elapsed = pending.started.elapsed();
+        let result = socket_error(raw);
+        let connected = matches!(result, Ok(0));
+        let attempt = match result {
+            // Writable without error: connected. Without EPOLLOUT, still connecting (an
+            // event that no longer applies): wait on.
+            Ok(0) if flags & libc::EPOLLOUT as u32 != 0 => Attempt {
+                observed: Observed::Connected,
+                elapsed,
+                detail: None,
+                local: pending.local,
+            },
+            Ok(0) => return None,
             Ok(code) => Attempt {
                 local: pending.local,
                 ..failed(&io::Error::from_raw_os_error(code), pending.started)
@@ -305,7 +435,8 @@ impl Connector {
                 ..failed(&error, pending.started)
             },
         };
-        // A deadline left in the heap for this slot is skipped by its generation.
+        let pending = self.end(slot, connected)?;
+        // A deadline left in the heap for this attempt is skipped by its generation.
         Some((pending.id, attempt))
     }
 
@@ -314,9 +445,8 @@ impl Connector {
         self.deadlines.clear();
         let mut out = Vec::new();
         for slot in 0..self.slots.len() {
-            if let Some(pending) = self.slots[slot].take() {
-                self.free.push(u32::try_from(slot).unwrap_or(u32::MAX));
-                self.in_flight -= 1;
+            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+            if let Some(pending) = self.end(slot, false) {
                 out.push((
                     pending.id,
                     Attempt {
@@ -355,13 +485,13 @@ fn timed_out(pending: &Pending) -> Attempt {
 }
 
 /// `SO_ERROR` of a socket whose connect finished: 0 when it connected.
-fn socket_error(fd: &OwnedFd) -> io::Result<i32> {
+fn socket_error(fd: RawFd) -> io::Result<i32> {
     let mut code: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `code` and `len` are valid for writes of the sizes given.
     let rc = unsafe {
         libc::getsockopt(
-            fd.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_ERROR,
             (&mut code as *mut libc::c_int).cast(),
@@ -372,25 +502,6 @@ fn socket_error(fd: &OwnedFd) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     Ok(code)
-}
-
-/// Makes the coming `close` send a reset instead of a FIN (see the module documentation).
-/// Best effort: if it fails, the close is an orderly one.
-fn close_with_reset(fd: &OwnedFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: `linger` is valid for reads of its size.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
 }
 
 /// The bound local address of a socket; `None` before a port is bound.
@@ -499,6 +610,61 @@ mod tests {
             assert_eq!(t.detail.as_deref(), Some("no answer within 300ms"));
             assert!(t.elapsed >= Duration::from_millis(300), "{t:?}");
         }
+    }
+
+    #[test]
+    fn a_reused_socket_never_reports_its_previous_attempt() {
+        // One socket in flight at a time, so every attempt reuses the previous one's
+        // socket. The disconnect leaves ECONNRESET pending, which would read as "connected"
+        // (a reset after the handshake) if the next attempt took it for its own.
+        let full =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        full.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        full.listen(0).unwrap();
+        let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let short = Duration::from_millis(200);
+        // Fill the full listener's queue first, so that later SYNs to it go unanswered.
+        let fillers: Vec<std::net::TcpStream> = (0..2)
+            .filter_map(|_| std::net::TcpStream::connect_timeout(&full_addr, short).ok())
+            .collect();
+        let order = [
+            full_addr,
+            closed,
+            open.local_addr().unwrap(),
+            closed,
+            full_addr,
+            closed,
+        ];
+        let requests: Vec<Request> = order
+            .iter()
+            .enumerate()
+            .map(|(id, &addr)| Request {
+                id,
+                addr,
+                timeout: short,
+            })
+            .collect();
+        let out = run(requests, 1, false);
+        let observed: Vec<Observed> = (0..order.len()).map(|i| out[&i].observed).collect();
+        assert_eq!(
+            observed,
+            [
+                Observed::Timeout,
+                Observed::Refused,
+                Observed::Connected,
+                Observed::Refused,
+                Observed::Timeout,
+                Observed::Refused
+            ],
+            "{out:?}"
+        );
+        drop(fillers);
     }
 
     #[test]
