@@ -88,6 +88,8 @@ pub struct Connector {
     /// reuse. Once all are issued (a sweep of dropped SYNs reaches its first deadline only
     /// then), a finished socket is simply closed, which costs less than a disconnect.
     reuse: bool,
+    /// Most sockets open at once so far (for the tests: never above the limit).
+    peak_open: usize,
 }
 
 impl Connector {
@@ -111,6 +113,7 @@ impl Connector {
             deadlines: BinaryHeap::new(),
             in_flight: 0,
             reuse: true,
+            peak_open: 0,
         })
     }
 
@@ -221,6 +224,15 @@ impl Connector {
         if let Some(slot) = self.idle[usize::from(v6)].pop() {
             return Ok(slot);
         }
+        // Sockets open never exceed the limit, which the descriptor limit sets: an idle
+        // socket of the other family goes before a new one comes (else a worker that ran
+        // its IPv4 share first would hold a full set of idle IPv4 sockets while opening as
+        // many IPv6 ones: EMFILE).
+        if self.in_flight + self.idle[0].len() + self.idle[1].len() >= self.limit {
+            if let Some(other) = self.idle[usize::from(!v6)].pop() {
+                self.retire(other, false);
+            }
+        }
         let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
         let fd = self.new_socket(v6, slot)?;
         self.slots.push(Slot {
@@ -229,6 +241,8 @@ impl Connector {
             pending: None,
             generation: 0,
         });
+        let open = self.in_flight + self.idle[0].len() + self.idle[1].len() + 1;
+        self.peak_open = self.peak_open.max(open);
         Ok(slot)
     }
 
@@ -665,6 +679,43 @@ mod tests {
             "{out:?}"
         );
         drop(fillers);
+    }
+
+    #[test]
+    fn sockets_open_never_exceed_the_limit_across_families() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = match std::net::TcpListener::bind("[::1]:0") {
+            Ok(l) => l,
+            Err(_) => return, // No IPv6 loopback here.
+        };
+        let addrs = [v4.local_addr().unwrap(), v6.local_addr().unwrap()];
+        let requests: Vec<Request> = (0..64)
+            .map(|id| Request {
+                id,
+                addr: addrs[id / 32],
+                timeout: Duration::from_secs(2),
+            })
+            .collect();
+        let mut connector = Connector::new(4, false).unwrap();
+        connector
+            .run(
+                requests,
+                |_, attempt| {
+                    assert_eq!(attempt.observed, Observed::Connected);
+                    Ok::<(), ()>(())
+                },
+                || Ok(()),
+            )
+            .unwrap();
+        assert!(
+            connector.peak_open <= 4,
+            "{} sockets open",
+            connector.peak_open
+        );
+        assert!(
+            connector.slots.len() > 4,
+            "the test must need both families' sockets"
+        );
     }
 
     #[test]
