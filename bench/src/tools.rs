@@ -125,11 +125,19 @@ fn head(path: &Path) -> String {
 /// flight as there are probes in the run (nmap caps it by its descriptor
 /// limit), all hosts in one group, no scan delay.
 pub fn nmap_flags(timeout_ms: u64, n: u32) -> Vec<String> {
-    nmap_flags_for(timeout_ms, n, &PORTS.map(|p| p.to_string()).join(","))
+    nmap_flags_for(
+        timeout_ms,
+        n,
+        &PORTS.map(|p| p.to_string()).join(","),
+        timeout_ms * 10 + 10000,
+    )
 }
 
-/// [`nmap_flags`] for the port list `ports` (`1-65535` for a sweep: `-p-`).
-pub fn nmap_flags_for(timeout_ms: u64, n: u32, ports: &str) -> Vec<String> {
+/// [`nmap_flags`] for the port list `ports` (`1-65535` for a sweep: `-p-`)
+/// and a host timeout of `host_timeout_ms` (a sweep of dropped ports takes
+/// nmap a minute or more: the default line's 20 s would end it unfinished,
+/// with no port reported).
+pub fn nmap_flags_for(timeout_ms: u64, n: u32, ports: &str, host_timeout_ms: u64) -> Vec<String> {
     let t = format!("{timeout_ms}ms");
     [
         "-sT",
@@ -152,7 +160,7 @@ pub fn nmap_flags_for(timeout_ms: u64, n: u32, ports: &str) -> Vec<String> {
         "--max-scan-delay",
         "0",
         "--host-timeout",
-        &format!("{}ms", timeout_ms * 10 + 10000),
+        &format!("{host_timeout_ms}ms"),
     ]
     .map(String::from)
     .to_vec()
@@ -633,7 +641,7 @@ impl Bench<'_> {
         let dir = self.work.join(sweep.name()).join("nmap");
         fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
         let user = sweep_users(sweep).remove(0);
-        let flags = nmap_flags_for(self.options.timeout, 65_535, "1-65535");
+        let flags = nmap_flags_for(self.options.timeout, 65_535, "1-65535", 900_000);
         crate::log(&format!(
             "nmap, {} (2 processes, -p 1-65535 = -p-; about a minute)",
             sweep.name()
