@@ -136,6 +136,7 @@ pub fn probe_and_report(
     options: &ProbeOptions,
     display: &DisplayOptions,
     explain: bool,
+    watch: Vec<runner::kernel::Watched>,
 ) -> anyhow::Result<u8> {
     let Prepared {
         assignments,
@@ -159,6 +160,7 @@ pub fn probe_and_report(
         deadline: options.deadline,
         host,
         explain,
+        watch,
     };
     let executed = runtime()?.block_on(runner::execute(assignments, &settings));
     let mut judgement = verdict::judge_run(
@@ -173,6 +175,7 @@ pub fn probe_and_report(
         judgement.attach_explanations(explanations);
     }
     judgement.identities = plan::services(assignments);
+    run.limits = executed.limits;
     judgement.run = Some(run.finish());
     let signal_code = executed.interruption.and_then(|i| i.exit_code());
     if signal_code.is_some() {
@@ -304,7 +307,8 @@ pub fn sandbox_options(args: &SandboxArgs, assignments: &[Assignment]) -> Sandbo
     }
 }
 
-/// Builds a sandbox, runs `body` inside its host namespace, and tears the sandbox down
+/// Builds a sandbox, runs `body` inside its host namespace with the internet's namespace
+/// (whose kernel counters the run watches: [`runner::kernel`]), and tears the sandbox down
 /// whatever happened.
 ///
 /// From the start a SIGINT/SIGTERM must not kill the process before the namespaces are gone:
@@ -312,7 +316,7 @@ pub fn sandbox_options(args: &SandboxArgs, assignments: &[Assignment]) -> Sandbo
 /// exit code, nothing probed); during `body` the runner handles it.
 pub fn in_sandbox(
     options: &SandboxOptions,
-    body: impl FnOnce() -> anyhow::Result<u8>,
+    body: impl FnOnce(Vec<runner::kernel::Watched>) -> anyhow::Result<u8>,
 ) -> anyhow::Result<u8> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -339,7 +343,20 @@ pub fn in_sandbox(
                     sandbox.host_netns_name()
                 )
             })
-            .and_then(|()| body())
+            .and_then(|()| {
+                let internet = runner::kernel::Watched::at(
+                    "sandbox's internet namespace",
+                    sandbox.internet_netns_path(),
+                    true,
+                )
+                .with_context(|| {
+                    format!(
+                        "opening the sandbox's internet namespace {}",
+                        sandbox.internet_netns_name()
+                    )
+                })?;
+                body(vec![internet])
+            })
     };
     // Back home before tearing down, so that nothing of ours keeps the sandbox alive.
     let _ = nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET);

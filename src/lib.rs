@@ -10,7 +10,7 @@
 //! | 1 | [`scenario`] | TOML file (or the command line) | [`scenario::Scenario`] |
 //! | 2 | [`plan`] | scenarios | [`plan::Assignment`]s (users looked up), lookups by nameserver |
 //! | 3 | [`resolve`] (in a resolver process: [`dns_process`]) | the plan's names | [`resolve::Resolution`]s, then the exact [`plan::PlannedProbe`]s ([`resolve::expand`]) |
-//! | 4 | [`runner`] with [`worker`] and [`probe`] | planned probes | one [`probe::Attempt`] per probe |
+//! | 4 | [`runner`] with [`worker`], [`connector`] and [`probe`] | planned probes | one [`probe::Attempt`] per probe |
 //! | 5 | [`verdict`] | probes + attempts | [`verdict::Judgement`] |
 //! | 6 | [`report`] | judgement | human, JSON, JUnit, Prometheus textfile text |
 //!
@@ -62,6 +62,7 @@ pub mod address;
 pub mod app;
 pub mod child;
 pub mod cli;
+pub mod connector;
 pub mod dns_process;
 pub mod exit_codes;
 pub mod explain;

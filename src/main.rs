@@ -79,7 +79,14 @@ fn run(args: RunArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe, display, explain)
+    probe_and_report(
+        prepared,
+        nameservers,
+        &args.common.probe,
+        display,
+        explain,
+        Vec::new(),
+    )
 }
 
 /// `egress-check --as USER [targets]`: one user, the command line's targets (or the
@@ -118,7 +125,14 @@ fn ad_hoc(args: AdHocArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
     )?;
     let nameservers = enter_host(&args.common)?;
     let explain = explain_requested(&args.common)?;
-    probe_and_report(prepared, nameservers, &args.common.probe, display, explain)
+    probe_and_report(
+        prepared,
+        nameservers,
+        &args.common.probe,
+        display,
+        explain,
+        Vec::new(),
+    )
 }
 
 /// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host
@@ -149,7 +163,7 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
         );
     }
     let options = sandbox_options(&args, assignments);
-    in_sandbox(&options, || {
+    in_sandbox(&options, |watch| {
         // Resolved as on the host (`--nameserver`, the scenario's, resolv.conf's), and
         // answered by the simulated internet wherever it is asked.
         let nameservers = NameserverChoice {
@@ -166,7 +180,7 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
                     false
                 }
             };
-        probe_and_report(prepared, nameservers, &args.probe, display, explain)
+        probe_and_report(prepared, nameservers, &args.probe, display, explain, watch)
     })
 }
 

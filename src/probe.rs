@@ -1,12 +1,11 @@
-//! One TCP connection attempt and the classification of what happened.
+//! What one TCP connection attempt observed, and the classification of `errno` into it
+//! ([`crate::connector`] makes the attempts).
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpSocket;
 
 /// What a connection attempt observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -55,80 +54,6 @@ pub struct Attempt {
     pub local: Option<SocketAddr>,
 }
 
-/// Tries one TCP connection to `addr`, giving up after `timeout`.
-///
-/// The socket is closed as soon as the handshake completes; no data is sent.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Attempt {
-    let start = Instant::now();
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    };
-    let mut local = None;
-    let result = match socket {
-        Ok(socket) => {
-            // A second descriptor of the same socket, to read the local address the kernel
-            // picks when connect() is issued (the connect future owns the socket).
-            let twin = socket.as_fd().try_clone_to_owned().ok();
-            let mut connecting =
-                std::pin::pin!(tokio::time::timeout(timeout, socket.connect(addr)));
-            // The first poll issues the non-blocking connect(2): the port is bound then.
-            let first = futures::poll!(connecting.as_mut());
-            local = twin.as_ref().and_then(local_address);
-            drop(twin);
-            match first {
-                std::task::Poll::Ready(result) => result,
-                std::task::Poll::Pending => connecting.await,
-            }
-        }
-        Err(err) => Ok(Err(err)),
-    };
-    let elapsed = start.elapsed();
-    match result {
-        Ok(Ok(_stream)) => Attempt {
-            observed: Observed::Connected,
-            elapsed,
-            detail: None,
-            local,
-        },
-        Ok(Err(err)) => {
-            let observed = classify(&err);
-            let mut detail = describe(&err);
-            if err.raw_os_error() == Some(nix::libc::ECONNRESET) {
-                detail.push_str(" (the handshake completed, then the peer reset it)");
-            }
-            Attempt {
-                observed,
-                elapsed,
-                detail: Some(detail),
-                local,
-            }
-        }
-        Err(_elapsed) => Attempt {
-            observed: Observed::Timeout,
-            elapsed,
-            detail: Some(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            )),
-            local,
-        },
-    }
-}
-
-/// The bound local address of a socket; `None` before a port is bound.
-fn local_address(fd: &std::os::fd::OwnedFd) -> Option<SocketAddr> {
-    use nix::sys::socket::{getsockname, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
-    let (ip, port) = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
-        (Some(v4), _) => (std::net::IpAddr::V4(v4.ip()), v4.port()),
-        (None, Some(v6)) => (std::net::IpAddr::V6(v6.ip()), v6.port()),
-        _ => return None,
-    };
-    (port != 0).then(|| SocketAddr::new(ip, port))
-}
-
 /// Maps a connect error to an observed outcome.
 pub fn classify(err: &io::Error) -> Observed {
     match err.raw_os_error() {
@@ -162,7 +87,14 @@ pub fn classify_errno(code: i32) -> Observed {
     }
 }
 
-fn describe(err: &io::Error) -> String {
+/// The detail of a timeout: "no answer within 1s".
+pub fn timeout_detail(timeout: Duration) -> String {
+    format!("no answer within {}", humantime::format_duration(timeout))
+}
+
+/// The detail of a failed connect: the errno's name and its text, "ECONNREFUSED: Connection
+/// refused".
+pub fn describe(err: &io::Error) -> String {
     match err.raw_os_error() {
         Some(code) => {
             let text = err.to_string();
@@ -217,20 +149,5 @@ mod tests {
             serde_json::to_string(&Observed::NoAddress).unwrap(),
             "\"no-address\""
         );
-    }
-
-    #[tokio::test]
-    async fn loopback_outcomes() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let open = listener.local_addr().unwrap();
-        let attempt = connect(open, Duration::from_secs(2)).await;
-        assert_eq!(attempt.observed, Observed::Connected);
-        let local = attempt.local.expect("the local address is reported");
-        assert!(local.ip().is_loopback() && local.port() != 0, "{local}");
-
-        drop(listener);
-        let attempt = connect(open, Duration::from_secs(2)).await;
-        assert_eq!(attempt.observed, Observed::Refused);
-        assert!(attempt.detail.unwrap().contains("ECONNREFUSED"));
     }
 }

@@ -679,7 +679,7 @@ fn split_headline(report: &Judgement, split: &SplitRange) -> String {
                     crate::verdict::is_blocked(p.observed)
                 }
             })
-            .find_map(|p| p.explanation.as_ref())
+            .find_map(|p| p.explanation.as_deref())
             .map(crate::explain::Explanation::short)
     };
     if let (Some(blocked), Some(leaking)) = (decided(split.blocked), decided(split.leaking)) {

@@ -37,6 +37,10 @@ pub struct RunInfo {
     /// `--resolve-as`); absent when nothing was resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_as: Option<String>,
+    /// Kernel limits the run planned around, in words (the conntrack table, the descriptor
+    /// limit): why it may have been slower than it could be. Absent when none limited it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
 }
 
 fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -64,6 +68,7 @@ impl RunInfo {
             version: env!("CARGO_PKG_VERSION"),
             nameservers: names,
             resolved_as: None,
+            limits: Vec::new(),
         }
     }
 

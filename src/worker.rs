@@ -13,14 +13,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use futures::StreamExt;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::identity;
-use crate::probe::{self, Attempt};
+use crate::probe::Attempt;
 
 /// The hidden subcommand that starts a worker.
 pub const WORKER_SUBCOMMAND: &str = "__probe-as";
@@ -50,6 +49,13 @@ pub struct WorkerArgs {
     /// the worker takes.
     #[arg(long)]
     pub process: Option<String>,
+    /// Read each connection's local address (`--explain` matches trace events by it).
+    #[arg(long)]
+    pub local_addresses: bool,
+    /// At most this many connects in flight (the parent's share of the conntrack budget,
+    /// [`crate::runner::kernel::conntrack_budget`]); else as many as descriptors allow.
+    #[arg(long)]
+    pub in_flight: Option<usize>,
     /// Hidden test hook ([`crate::fence::TestFault`]): passed on by the parent only when its
     /// own hidden `--test-worker-fault` option was given.
     #[arg(long, hide = true, value_enum)]
@@ -142,15 +148,14 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
         return diagnose(crate::fence::Role::Worker);
     }
 
-    let in_flight = fd_limit
+    let in_flight = (fd_limit
         .saturating_sub(RESERVED_FDS)
-        .clamp(1, MAX_IN_FLIGHT) as usize;
-    // The runtime's descriptors exist before the fence, so the allowlist needs none of the
-    // calls that make them.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+        .clamp(1, MAX_IN_FLIGHT) as usize)
+        .min(args.in_flight.unwrap_or(usize::MAX).max(1));
+    // The epoll instance exists before the fence, so the allowlist needs none of the calls
+    // that make one.
+    let mut connector = crate::connector::Connector::new(in_flight, args.local_addresses)
+        .context("creating the epoll instance")?;
     crate::fence::landlock(crate::fence::Role::Worker)?;
     crate::fence::seccomp(crate::fence::Role::Worker)?;
     if let Some(fault) = args.test_fault {
@@ -166,7 +171,7 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let probes: Vec<WorkerProbe> =
         serde_json::from_slice(&input).context("decoding the probe list")?;
     drop(input);
-    runtime.block_on(probe_all(probes, in_flight))
+    probe_all(&mut connector, probes)
 }
 
 /// `--diagnose`: the identity as the drop left it, then the same fence a probing worker (or,
@@ -235,26 +240,31 @@ pub fn raise_fd_limit() -> u64 {
     soft
 }
 
-async fn probe_all(probes: Vec<WorkerProbe>, in_flight: usize) -> anyhow::Result<()> {
-    let results = futures::stream::iter(probes)
-        .map(|p| async move {
-            let attempt = probe::connect(p.addr, Duration::from_millis(p.timeout_ms)).await;
-            WorkerResult { id: p.id, attempt }
-        })
-        .buffer_unordered(in_flight);
+/// Makes every attempt of `probes` and writes one result line each to stdout. Results that
+/// finished together are written with one flush: a sweep's thousands of simultaneous
+/// timeouts are one write, not one each; nothing finished waits unwritten while the loop
+/// sleeps.
+fn probe_all(
+    connector: &mut crate::connector::Connector,
+    probes: Vec<WorkerProbe>,
+) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    // Whatever finished together is written with one flush: a sweep's thousands of
-    // simultaneous timeouts are one write, not one each; nothing finished waits unwritten.
-    let mut batches = results.ready_chunks(4096);
-    while let Some(batch) = batches.next().await {
-        for result in batch {
-            serde_json::to_writer(&mut out, &result)?;
+    let out = std::cell::RefCell::new(std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()));
+    let requests = probes.into_iter().map(|p| crate::connector::Request {
+        id: p.id,
+        addr: p.addr,
+        timeout: Duration::from_millis(p.timeout_ms),
+    });
+    connector.run(
+        requests,
+        |id, attempt| -> anyhow::Result<()> {
+            let mut out = out.borrow_mut();
+            serde_json::to_writer(&mut *out, &WorkerResult { id, attempt })?;
             out.write_all(b"\n")?;
-        }
-        out.flush()?;
-    }
-    Ok(())
+            Ok(())
+        },
+        || Ok(out.borrow_mut().flush()?),
+    )
 }
 
 /// How many probes one worker is given: as many as it can keep in flight at once with the
@@ -382,7 +392,16 @@ pub async fn run_as(
     probes: &[WorkerProbe],
     results: mpsc::UnboundedSender<WorkerResult>,
 ) -> Result<(), WorkerError> {
-    run_worker(user, None, probes, results).await
+    run_worker(user, None, probes, WorkerOptions::default(), results).await
+}
+
+/// How the parent asks a worker to probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// At most this many connects in flight (the worker's share of the conntrack budget).
+    pub in_flight: Option<usize>,
+    /// Report each connection's local address (for `--explain`).
+    pub local_addresses: bool,
 }
 
 /// [`run_as`], standing in the process `service` (a `pid:`/`unit:` identity) when given.
@@ -390,10 +409,17 @@ pub async fn run_worker(
     user: &str,
     service: Option<&crate::service::ServiceIdentity>,
     probes: &[WorkerProbe],
+    options: WorkerOptions,
     results: mpsc::UnboundedSender<WorkerResult>,
 ) -> Result<(), WorkerError> {
     let mut command = tokio::process::Command::new("/proc/self/exe");
     command.arg(WORKER_SUBCOMMAND).arg(user);
+    if let Some(n) = options.in_flight {
+        command.arg("--in-flight").arg(n.to_string());
+    }
+    if options.local_addresses {
+        command.arg("--local-addresses");
+    }
     if let Some(service) = service {
         command
             .arg("--process")
@@ -409,8 +435,14 @@ pub async fn run_worker(
     if tracing::enabled!(tracing::Level::DEBUG) {
         log_start(user, child.id(), probes.len());
     }
+    // Only -v names each probe's address: a sweep's worker would otherwise hold a map of
+    // 16,384 entries for nothing.
     let addr_of: std::collections::HashMap<usize, SocketAddr> =
-        probes.iter().map(|p| (p.id, p.addr)).collect();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            probes.iter().map(|p| (p.id, p.addr)).collect()
+        } else {
+            std::collections::HashMap::new()
+        };
 
     let request = serde_json::to_vec(probes).map_err(WorkerError::Encode)?;
     let stdin = child.stdin.take().expect("stdin is piped");

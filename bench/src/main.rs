@@ -208,6 +208,16 @@ fn run(options: &Options) -> anyhow::Result<()> {
         }
         bench.check_sink()?;
     }
+    for &sweep in &options.sweeps {
+        signals::check()?;
+        if options.has(Tool::EgressCheck) {
+            bench.egress_check_sweep(sweep)?;
+        }
+        if options.has(Tool::Nmap) && sweep.users() == 1 {
+            bench.nmap_sweep(sweep)?;
+        }
+        bench.check_sink()?;
+    }
     if options.has(Tool::Dns) {
         bench.dns()?;
     }

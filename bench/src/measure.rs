@@ -18,6 +18,15 @@
 //!   is taken 10 ms in; a run that ends before it is reported as not
 //!   sampled (its memory figures are 0).
 //!
+//! Kernel memory for sockets is not in any process's RSS or Pss, and is
+//! reported apart (`kernel_kib`): each poll also reads the slab caches of TCP
+//! sockets and what every socket drags along (`TCP`, `TCPv6`, their request
+//! and TIME_WAIT socks, `sock_inode_cache`, the `filp` and `dentry` of the
+//! socket's file are shared caches and left out) from `/proc/slabinfo`, and
+//! the TCP buffer pages of `/proc/net/sockstat` (`TCP: ... mem`, global);
+//! the largest sum seen less the sum before the run. It is the whole
+//! machine's: the other engineers' builds move it a little.
+//!
 //! `max1` comes from /proc rather than from `ru_maxrss`, unlike GNU time's
 //! `%M` in the old script: a child's `ru_maxrss` includes the memory it had
 //! before it exec'd, and a child of the bench starts as a copy of the bench
@@ -57,6 +66,8 @@ pub struct Measurement {
     pub pss_kib: u64,
     /// The largest VmHWM of a single process.
     pub max1_kib: u64,
+    /// Peak kernel memory of TCP sockets, less what it was before the run.
+    pub kernel_kib: u64,
     /// Whether any poll saw the tree alive (a run shorter than a poll
     /// interval may end unseen: its memory figures are then 0).
     pub sampled: bool,
@@ -145,6 +156,7 @@ pub fn measure<T>(
     body: impl FnOnce(&mut Tracker) -> Result<T, BenchError>,
 ) -> Result<(Measurement, T), BenchError> {
     let done = AtomicBool::new(false);
+    let kernel_before = kernel_socket_kib();
     std::thread::scope(|scope| {
         let poller = scope.spawn(|| poll(&done));
         let mut tracker = Tracker::default();
@@ -166,6 +178,7 @@ pub fn measure<T>(
                 rss_kib: peaks.hwm_sum,
                 pss_kib: peaks.pss_sum,
                 max1_kib: peaks.hwm_max,
+                kernel_kib: peaks.kernel_kib.saturating_sub(kernel_before),
                 sampled: peaks.processes > 0,
             },
             value,
@@ -184,6 +197,8 @@ struct Peaks {
     hwm_max: u64,
     /// Processes counted (the most at one poll).
     processes: usize,
+    /// [`kernel_socket_kib`].
+    kernel_kib: u64,
 }
 
 /// Samples the tree until `done`; returns the largest figures seen. The
@@ -201,10 +216,62 @@ fn poll(done: &AtomicBool) -> Peaks {
             pss_sum: peak.pss_sum.max(now.pss_sum),
             hwm_max: peak.hwm_max.max(now.hwm_max),
             processes: peak.processes.max(now.processes),
+            kernel_kib: peak.kernel_kib.max(kernel_socket_kib()),
         };
         std::thread::sleep(POLL_INTERVAL);
     }
     peak
+}
+
+/// Slab caches of TCP sockets (see the module documentation).
+const SOCKET_SLABS: [&str; 7] = [
+    "TCP",
+    "TCPv6",
+    "request_sock_TCP",
+    "request_sock_TCPv6",
+    "tw_sock_TCP",
+    "tw_sock_TCPv6",
+    "sock_inode_cache",
+];
+
+/// Kernel memory of TCP sockets now, KiB: their slab caches and TCP's
+/// buffer pages (0 where a file cannot be read).
+fn kernel_socket_kib() -> u64 {
+    let slabs = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    (slab_bytes(&slabs, &SOCKET_SLABS) + tcp_mem_pages(&sockstat) * 4096) / 1024
+}
+
+/// Bytes of the `names` caches in `/proc/slabinfo` (`name active num
+/// objsize ...`): allocated objects times their size.
+fn slab_bytes(text: &str, names: &[&str]) -> u64 {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let name = fields.next()?;
+            if !names.contains(&name) {
+                return None;
+            }
+            let _active: u64 = fields.next()?.parse().ok()?;
+            let num: u64 = fields.next()?.parse().ok()?;
+            let size: u64 = fields.next()?.parse().ok()?;
+            Some(num * size)
+        })
+        .sum()
+}
+
+/// `mem` of the `TCP:` line of `/proc/net/sockstat`, in pages.
+fn tcp_mem_pages(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("TCP:"))
+        .and_then(|rest| {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields
+                .windows(2)
+                .find(|w| w[0] == "mem")
+                .and_then(|w| w[1].parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// VmHWM and Pss of the live descendants of `root`. Processes that end
@@ -269,6 +336,20 @@ mod tests {
         assert!(m.cpu > Duration::ZERO, "{m:?}");
         assert!(m.max1_kib > 0 && m.rss_kib >= m.max1_kib, "{m:?}");
         assert!(m.pss_kib > 0 && m.sampled, "{m:?}");
+    }
+
+    #[test]
+    fn kernel_socket_memory_is_parsed() {
+        let slabs = "slabinfo - version: 2.1\n\
+            # name <active_objs> <num_objs> <objsize> ...\n\
+            TCPv6 40 50 2560 12 8 : tunables 0 0 0\n\
+            TCP 10 20 2432 13 8 : tunables 0 0 0\n\
+            kmalloc-64 999 999 64 64 1 : tunables 0 0 0\n";
+        assert_eq!(slab_bytes(slabs, &SOCKET_SLABS), 50 * 2560 + 20 * 2432);
+        let sockstat =
+            "sockets: used 200\nTCP: inuse 5 orphan 0 tw 1 alloc 9 mem 3\nUDP: inuse 1 mem 7\n";
+        assert_eq!(tcp_mem_pages(sockstat), 3);
+        assert_eq!(tcp_mem_pages(""), 0);
     }
 
     #[test]

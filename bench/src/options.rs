@@ -50,6 +50,15 @@ pub struct Options {
     /// family
     #[arg(long, value_delimiter = ',', default_value = "128,1024,8192", value_parser = parse_size, value_name = "LIST")]
     pub sizes: Vec<u32>,
+    /// Sweeps to run after the sizes, comma separated: every port (1-65535)
+    /// of one sink address per family, by 1 user (131,070 probes) or 4
+    /// users (524,280): `drop` / `drop4` as users the firewall DROPs,
+    /// `allow` / `allow4` as users it lets through (the sinks answer on 25
+    /// and 587; every other port answers with a reset: `refused`, which the
+    /// firewall let through too). nmap (`-sT -p-`, one per family, run once:
+    /// a minute each) only at the 1-user sweeps
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub sweeps: Vec<Sweep>,
     /// Tools to run, comma separated
     #[arg(
         long,
@@ -99,6 +108,52 @@ pub enum Tool {
     Nc,
     /// `egress-check resolve` and a run over MX domains.
     Dns,
+}
+
+/// A sweep `--sweeps` can name: every port of one sink address per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Sweep {
+    /// One user whose packets the firewall drops: every probe times out.
+    Drop,
+    /// One user the firewall lets through: 2 ports connect per family, the
+    /// others are refused by the sink's host (a reset).
+    Allow,
+    /// Four users dropped (524,280 probes).
+    #[value(name = "drop4")]
+    Drop4,
+    /// Four users let through (524,280 probes).
+    #[value(name = "allow4")]
+    Allow4,
+}
+
+impl Sweep {
+    /// Users sweeping.
+    pub fn users(self) -> u32 {
+        match self {
+            Sweep::Drop | Sweep::Allow => 1,
+            Sweep::Drop4 | Sweep::Allow4 => 4,
+        }
+    }
+
+    /// Whether the firewall drops the sweeping users' packets.
+    pub fn dropped(self) -> bool {
+        matches!(self, Sweep::Drop | Sweep::Drop4)
+    }
+
+    /// Probes: users x 65,535 ports x 2 families.
+    pub fn probes(self) -> u32 {
+        self.users() * 65_535 * 2
+    }
+
+    /// Its name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sweep::Drop => "sweep-drop",
+            Sweep::Allow => "sweep-allow",
+            Sweep::Drop4 => "sweep-drop4",
+            Sweep::Allow4 => "sweep-allow4",
+        }
+    }
 }
 
 /// A rejected option value.
@@ -228,6 +283,13 @@ mod tests {
         .unwrap();
         assert_eq!(o.sizes, [1024, 8192]);
         assert!(o.has(Tool::Nmap) && !o.has(Tool::Dns));
+        assert!(o.sweeps.is_empty());
+        let o = Options::try_parse_from(["egress-check-bench", "--sweeps", "drop,allow4"]).unwrap();
+        assert_eq!(o.sweeps, [Sweep::Drop, Sweep::Allow4]);
+        assert_eq!(
+            (Sweep::Drop.probes(), Sweep::Allow4.probes()),
+            (131_070, 524_280)
+        );
         assert!(Options::try_parse_from(["egress-check-bench", "--tools", "ping"]).is_err());
         assert!(Options::try_parse_from(["egress-check-bench", "--repeat", "0"]).is_err());
     }

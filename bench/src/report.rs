@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use crate::options::Sweep;
+
 /// Which size a result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Size {
@@ -11,6 +13,8 @@ pub enum Size {
     Probes(u32),
     /// The DNS variant.
     Dns,
+    /// A sweep of every port ([`Sweep`]).
+    Sweep(Sweep),
 }
 
 /// One line of the table.
@@ -34,6 +38,8 @@ pub struct Row {
     pub pss: u64,
     /// KiB.
     pub max1: u64,
+    /// KiB: kernel memory of TCP sockets (slabs and buffers), apart.
+    pub kernel: u64,
     /// How it was obtained, and whether its results were right.
     pub note: String,
 }
@@ -109,33 +115,35 @@ impl Results {
             );
         }
         let _ = writeln!(out);
-        let line = |out: &mut String, f: [&str; 10]| {
+        let line = |out: &mut String, f: [&str; 12]| {
             let _ = writeln!(
                 out,
-                "{:<25} {:>6} {:>5} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8}  {}",
-                f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
+                "{:<25} {:>6} {:>5} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}  {}",
+                f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]
             );
         };
         line(
             &mut out,
             [
-                "tool", "probes", "ran", "wall_s", "cpu_s", "wall/T", "rss_kib", "pss_kib",
-                "max1_kib", "note",
+                "tool", "probes", "ran", "wall_s", "cpu_s", "us/pr", "wall/T", "rss_kib",
+                "pss_kib", "max1_kib", "kern_kib", "note",
             ],
         );
         for r in &self.rows {
             line(
                 &mut out,
                 [
-                    &r.tool,
+                    &size_label(&r.tool, r.size),
                     &r.probes.to_string(),
                     &r.ran.to_string(),
                     &secs(r.wall),
                     &secs(r.cpu),
+                    &format!("{:.1}", per_probe_us(r)),
                     &secs(r.wall / t),
                     &r.rss.to_string(),
                     &r.pss.to_string(),
                     &r.max1.to_string(),
+                    &r.kernel.to_string(),
                     &r.note,
                 ],
             );
@@ -143,12 +151,13 @@ impl Results {
         out += "rss_kib: peak over 20 ms polls of the summed peak RSS (VmHWM) of the live processes of the tree;\n";
         out += "pss_kib: the same for Pss (shared pages split among their users: the memory really used);\n";
         out += "max1_kib: the largest single process (its VmHWM, polled likewise).  ran: probes really run (nc above --nc-cap).\n";
+        out += "us/pr: CPU microseconds per probe.  kern_kib: peak kernel memory of TCP sockets (slabs + buffers, whole machine) less before the run.\n";
         let _ = writeln!(out);
         for r in &self.rows {
             let _ = writeln!(
                 out,
                 "bench tool={} probes={} timeout_s={} wall_s={} cpu_s={} rss_kib={}",
-                r.tool,
+                size_label(&r.tool, r.size),
                 r.probes,
                 secs(t),
                 secs(r.wall),
@@ -229,6 +238,49 @@ impl Results {
                 ),
             ));
         }
+        for sweep in [Sweep::Drop, Sweep::Allow, Sweep::Drop4, Sweep::Allow4] {
+            let Some(r) = self.get("egress-check", Size::Sweep(sweep)) else {
+                continue;
+            };
+            let name = sweep.name();
+            let limit = match sweep {
+                Sweep::Drop => Some((t + 1.0, "timeout + 1.0 s")),
+                Sweep::Allow => Some((1.5, "1.5 s")),
+                // 4 users: a figure, not a target.
+                Sweep::Drop4 | Sweep::Allow4 => None,
+            };
+            if let Some((limit, what)) = limit {
+                out.push(compare(
+                    r.wall <= limit,
+                    format!("egress-check wall at {name} {} s", secs(r.wall)),
+                    format!("{what} = {} s", secs(limit)),
+                ));
+            }
+            if matches!(sweep, Sweep::Drop | Sweep::Allow) {
+                out.push(compare(
+                    per_probe_us(r) <= 15.0,
+                    format!("egress-check CPU at {name} {:.1} us/probe", per_probe_us(r)),
+                    "15 us/probe".into(),
+                ));
+                out.push(compare(
+                    r.pss < 65536,
+                    format!("egress-check peak PSS at {name} {} KiB", r.pss),
+                    format!("64 MiB (kernel socket memory apart: {} KiB)", r.kernel),
+                ));
+                if let Some(nm) = wall("nmap", Size::Sweep(sweep)) {
+                    out.push(compare(
+                        r.wall * 5.0 <= nm,
+                        format!(
+                            "egress-check at {name} {} s, {:.1}x faster than nmap's {} s: 5x",
+                            secs(r.wall),
+                            nm / r.wall,
+                            secs(nm)
+                        ),
+                        String::new(),
+                    ));
+                }
+            }
+        }
         if let (Some(w), Some(w0)) = (
             wall("egress-check-resolve", Size::Dns),
             wall("egress-check-resolve-rtt0", Size::Dns),
@@ -260,6 +312,31 @@ impl Results {
     }
 }
 
+/// The tool's name, with the sweep's for sweep rows (`egress-check@sweep-drop`).
+fn size_label(tool: &str, size: Size) -> String {
+    match size {
+        Size::Sweep(sweep) => format!("{tool}@{}", sweep.name()),
+        _ => tool.to_string(),
+    }
+}
+
+/// CPU microseconds per probe of a row.
+fn per_probe_us(r: &Row) -> f64 {
+    r.cpu * 1e6 / f64::from(r.probes.max(1))
+}
+
+/// A target line: "WHAT <= LIMIT" when met, "WHAT > LIMIT" when missed (an
+/// empty `limit` leaves the comparison to `what`).
+fn compare(met: bool, what: String, limit: String) -> (bool, String) {
+    if limit.is_empty() {
+        return (met, what);
+    }
+    (
+        met,
+        format!("{what} {} {limit}", if met { "<=" } else { ">" }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +348,7 @@ mod tests {
             probes: match size {
                 Size::Probes(n) => n,
                 Size::Dns => 200,
+                Size::Sweep(sweep) => sweep.probes(),
             },
             ran: 0,
             wall,
@@ -278,6 +356,7 @@ mod tests {
             rss,
             pss: 8634,
             max1: 6328,
+            kernel: 0,
             note: "median of 3 (walls 1.042/1.026/1.025); ok".into(),
         }
     }
@@ -309,7 +388,7 @@ mod tests {
             "egress-check bench: timeout 1.000 s, 2 CPUs, load average at start 1.68 0.79 0.31\n"
         ));
         assert!(text.contains(
-            "egress-check                1024  1024    1.026   0.056   1.026    43832     8634     6328  median of 3 (walls 1.042/1.026/1.025); ok\n"
+            "egress-check                1024  1024    1.026   0.056    54.7   1.026    43832     8634     6328        0  median of 3 (walls 1.042/1.026/1.025); ok\n"
         ), "{text}");
         assert!(text.contains(
             "bench tool=nmap probes=1024 timeout_s=1.000 wall_s=1.232 cpu_s=0.056 rss_kib=218256\n"
@@ -328,5 +407,25 @@ mod tests {
         ));
         assert!(text.contains("  met  resolve of 200 MX domains 0.121 s <= RTT 100 ms + overhead 0.020 s (+25 ms) = 0.145 s: 1.010 round trips\n"), "{text}");
         assert!(text.ends_with("warnings:\n  w1\n"));
+
+        let mut results = Results::default();
+        results.push(row("egress-check", Size::Sweep(Sweep::Drop), 1.9, 1));
+        results.push(row("nmap", Size::Sweep(Sweep::Drop), 65.0, 1));
+        let text = results.render(&cx, &[]);
+        assert!(
+            text.contains(
+                "  met  egress-check wall at sweep-drop 1.900 s <= timeout + 1.0 s = 2.000 s\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  met  egress-check CPU at sweep-drop 0.4 us/probe <= 15 us/probe\n"),
+            "{text}"
+        );
+        assert!(text.contains("  met  egress-check at sweep-drop 1.900 s, 34.2x faster than nmap's 65.000 s: 5x\n"), "{text}");
+        assert!(
+            text.contains("bench tool=egress-check@sweep-drop probes=131070 "),
+            "{text}"
+        );
     }
 }

@@ -26,8 +26,8 @@ use serde_json::Value;
 use crate::error::BenchError;
 use crate::lab::{domains, in_netns, BenchLab, DNS_DOMAINS};
 use crate::measure::{exit_code, measure, Measurement, Tracker};
-use crate::options::Options;
-use crate::plan::{mx_scenario, user_name, Plan, PORTS};
+use crate::options::{Options, Sweep};
+use crate::plan::{dropped, mx_scenario, sink_v4, sink_v6, user_name, Plan, PORTS};
 use crate::report::{secs, Results, Row, Size};
 use crate::signals;
 
@@ -125,14 +125,26 @@ fn head(path: &Path) -> String {
 /// flight as there are probes in the run (nmap caps it by its descriptor
 /// limit), all hosts in one group, no scan delay.
 pub fn nmap_flags(timeout_ms: u64, n: u32) -> Vec<String> {
-    let ports = PORTS.map(|p| p.to_string()).join(",");
+    nmap_flags_for(
+        timeout_ms,
+        n,
+        &PORTS.map(|p| p.to_string()).join(","),
+        timeout_ms * 10 + 10000,
+    )
+}
+
+/// [`nmap_flags`] for the port list `ports` (`1-65535` for a sweep: `-p-`)
+/// and a host timeout of `host_timeout_ms` (a sweep of dropped ports takes
+/// nmap a minute or more: the default line's 20 s would end it unfinished,
+/// with no port reported).
+pub fn nmap_flags_for(timeout_ms: u64, n: u32, ports: &str, host_timeout_ms: u64) -> Vec<String> {
     let t = format!("{timeout_ms}ms");
     [
         "-sT",
         "-Pn",
         "-n",
         "-p",
-        &ports,
+        ports,
         "--max-retries",
         "0",
         "--initial-rtt-timeout",
@@ -148,7 +160,7 @@ pub fn nmap_flags(timeout_ms: u64, n: u32) -> Vec<String> {
         "--max-scan-delay",
         "0",
         "--host-timeout",
-        &format!("{}ms", timeout_ms * 10 + 10000),
+        &format!("{host_timeout_ms}ms"),
     ]
     .map(String::from)
     .to_vec()
@@ -207,9 +219,20 @@ impl<'a> Bench<'a> {
         tool: &str,
         size: Size,
         probes: u32,
+        once: impl FnMut(&Self) -> Result<Run, BenchError>,
+    ) -> Result<(), BenchError> {
+        self.repeated_n(tool, size, probes, self.options.repeat, once)
+    }
+
+    /// [`Bench::repeated`], `repeat` times.
+    fn repeated_n(
+        &mut self,
+        tool: &str,
+        size: Size,
+        probes: u32,
+        repeat: u32,
         mut once: impl FnMut(&Self) -> Result<Run, BenchError>,
     ) -> Result<(), BenchError> {
-        let repeat = self.options.repeat;
         let mut runs = Vec::new();
         for r in 1..=repeat {
             signals::check()?;
@@ -248,6 +271,7 @@ impl<'a> Bench<'a> {
             rss: median.m.rss_kib,
             pss: median.m.pss_kib,
             max1: median.m.max1_kib,
+            kernel: median.m.kernel_kib,
             note: format!(
                 "median of {repeat} (walls {walls}){}; {}",
                 if median.m.sampled {
@@ -441,6 +465,7 @@ impl<'a> Bench<'a> {
             rss: m.rss_kib,
             pss: m.pss_kib,
             max1: m.max1_kib,
+            kernel: m.kernel_kib,
             note: format!("{note}; {verdict}"),
         });
         Ok(())
@@ -542,6 +567,198 @@ impl<'a> Bench<'a> {
     }
 }
 
+/// The users of `sweep`: the first dropped (odd) or allowed (even) ones.
+fn sweep_users(sweep: Sweep) -> Vec<String> {
+    (1..)
+        .filter(|&i| dropped(i) == sweep.dropped())
+        .take(sweep.users() as usize)
+        .map(user_name)
+        .collect()
+}
+
+/// egress-check's scenario for `sweep`: every port of the first sink
+/// address of each family.
+fn sweep_scenario(sweep: Sweep, timeout_ms: u64) -> String {
+    let users = sweep_users(sweep)
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "# ci/bench: {}: {} users x 65535 ports x 2 families\n\
+         timeout = \"{timeout_ms}ms\"\n\n\
+         [[target]]\nname = \"sweep\"\naddress = [\"{}\", \"{}\"]\nports = [\"1-65535\"]\n\n\
+         [[check]]\nas = [{users}]\nexpect = \"{}\"\n",
+        sweep.name(),
+        sweep.users(),
+        sink_v4(1),
+        sink_v6(1),
+        if sweep.dropped() { "deny" } else { "allow" }
+    )
+}
+
+impl Bench<'_> {
+    /// egress-check on `sweep`, with the human (range) report on stdout, as
+    /// a person running it would, and the compact JSON report for the check.
+    pub fn egress_check_sweep(&mut self, sweep: Sweep) -> Result<(), BenchError> {
+        let dir = self.work.join(sweep.name());
+        fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let scenario = dir.join("scenario.toml");
+        fs::write(&scenario, sweep_scenario(sweep, self.options.timeout))
+            .map_err(io_err(format!("cannot write {}", scenario.display())))?;
+        let (human, json) = (dir.join("ec.txt"), dir.join("ec.json"));
+        let output = format!("json-compact={}", json.display());
+        crate::log(&format!(
+            "egress-check, {} ({} probes)",
+            sweep.name(),
+            sweep.probes()
+        ));
+        self.repeated("egress-check", Size::Sweep(sweep), sweep.probes(), |b| {
+            let _ = fs::remove_file(&json);
+            let (m, code) = b.measure_bin(
+                &[
+                    "run",
+                    &scenario.to_string_lossy(),
+                    "--output",
+                    &output,
+                    "--timeout",
+                    &b.timeout_arg(),
+                    "--netns",
+                    b.lab.host_name(),
+                ],
+                &human,
+            )?;
+            Ok(Run {
+                m,
+                verdict: check_sweep(sweep, &json, code),
+            })
+        })
+    }
+
+    /// nmap `-sT -p-` on `sweep`'s address, one process per family, both at
+    /// once, as its (one) user; run once.
+    pub fn nmap_sweep(&mut self, sweep: Sweep) -> Result<(), BenchError> {
+        let dir = self.work.join(sweep.name()).join("nmap");
+        fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let user = sweep_users(sweep).remove(0);
+        let flags = nmap_flags_for(self.options.timeout, 65_535, "1-65535", 900_000);
+        crate::log(&format!(
+            "nmap, {} (2 processes, -p 1-65535 = -p-; about a minute)",
+            sweep.name()
+        ));
+        self.repeated_n("nmap", Size::Sweep(sweep), sweep.probes(), 1, |b| {
+            let mut commands = Vec::new();
+            for (family, addr) in [
+                ("v4", sink_v4(1).to_string()),
+                ("v6", sink_v6(1).to_string()),
+            ] {
+                let mut cmd = Command::new("setpriv");
+                cmd.args(as_user(&user)).arg("--reset-env").arg("nmap");
+                if family == "v6" {
+                    cmd.arg("-6");
+                }
+                cmd.args(&flags)
+                    .args(["-oG", "-", &addr])
+                    .stdin(Stdio::null())
+                    .stdout(create(&dir.join(format!("{family}.gnmap")))?)
+                    .stderr(create(&dir.join(format!("{family}.err")))?);
+                commands.push(cmd);
+            }
+            let (m, code) = in_netns(b.lab.host_ns(), || {
+                measure(|t| {
+                    let mut pids = Vec::new();
+                    for cmd in &mut commands {
+                        pids.push(t.spawn(cmd)?);
+                    }
+                    let mut code = 0;
+                    for pid in pids {
+                        let c = exit_code(&t.wait(pid)?);
+                        if code == 0 {
+                            code = c;
+                        }
+                    }
+                    Ok(code)
+                })
+            })?;
+            let mut counts = (0, 0, 0);
+            for family in ["v4", "v6"] {
+                let text =
+                    fs::read_to_string(dir.join(format!("{family}.gnmap"))).unwrap_or_default();
+                let (o, f, x) = gnmap_states(&text);
+                counts = (counts.0 + o, counts.1 + f, counts.2 + x);
+            }
+            let want = if sweep.dropped() {
+                (0, 131_070, 0)
+            } else {
+                (4, 0, 131_066)
+            };
+            let verdict = if counts == want && code == 0 {
+                "ok".into()
+            } else {
+                format!(
+                    "WRONG: open {} filtered {} other {} (want {want:?}), exit {code}",
+                    counts.0, counts.1, counts.2
+                )
+            };
+            Ok(Run { m, verdict })
+        })
+    }
+}
+
+/// The sweep's compact report: every probe once, dropped users' all timed
+/// out and passed; allowed users' ports 25 and 587 connected and the rest
+/// refused (which fails an allow: exit 1); nothing inconclusive. Kernel
+/// limits the run reported (`limits`) are named.
+fn check_sweep(sweep: Sweep, report: &Path, code: i32) -> String {
+    let Some(json) = read_json(report) else {
+        return format!(
+            "report is not JSON (exit {code}): {}",
+            head(&err_path(report))
+        );
+    };
+    let mut by_observed = std::collections::BTreeMap::<String, u64>::new();
+    for r in json["probe_ranges"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        *by_observed
+            .entry(r["observed"].as_str().unwrap_or("?").to_owned())
+            .or_default() += r["probes"].as_u64().unwrap_or(0);
+    }
+    let n = u64::from(sweep.probes());
+    let connected = u64::from(sweep.users()) * 4;
+    let want: std::collections::BTreeMap<String, u64> = if sweep.dropped() {
+        [("timeout".to_owned(), n)].into()
+    } else {
+        [
+            ("connected".to_owned(), connected),
+            ("refused".to_owned(), n - connected),
+        ]
+        .into()
+    };
+    let want_code = if sweep.dropped() { 0 } else { 1 };
+    let limits = json["limits"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|l| !l.is_empty())
+        .map(|l| format!(" (limited by {l})"))
+        .unwrap_or_default();
+    if by_observed == want && code == want_code && json["inconclusive"] == 0 {
+        format!("ok{limits}")
+    } else {
+        format!(
+            "WRONG: {by_observed:?} (want {want:?}), inconclusive {}, exit {code} (want {want_code}){limits}",
+            json["inconclusive"]
+        )
+    }
+}
+
 /// nc's `-w`: the timeout rounded up to whole seconds.
 pub fn nc_wait_s(timeout_ms: u64) -> u64 {
     timeout_ms.div_ceil(1000)
@@ -594,6 +811,23 @@ fn check_ec(plan: &Plan, report: &Path, code: i32) -> String {
 fn gnmap_states(text: &str) -> (usize, usize, usize) {
     let mut counts = (0, 0, 0);
     for line in text.lines() {
+        // Ports in a state nmap left out of the list, counted: "Ignored
+        // State: filtered (65535)" (a sweep of a dropped user).
+        if let Some((_, ignored)) = line.split_once("Ignored State: ") {
+            let mut words = ignored.split_whitespace();
+            if let (Some(state), Some(n)) = (words.next(), words.next()) {
+                let n: usize = n
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .parse()
+                    .unwrap_or(0);
+                match state {
+                    "open" => counts.0 += n,
+                    "filtered" => counts.1 += n,
+                    _ => counts.2 += n,
+                }
+            }
+        }
         let Some((_, ports)) = line.split_once("Ports: ") else {
             continue;
         };
@@ -736,7 +970,7 @@ mod tests {
             Host: 203.0.113.1 ()\tStatus: Up\n\
             Host: 203.0.113.1 ()\tPorts: 25/open/tcp//smtp///, 587/filtered/tcp//submission///\n\
             Host: 2001:db8:200::2 ()\tPorts: 25/closed/tcp//smtp///\tIgnored State: filtered (1)\n";
-        assert_eq!(gnmap_states(text), (1, 1, 1));
+        assert_eq!(gnmap_states(text), (1, 2, 1));
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct RunSettings {
     /// `--explain`: trace the probes' packets ([`crate::explain`]); checked by
     /// [`crate::explain::preflight`] before the run.
     pub explain: bool,
+    /// Namespaces whose kernel counters are watched besides the probes' own and the
+    /// `pid:`/`unit:` identities' ([`kernel`]): the sandbox's internet, where its sinks'
+    /// accept queues are.
+    pub watch: Vec<kernel::Watched>,
 }
 
 /// What [`execute`] hands to the verdict stage: the exact probes and, in the same order,
@@ -58,6 +62,9 @@ pub struct Executed {
     /// Set when a kernel counter that means dropped SYNs moved while the workers ran
     /// ([`kernel`]): why no timeout of this run proves anything.
     pub kernel_limited: Option<String>,
+    /// Limits the run planned around (the conntrack table, the descriptor limit), in
+    /// words, for the run's information: why it may have been slower than it could be.
+    pub limits: Vec<String>,
 }
 
 /// Resolves and probes. Assignments must have passed [`crate::plan::ensure_privileges`] and
@@ -81,6 +88,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
             interruption: Some(interruption),
             explanations: None,
             kernel_limited: None,
+            limits: Vec::new(),
         }
     };
     // Each identity resolves from where its probes run (crate::service identities in
@@ -99,33 +107,63 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     // below, on every path out of this function (its table also goes when dropped).
     let tracer = settings.explain.then(|| Tracer::start(&probes));
     let dispatch = Dispatch::new(&probes);
-    let counters_before = kernel::Counters::read();
+    let watched = watched_namespaces(&probes, &services, &settings.watch);
+    let counters_before = kernel::Snapshot::take(&watched);
     let (tx, mut rx) = mpsc::unbounded_channel::<WorkerResult>();
     // A user's probes beyond what one worker can keep in flight go to more workers of the
     // same user: the shards partition the list, so each probe is still asked exactly once.
     let (per_worker, fd_limited) = worker::probes_per_worker();
     let cores = worker::cores();
-    let worker_futures: Vec<_> = dispatch
+    let mut limits = Vec::new();
+    let shards: Vec<(&String, &[worker::WorkerProbe])> = dispatch
         .requests
         .iter()
         .flat_map(|(user, requests)| {
             let shards = worker::shards(requests, per_worker, cores);
             if fd_limited && requests.len() > per_worker {
-                eprintln!(
-                    "egress-check: limited by the descriptor limit (RLIMIT_NOFILE): at most \
-                     {per_worker} connects in flight per worker; `{user}`'s {} probes run in \
-                     {} workers, in waves: slower than the run could be",
+                let text = format!(
+                    "the descriptor limit (RLIMIT_NOFILE): at most {per_worker} connects in \
+                     flight per worker; `{user}`'s {} probes ran in {} workers, in waves",
                     requests.len(),
                     shards.len()
                 );
+                eprintln!("egress-check: limited by {text}: slower than the run could be");
+                limits.push(text);
             }
             shards.into_iter().map(move |shard| (user, shard))
         })
+        .collect();
+    // The conntrack table is one per namespace, bounded by one global maximum: a full table
+    // drops SYNs, which read as timeouts. Cap the connects in flight across all workers so
+    // that it cannot fill (the counters above stay the backstop: entries outlive their
+    // connects, and other processes use the table too).
+    let in_flight_cap = kernel::conntrack_budget().and_then(|budget| {
+        tracing::debug!("planning around {}", budget.describe());
+        let total = dispatch.attempts();
+        if total <= budget.in_flight() {
+            return None;
+        }
+        let cap = (budget.in_flight() / shards.len().max(1)).max(1);
+        let text = format!(
+            "{}; {total} probes, so at most {cap} in flight in each of {} workers, in waves",
+            budget.describe(),
+            shards.len()
+        );
+        eprintln!("egress-check: limited by {text}: slower than the run could be");
+        limits.push(text);
+        Some(cap)
+    });
+    let worker_futures: Vec<_> = shards
+        .into_iter()
         .map(|(user, shard)| {
             let tx = tx.clone();
             let service = services.get(user.as_str()).copied();
             async move {
-                let outcome = worker::run_worker(user, service, shard, tx).await;
+                let options = worker::WorkerOptions {
+                    in_flight: in_flight_cap,
+                    local_addresses: settings.explain,
+                };
+                let outcome = worker::run_worker(user, service, shard, options, tx).await;
                 (user.clone(), outcome)
             }
         })
@@ -165,7 +203,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     while let Ok(result) = rx.try_recv() {
         record(result);
     }
-    let kernel_limited = kernel::Counters::read().moved_since(&counters_before);
+    let kernel_limited = kernel::Snapshot::take(&watched).moved_since(&counters_before);
 
     let attempts = dispatch.fan_out(&probes, results, |p| {
         interrupt::missing_reason(interruption, worker_errors.get(&p.spec.user))
@@ -177,5 +215,31 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
         interruption,
         explanations,
         kernel_limited,
+        limits,
     }
+}
+
+/// Every namespace whose counters can say a SYN of this run was dropped: the probes' own
+/// (its listen queues only when a probe goes to a local destination), each `pid:`/`unit:`
+/// identity's, and the caller's `extra` (the sandbox's internet).
+fn watched_namespaces(
+    probes: &[PlannedProbe],
+    services: &HashMap<&str, &crate::service::ServiceIdentity>,
+    extra: &[kernel::Watched],
+) -> Vec<kernel::Watched> {
+    let local = probes.iter().any(PlannedProbe::is_local);
+    let mut watched = vec![kernel::Watched::current("probes' network namespace", local)];
+    let mut services: Vec<_> = services.values().collect();
+    services.sort_by_key(|s| s.key.as_str());
+    for service in services {
+        if let (Some(netns), true) = (&service.netns_file, service.netns.foreign) {
+            watched.push(kernel::Watched {
+                label: format!("network namespace of `{}`", service.key),
+                netns: Some(std::sync::Arc::clone(netns)),
+                listeners: local,
+            });
+        }
+    }
+    watched.extend(extra.iter().cloned());
+    watched
 }

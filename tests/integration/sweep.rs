@@ -224,3 +224,73 @@ fn dns_blocked_by_this_hosts_firewall_says_so() {
         describe(&out)
     );
 }
+
+/// A full accept queue is a kernel limit, not a verdict: a listener in the probes' own
+/// namespace with a backlog of 0 that never accepts overflows as soon as a few local probes
+/// reach it (`TcpExt ListenOverflows` moves), and then the timeout of a dropped, non-local
+/// probe, which alone would pass, is inconclusive with the counter and the namespace named.
+#[test]
+fn a_listen_queue_overflow_makes_timeouts_inconclusive() {
+    let Some(lab) = Lab::up() else { return };
+    ensure_story_users();
+    const PORT: u16 = 2599;
+    // Made inside the lab's host namespace from a thread that entered it; the socket stays
+    // in that namespace after the thread ends.
+    let ns = std::fs::File::open(format!("/run/netns/{}", lab.host_ns())).expect("host netns");
+    let listener = std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let addr: std::net::SocketAddr = ([0, 0, 0, 0], PORT).into();
+        socket.bind(&addr.into()).expect("bind");
+        socket.listen(0).expect("listen");
+        socket
+    })
+    .join()
+    .expect("listener thread");
+    lab.iptables(&[
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        "203.0.113.10",
+        "--dport",
+        "2599",
+        "-j",
+        "DROP",
+    ]);
+    let mut args = vec!["--as", "www-data", "--local", "--timeout", "1s"];
+    let loopbacks: Vec<String> = (1..=16).map(|i| format!("127.0.0.{i}")).collect();
+    for addr in &loopbacks {
+        args.extend(["--addr", addr.as_str()]);
+    }
+    args.extend([
+        "--addr",
+        "203.0.113.10",
+        "--port",
+        "2599",
+        "--expect",
+        "deny",
+    ]);
+    let (out, report) = lab.run_json(&args);
+    drop(listener);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    let dropped = report
+        .probes
+        .iter()
+        .find(|p| p.address.as_deref() == Some("203.0.113.10"))
+        .expect("the dropped probe");
+    assert_eq!(
+        (dropped.observed.as_str(), dropped.verdict.as_str()),
+        ("timeout", "inconclusive"),
+        "{}",
+        describe(&out)
+    );
+    let detail = dropped.detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("TcpExt ListenOverflows +")
+            && detail.contains("in the probes' network namespace"),
+        "{detail}"
+    );
+}
