@@ -127,8 +127,7 @@ fn always_allowed() -> Vec<i64> {
         libc::SYS_epoll_ctl,
         libc::SYS_epoll_pwait,
         libc::SYS_epoll_pwait2,
-        // TCP sockets once made (see `socket` below for which)
-        libc::SYS_connect,
+        // sockets once made (`connect` only for the roles that connect: see `allowed`)
         libc::SYS_getsockname,
         libc::SYS_getpeername,
         libc::SYS_getsockopt,
@@ -210,8 +209,15 @@ fn internet_calls() -> Vec<i64> {
 fn allowed(role: Role) -> Vec<i64> {
     let mut calls = always_allowed();
     match role {
-        Role::Worker => {}
-        Role::Resolver => calls.extend(resolver_calls()),
+        // The probes' connects; the resolver's to its nameservers (TCP, and UDP sockets
+        // that hickory connects).
+        Role::Worker => calls.push(libc::SYS_connect),
+        Role::Resolver => {
+            calls.push(libc::SYS_connect);
+            calls.extend(resolver_calls())
+        }
+        // The internet only answers: a compromised server must not reach anywhere, UDP
+        // included (Landlock's TCP rule cannot stop a UDP connect).
         Role::Internet => calls.extend(internet_calls()),
     }
     calls
@@ -316,5 +322,12 @@ mod tests {
             let program = filter(role).unwrap();
             assert!(program.len() > allowed(role).len());
         }
+    }
+
+    #[test]
+    fn only_the_roles_that_connect_may_connect() {
+        assert!(allowed(Role::Worker).contains(&libc::SYS_connect));
+        assert!(allowed(Role::Resolver).contains(&libc::SYS_connect));
+        assert!(!allowed(Role::Internet).contains(&libc::SYS_connect));
     }
 }
