@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::address::HostInterfaces;
 use crate::cli::{CommonArgs, DisplayOptions, Format, ProbeOptions, SandboxArgs};
+use crate::explain::Explain;
 use crate::output::{self, PreparedOutputs};
 use crate::plan::{self, Assignment, NameserverChoice};
 use crate::report;
@@ -120,11 +121,13 @@ pub fn enter_netns(name: &str) -> anyhow::Result<Option<String>> {
 
 /// `--explain`, checked in the namespace that will be probed: exit 2 before anything is
 /// probed when tracing cannot work there.
-pub fn explain_requested(common: &CommonArgs) -> anyhow::Result<bool> {
+pub fn explain_requested(common: &CommonArgs) -> anyhow::Result<Explain> {
     if common.explain {
         explain::preflight()?;
+        Ok(Explain::On)
+    } else {
+        Ok(Explain::Off)
     }
-    Ok(common.explain)
 }
 
 /// The path every probing mode shares from a plan to an exit code: resolve and probe
@@ -135,7 +138,7 @@ pub fn probe_and_report(
     nameservers: NameserverChoice,
     options: &ProbeOptions,
     display: &DisplayOptions,
-    explain: bool,
+    explain: Explain,
     watch: Vec<runner::kernel::Watched>,
 ) -> anyhow::Result<u8> {
     let Prepared {

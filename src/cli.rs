@@ -278,9 +278,14 @@ pub struct SandboxArgs {
     /// Only run the checks of this user.
     #[arg(long = "as", value_name = "USER")]
     pub user: Option<String>,
-    /// Do not name the rule that decided each probe (on by default in the sandbox).
-    #[arg(long)]
+    /// Do not name the rule that decided each probe (on by default in the sandbox, for runs
+    /// of up to 4096 probes).
+    #[arg(long, conflicts_with = "explain")]
     pub no_explain: bool,
+    /// Name the rule that decided each probe however many probes the run has (by default
+    /// the sandbox traces runs of up to 4096 probes: beyond, tracing loses events).
+    #[arg(long)]
+    pub explain: bool,
     /// How probes are made and reported.
     #[command(flatten)]
     pub probe: ProbeOptions,

@@ -12,6 +12,7 @@ use egress_check::app::{
 use egress_check::cli::{
     self, AdHocArgs, Cli, Command, DisplayOptions, ResolveArgs, ResolveFormat, RunArgs, SandboxArgs,
 };
+use egress_check::explain::Explain;
 use egress_check::plan::{self, NameserverChoice};
 use egress_check::report::ResolveReport;
 use egress_check::resolve;
@@ -172,14 +173,20 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
         };
         // On by default here: a sandbox is root's throwaway namespace, so tracing is always
         // possible unless the kernel lacks nf_tables; then say so and go on.
-        let explain = !args.no_explain
-            && match explain::preflight() {
-                Ok(()) => true,
+        // (Up to a size: beyond it, tracing loses events and costs more than the run.)
+        let explain = if args.no_explain {
+            Explain::Off
+        } else {
+            match explain::preflight() {
+                Ok(()) if args.explain => Explain::On,
+                Ok(()) => Explain::UpTo(explain::DEFAULT_MAX_PROBES),
+                Err(err) if args.explain => return Err(err.into()),
                 Err(err) => {
                     eprintln!("egress-check: warning: running without explanations: {err}");
-                    false
+                    Explain::Off
                 }
-            };
+            }
+        };
         probe_and_report(prepared, nameservers, &args.probe, display, explain, watch)
     })
 }

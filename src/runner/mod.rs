@@ -21,7 +21,7 @@ pub use dispatch::Dispatch;
 pub use interrupt::{Interruption, Interrupts};
 
 use crate::address::HostInterfaces;
-use crate::explain::{Explanation, Tracer};
+use crate::explain::{Explain, Explanation, Tracer};
 use crate::plan::{Assignment, NameserverChoice, PlannedProbe};
 use crate::probe::Attempt;
 
@@ -39,7 +39,7 @@ pub struct RunSettings {
     pub host: HostInterfaces,
     /// `--explain`: trace the probes' packets ([`crate::explain`]); checked by
     /// [`crate::explain::preflight`] before the run.
-    pub explain: bool,
+    pub explain: Explain,
     /// Namespaces whose kernel counters are watched besides the probes' own and the
     /// `pid:`/`unit:` identities' ([`kernel`]): the sandbox's internet, where its sinks'
     /// accept queues are.
@@ -105,7 +105,15 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
 
     // Tracing starts before the first worker, once the exact addresses are known; it ends
     // below, on every path out of this function (its table also goes when dropped).
-    let tracer = settings.explain.then(|| Tracer::start(&probes));
+    let traced = settings.explain.traces(probes.len());
+    if let (false, Explain::UpTo(max)) = (traced, settings.explain) {
+        eprintln!(
+            "egress-check: no explanations for this run: {} probes, more than the {max} \
+             traced by default (--explain traces them anyway, slowly)",
+            probes.len()
+        );
+    }
+    let tracer = traced.then(|| Tracer::start(&probes));
     let dispatch = Dispatch::new(&probes);
     let watched = watched_namespaces(&probes, &services, &settings.watch);
     let counters_before = kernel::Snapshot::take(&watched);
@@ -161,7 +169,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
             async move {
                 let options = worker::WorkerOptions {
                     in_flight: in_flight_cap,
-                    local_addresses: settings.explain,
+                    local_addresses: traced,
                 };
                 let outcome = worker::run_worker(user, service, shard, options, tx).await;
                 (user.clone(), outcome)
