@@ -96,8 +96,27 @@ pub fn choose_resolver(resolve_as: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `run` and the ad hoc form, after [`prepare`]: enter the host (`--netns`), check
+/// `--explain` there, then [`probe_and_report`].
+pub fn from_host(
+    prepared: Prepared,
+    common: &CommonArgs,
+    display: &DisplayOptions,
+) -> anyhow::Result<u8> {
+    let nameservers = enter_host(common)?;
+    let explain = explain_requested(common)?;
+    probe_and_report(
+        prepared,
+        nameservers,
+        &common.probe,
+        display,
+        explain,
+        Vec::new(),
+    )
+}
+
 /// Enters `--netns` if given; returns how nameservers are chosen there.
-pub fn enter_host(common: &CommonArgs) -> anyhow::Result<NameserverChoice> {
+fn enter_host(common: &CommonArgs) -> anyhow::Result<NameserverChoice> {
     let netns_resolv_conf = match &common.host.netns {
         Some(name) => enter_netns(name)?,
         None => None,
@@ -121,7 +140,7 @@ pub fn enter_netns(name: &str) -> anyhow::Result<Option<String>> {
 
 /// `--explain`, checked in the namespace that will be probed: exit 2 before anything is
 /// probed when tracing cannot work there.
-pub fn explain_requested(common: &CommonArgs) -> anyhow::Result<Explain> {
+fn explain_requested(common: &CommonArgs) -> anyhow::Result<Explain> {
     if common.explain {
         explain::preflight()?;
         Ok(Explain::On)

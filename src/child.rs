@@ -1,7 +1,8 @@
 //! The parent side of a fenced child process, a probe worker ([`crate::worker`]) or the
 //! resolver process ([`crate::dns_process`]): spawning `/proc/self/exe` as one, feeding it
 //! its request, keeping what it says on stderr, and telling from its exit status whether the
-//! fence ([`crate::fence`]) killed it.
+//! fence ([`crate::fence`]) killed it. And the one step every such child (the sandbox's
+//! internet process too) takes towards its parent: [`die_with_parent`].
 
 use std::process::{ExitStatus, Stdio};
 
@@ -55,4 +56,28 @@ pub async fn diagnostics(stderr: &mut ChildStderr, max: u64) -> String {
 /// Whether the child was killed by its fence's seccomp filter (SIGSYS).
 pub fn fenced(status: &ExitStatus) -> bool {
     std::os::unix::process::ExitStatusExt::signal(status) == Some(nix::libc::SIGSYS)
+}
+
+/// Why a child cannot tie its life to its parent's.
+#[derive(Debug, thiserror::Error)]
+pub enum TieError {
+    /// The parent-death signal could not be set.
+    #[error("prctl(PR_SET_PDEATHSIG): {0}")]
+    DeathSignal(#[source] nix::Error),
+    /// The parent named on the command line is not our parent (any more).
+    #[error("parent process {0} is gone")]
+    ParentGone(i32),
+}
+
+/// Child side, once the child has its final identity: it is killed when its parent dies,
+/// and refuses to go on when `parent` (the pid the parent put on its command line) is no
+/// longer its parent, having died before the signal was set. Called after the identity
+/// drop because the kernel clears the parent-death signal on credential changes.
+pub fn die_with_parent(parent: Option<i32>) -> Result<(), TieError> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(TieError::DeathSignal)?;
+    match parent {
+        Some(pid) if nix::unistd::getppid().as_raw() != pid => Err(TieError::ParentGone(pid)),
+        _ => Ok(()),
+    }
 }

@@ -103,13 +103,7 @@ fn child(args: ResolverArgs) -> anyhow::Result<()> {
     crate::worker::sanitize_inherited_state()?;
     let account = identity::lookup(&args.user)?;
     identity::become_user(&account)?;
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .context("prctl(PR_SET_PDEATHSIG)")?;
-    if let Some(parent) = args.parent {
-        if nix::unistd::getppid().as_raw() != parent {
-            bail!("parent process {parent} is gone");
-        }
-    }
+    crate::child::die_with_parent(args.parent)?;
     if args.diagnose {
         return crate::worker::diagnose(Role::Resolver);
     }

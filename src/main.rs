@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use egress_check::address::HostInterfaces;
 use egress_check::app::{
-    choose_resolver, enter_host, enter_netns, explain_requested, in_sandbox, init_logging, prepare,
-    probe_and_report, runtime, sandbox_options,
+    choose_resolver, enter_netns, from_host, in_sandbox, init_logging, prepare, probe_and_report,
+    runtime, sandbox_options,
 };
 use egress_check::cli::{
     self, AdHocArgs, Cli, Command, DisplayOptions, ResolveArgs, ResolveFormat, RunArgs, SandboxArgs,
@@ -78,16 +78,7 @@ fn run(args: RunArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
         &args.common.probe,
         own_checks,
     )?;
-    let nameservers = enter_host(&args.common)?;
-    let explain = explain_requested(&args.common)?;
-    probe_and_report(
-        prepared,
-        nameservers,
-        &args.common.probe,
-        display,
-        explain,
-        Vec::new(),
-    )
+    from_host(prepared, &args.common, display)
 }
 
 /// `egress-check --as USER [targets]`: one user, the command line's targets (or the
@@ -124,16 +115,7 @@ fn ad_hoc(args: AdHocArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
         &args.common.probe,
         as_yourself,
     )?;
-    let nameservers = enter_host(&args.common)?;
-    let explain = explain_requested(&args.common)?;
-    probe_and_report(
-        prepared,
-        nameservers,
-        &args.common.probe,
-        display,
-        explain,
-        Vec::new(),
-    )
+    from_host(prepared, &args.common, display)
 }
 
 /// `egress-check sandbox SCENARIO...`: the scenarios run unchanged inside a throwaway host

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -136,14 +136,7 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
             fd_limit
         }
     };
-    // Set after the drop: the kernel clears the parent-death signal on credential changes.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .context("prctl(PR_SET_PDEATHSIG)")?;
-    if let Some(parent) = args.parent {
-        if nix::unistd::getppid().as_raw() != parent {
-            bail!("parent process {parent} is gone");
-        }
-    }
+    crate::child::die_with_parent(args.parent)?;
     if args.diagnose {
         return diagnose(crate::fence::Role::Worker);
     }

@@ -656,14 +656,7 @@ fn child(args: InternetArgs, ready: &mut bool) -> anyhow::Result<()> {
     ensure_single_threaded()?;
     let account = identity::lookup(INTERNET_USER)?;
     identity::become_user(&account)?;
-    // Set after the drop: the kernel clears the parent-death signal on credential changes.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .context("prctl(PR_SET_PDEATHSIG)")?;
-    if let Some(parent) = args.parent {
-        if nix::unistd::getppid().as_raw() != parent {
-            bail!("parent process {parent} is gone");
-        }
-    }
+    crate::child::die_with_parent(args.parent)?;
     crate::fence::landlock(Role::Internet)?;
     crate::fence::seccomp(Role::Internet)?;
 

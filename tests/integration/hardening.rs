@@ -16,8 +16,13 @@ use crate::util::BIN;
 
 /// `__probe-as USER --diagnose`, parsed.
 fn diagnose(user: &str) -> Value {
+    diagnose_as("__probe-as", user)
+}
+
+/// `SUBCOMMAND USER --diagnose` (a worker's or the resolver's), parsed.
+fn diagnose_as(subcommand: &str, user: &str) -> Value {
     let out = Command::new(BIN)
-        .args(["__probe-as", user, "--diagnose"])
+        .args([subcommand, user, "--diagnose"])
         .stdin(Stdio::null())
         .output()
         .expect("run egress-check");
@@ -1268,14 +1273,7 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
 
 /// `__resolve-as USER --diagnose`, parsed.
 fn diagnose_resolver(user: &str) -> Value {
-    let out = Command::new(BIN)
-        .args(["__resolve-as", user, "--diagnose"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run egress-check");
-    assert_eq!(code(&out), 0, "{}", describe(&out));
-    serde_json::from_str(stdout(&out).trim())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(&out)))
+    diagnose_as("__resolve-as", user)
 }
 
 /// The resolver process's `--diagnose` shows what it resolves with: the user's uids and
