@@ -5,7 +5,7 @@
 //! towards the same MX host must not race each other on the firewall). Pure functions: no
 //! process, socket or clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -23,14 +23,13 @@ const NO_ID: usize = usize::MAX;
 /// an attempt answers, no hash table).
 #[derive(Debug, Clone)]
 pub struct Dispatch {
-    /// Per user (login name), the attempts its worker makes; ids index `shared`.
+    /// Per user (login name), the attempts its worker makes; ids are `0..attempts()`.
     pub requests: BTreeMap<String, Vec<WorkerProbe>>,
     /// For each planned probe, the id of the request that answers it ([`NO_ID`] without a
     /// destination).
     id_of: Vec<usize>,
-    /// For each request id, whether more than one planned probe shares it (its result is
-    /// then cloned for each, else moved).
-    shared: Vec<bool>,
+    /// How many requests (distinct attempts).
+    attempts: usize,
 }
 
 /// What makes two planned probes one attempt: the same user, destination and timeout.
@@ -38,6 +37,113 @@ fn attempt_key(p: &PlannedProbe) -> Option<(&str, SocketAddr, u64)> {
     let addr = p.connect_to()?;
     let timeout_ms = u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX);
     Some((p.spec.user.as_str(), addr, timeout_ms))
+}
+
+/// The workers' results by request id, as they arrive, kept compact: 16 bytes per attempt
+/// (an [`Attempt`] is 80, plus its detail text) and each distinct detail once. A sweep's
+/// 131,070 results are held while its workers run, when the run's memory peaks; the
+/// details are mostly the same few texts ("no answer within 1s").
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    slots: Vec<Slot>,
+    /// Distinct details; `Slot::detail` is an index + 1 (0: none).
+    details: Vec<String>,
+    detail_ids: HashMap<String, u32>,
+    /// Local addresses (asked only by `--explain`), by id.
+    locals: HashMap<usize, SocketAddr>,
+}
+
+/// One result: its observed outcome (0: none yet, else [`OBSERVED`] index + 1), how long it
+/// took and its detail.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    elapsed_ns: u64,
+    detail: u32,
+    observed: u8,
+}
+
+/// Every outcome, in the order [`Slot::observed`] counts them.
+const OBSERVED: [Observed; 6] = [
+    Observed::Connected,
+    Observed::Refused,
+    Observed::Unreachable,
+    Observed::Timeout,
+    Observed::Error,
+    Observed::NoAddress,
+];
+
+impl Results {
+    /// Room for `attempts` results, none reported yet.
+    pub fn new(attempts: usize) -> Results {
+        Results {
+            slots: vec![Slot::default(); attempts],
+            ..Results::default()
+        }
+    }
+
+    /// Keeps `attempt` as the result of request `id`; an unknown id is ignored.
+    pub fn record(&mut self, id: usize, attempt: Attempt) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        let Some(observed) = OBSERVED.iter().position(|&o| o == attempt.observed) else {
+            return;
+        };
+        let detail = match attempt.detail {
+            None => 0,
+            Some(text) => match self.detail_ids.get(&text) {
+                Some(&index) => index,
+                None => match u32::try_from(self.details.len() + 1) {
+                    Ok(index) => {
+                        self.details.push(text.clone());
+                        self.detail_ids.insert(text, index);
+                        index
+                    }
+                    // More distinct details than a u32 counts cannot come from one run's
+                    // memory; refuse rather than mislabel.
+                    Err(_) => return,
+                },
+            },
+        };
+        *slot = Slot {
+            elapsed_ns: u64::try_from(attempt.elapsed.as_nanos()).unwrap_or(u64::MAX),
+            detail,
+            observed: u8::try_from(observed + 1).unwrap_or(0),
+        };
+        match attempt.local {
+            Some(local) => self.locals.insert(id, local),
+            None => self.locals.remove(&id),
+        };
+    }
+
+    /// The result of request `id`, if it reported.
+    pub fn get(&self, id: usize) -> Option<Attempt> {
+        let slot = self.slots.get(id)?;
+        let observed = *OBSERVED.get(usize::from(slot.observed).checked_sub(1)?)?;
+        Some(Attempt {
+            observed,
+            elapsed: Duration::from_nanos(slot.elapsed_ns),
+            detail: usize::try_from(slot.detail)
+                .ok()
+                .and_then(|d| d.checked_sub(1))
+                .and_then(|d| self.details.get(d))
+                .cloned(),
+            local: self.locals.get(&id).copied(),
+        })
+    }
+}
+
+impl From<Vec<Option<Attempt>>> for Results {
+    /// `results[id]`, as [`Results::record`] would have kept them.
+    fn from(results: Vec<Option<Attempt>>) -> Results {
+        let mut kept = Results::new(results.len());
+        for (id, result) in results.into_iter().enumerate() {
+            if let Some(attempt) = result {
+                kept.record(id, attempt);
+            }
+        }
+        kept
+    }
 }
 
 impl Dispatch {
@@ -69,7 +175,7 @@ impl Dispatch {
         // already assigned).
         let mut id_of = first;
         let mut requests: BTreeMap<String, Vec<WorkerProbe>> = BTreeMap::new();
-        let mut shared: Vec<bool> = Vec::new();
+        let mut attempts = 0;
         for (index, p) in probes.iter().enumerate() {
             let Some((_, addr, timeout_ms)) = attempt_key(p) else {
                 id_of[index] = NO_ID;
@@ -77,8 +183,8 @@ impl Dispatch {
             };
             let head = id_of[index];
             if head == index {
-                let id = shared.len();
-                shared.push(false);
+                let id = attempts;
+                attempts += 1;
                 requests
                     .entry(p.spec.user.clone())
                     .or_default()
@@ -89,21 +195,19 @@ impl Dispatch {
                     });
                 id_of[index] = id;
             } else {
-                let id = id_of[head];
-                shared[id] = true;
-                id_of[index] = id;
+                id_of[index] = id_of[head];
             }
         }
         Dispatch {
             requests,
             id_of,
-            shared,
+            attempts,
         }
     }
 
     /// Number of distinct attempts (request ids).
     pub fn attempts(&self) -> usize {
-        self.shared.len()
+        self.attempts
     }
 
     /// One attempt per planned probe, in the probes' order: the worker's result where there
@@ -113,27 +217,10 @@ impl Dispatch {
     pub fn fan_out(
         &self,
         probes: &[PlannedProbe],
-        mut results: Vec<Option<Attempt>>,
+        results: impl Into<Results>,
         missing: impl Fn(&PlannedProbe) -> String,
     ) -> Vec<Attempt> {
-        let unanswered = |probe: &PlannedProbe| Attempt {
-            observed: Observed::Error,
-            elapsed: Duration::ZERO,
-            detail: Some(missing(probe)),
-            local: None,
-        };
-        let one_to_one = self.id_of.len() == probes.len()
-            && results.len() == probes.len()
-            && self.id_of.iter().enumerate().all(|(i, &id)| i == id);
-        if one_to_one {
-            // The usual case (every probe its own attempt, ids in probe order): the results
-            // become the attempts in place, so a sweep's 131,070 are not held twice.
-            return results
-                .into_iter()
-                .enumerate()
-                .map(|(i, result)| result.unwrap_or_else(|| unanswered(&probes[i])))
-                .collect();
-        }
+        let results = results.into();
         probes
             .iter()
             .enumerate()
@@ -147,13 +234,12 @@ impl Dispatch {
                     };
                 }
                 let id = self.id_of.get(index).copied().unwrap_or(NO_ID);
-                let result = match (self.shared.get(id), results.get_mut(id)) {
-                    // Moved to a probe that is the only one asking, cloned for shared ones.
-                    (Some(false), Some(slot)) => slot.take(),
-                    (Some(true), Some(slot)) => slot.clone(),
-                    _ => None,
-                };
-                result.unwrap_or_else(|| unanswered(p))
+                results.get(id).unwrap_or_else(|| Attempt {
+                    observed: Observed::Error,
+                    elapsed: Duration::ZERO,
+                    detail: Some(missing(p)),
+                    local: None,
+                })
             })
             .collect()
     }
@@ -318,6 +404,38 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn results_are_kept_exactly_and_details_once() {
+        let mut results = Results::new(4);
+        let timeout = |ms: u64| Attempt {
+            observed: Observed::Timeout,
+            elapsed: Duration::from_nanos(ms * 1_000_000 + 7),
+            detail: Some("no answer within 1s".into()),
+            local: None,
+        };
+        results.record(0, timeout(1000));
+        results.record(2, timeout(1001));
+        let local = Attempt {
+            observed: Observed::Connected,
+            elapsed: Duration::from_micros(250),
+            detail: None,
+            local: Some("192.0.2.2:40000".parse().unwrap()),
+        };
+        results.record(3, local.clone());
+        results.record(9, timeout(5));
+        assert_eq!(results.details.len(), 1);
+        assert_eq!(results.get(0), Some(timeout(1000)));
+        assert_eq!(results.get(1), None);
+        assert_eq!(results.get(2), Some(timeout(1001)));
+        assert_eq!(results.get(3), Some(local));
+        assert_eq!(results.get(9), None);
+        for observed in OBSERVED {
+            let mut one = Results::new(1);
+            one.record(0, attempt(observed));
+            assert_eq!(one.get(0), Some(attempt(observed)));
         }
     }
 

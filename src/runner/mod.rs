@@ -180,12 +180,8 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
         .buffer_unordered(worker::concurrent_worker_limit())
         .collect::<Vec<_>>();
     drop(tx);
-    let mut results: Vec<Option<Attempt>> = vec![None; dispatch.attempts()];
-    let mut record = |result: WorkerResult| {
-        if let Some(slot) = results.get_mut(result.id) {
-            *slot = Some(result.attempt);
-        }
-    };
+    let mut results = dispatch::Results::new(dispatch.attempts());
+    let mut record = |result: WorkerResult| results.record(result.id, result.attempt);
     let mut worker_errors: HashMap<String, WorkerError> = HashMap::new();
     let interruption = {
         tokio::pin!(workers);
