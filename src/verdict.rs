@@ -534,7 +534,7 @@ mod tests {
         let v4 = report
             .probes
             .iter()
-            .find(|p| p.spec.user == "www-data" && p.spec.family == Family::Ipv4)
+            .find(|p| &*p.spec.user == "www-data" && p.spec.family == Family::Ipv4)
             .unwrap();
         assert_eq!(v4.witnessed, Some(true));
     }

@@ -36,7 +36,7 @@ pub struct Dispatch {
 fn attempt_key(p: &PlannedProbe) -> Option<(&str, SocketAddr, u64)> {
     let addr = p.connect_to()?;
     let timeout_ms = u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX);
-    Some((p.spec.user.as_str(), addr, timeout_ms))
+    Some((p.spec.user.as_ref(), addr, timeout_ms))
 }
 
 /// The workers' results by request id, as they arrive, kept compact: 16 bytes per attempt
@@ -186,7 +186,7 @@ impl Dispatch {
                 let id = attempts;
                 attempts += 1;
                 requests
-                    .entry(p.spec.user.clone())
+                    .entry(p.spec.user.to_string())
                     .or_default()
                     .push(WorkerProbe {
                         id,

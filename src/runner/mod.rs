@@ -210,7 +210,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     let kernel_limited = kernel::Snapshot::take(&watched).moved_since(&counters_before);
 
     let attempts = dispatch.fan_out(&probes, results, |p| {
-        interrupt::missing_reason(interruption, worker_errors.get(&p.spec.user))
+        interrupt::missing_reason(interruption, worker_errors.get(&*p.spec.user))
     });
     let explanations = tracer.map(|t| t.finish(&probes, &attempts));
     Executed {
