@@ -300,11 +300,11 @@ pub fn lookups(
 pub struct ProbeSpec {
     /// Who probes: the login name, or a `pid:`/`unit:` identity as given
     /// ([`crate::service`]).
-    pub user: String,
+    pub user: std::sync::Arc<str>,
     /// Its uid.
     pub uid: u32,
     /// The target's name in the scenario.
-    pub target: String,
+    pub target: std::sync::Arc<str>,
     /// The mail domain, for MX targets.
     pub domain: Option<String>,
     /// The exchange or host name (`"."` for a null MX; `None` for literal addresses).

@@ -68,7 +68,7 @@ fn host(p: &ProbeRecord) -> String {
     match (&p.spec.exchange, p.spec.preference) {
         (Some(name), Some(pref)) => format!("{name} (MX {pref})"),
         (Some(name), None) => name.clone(),
-        (None, _) => p.spec.target.clone(),
+        (None, _) => p.spec.target.to_string(),
     }
 }
 
@@ -319,11 +319,11 @@ pub fn to_junit(report: &Judgement) -> String {
             .spec
             .exchange
             .clone()
-            .unwrap_or_else(|| p.spec.target.clone());
+            .unwrap_or_else(|| p.spec.target.to_string());
         by_check
             .entry((
-                p.spec.user.as_str(),
-                p.spec.target.as_str(),
+                p.spec.user.as_ref(),
+                p.spec.target.as_ref(),
                 exchange,
                 p.spec.family,
                 p.spec.expect,
@@ -526,7 +526,7 @@ fn human(report: &Judgement, color: bool, quiet: bool) -> String {
     let mut worst: BTreeMap<(&str, &str, Expectation), Verdict> = BTreeMap::new();
     for p in &report.probes {
         let w = worst
-            .entry((p.spec.user.as_str(), p.spec.target.as_str(), p.spec.expect))
+            .entry((p.spec.user.as_ref(), p.spec.target.as_ref(), p.spec.expect))
             .or_insert(Verdict::Pass);
         *w = (*w).min(p.verdict);
     }
@@ -535,7 +535,7 @@ fn human(report: &Judgement, color: bool, quiet: bool) -> String {
         .iter()
         .filter(|p| !quiet || p.verdict != Verdict::Pass)
     {
-        let key = (p.spec.user.as_str(), p.spec.target.as_str(), p.spec.expect);
+        let key = (p.spec.user.as_ref(), p.spec.target.as_ref(), p.spec.expect);
         groups
             .entry((worst[&key], key.0, key.1, key.2))
             .or_default()
@@ -667,10 +667,10 @@ fn split_headline(report: &Judgement, split: &SplitRange) -> String {
             .probes
             .iter()
             .filter(|p| {
-                p.spec.user == split.user
+                *p.spec.user == *split.user
                     && p.spec.port == port
                     && p.spec.family == family
-                    && p.spec.exchange.as_ref().unwrap_or(&p.spec.target) == &split.exchange
+                    && p.spec.exchange.as_deref().unwrap_or(&p.spec.target) == split.exchange
             })
             .filter(|p| {
                 if family == split.leaking {

@@ -970,15 +970,19 @@ pub fn expand(
             TargetKind::Mx(d) => Some(d.clone()),
             _ => None,
         };
+        // Shared by every probe of the assignment: a sweep's 131,070 probes hold one copy
+        // of each name, not one allocation per probe and name.
+        let user: std::sync::Arc<str> = a.account.name.as_str().into();
+        let target: std::sync::Arc<str> = a.target.name.as_str().into();
         let probe = |exchange: Option<String>,
                      preference: Option<u16>,
                      family: Family,
                      port: u16,
                      plan: &FamilyPlan| PlannedProbe {
             spec: ProbeSpec {
-                user: a.account.name.clone(),
+                user: std::sync::Arc::clone(&user),
                 uid: a.account.uid.as_raw(),
-                target: a.target.name.clone(),
+                target: std::sync::Arc::clone(&target),
                 domain: domain.clone(),
                 exchange,
                 preference,

@@ -8,7 +8,7 @@
 //! cross the egress path: it never passes, never witnesses a deny and is never part of a
 //! family split.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -328,43 +328,34 @@ pub fn judge_run(
     attempts: Vec<Attempt>,
     interrupted: Option<String>,
 ) -> Judgement {
-    let mut records: Vec<ProbeRecord> = probes
-        .into_iter()
-        .zip(attempts)
-        .map(|(p, attempt)| {
-            let endpoint = p.endpoint();
-            let local = p.is_local();
-            ProbeRecord {
-                address: p.address(),
-                zone: endpoint.and_then(|e| e.scope.as_ref().map(|s| s.interface.clone())),
-                record: endpoint.and_then(|e| e.record.clone()),
-                local,
-                detail: match (attempt.detail, p.note) {
-                    (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-                    (a, b) => a.or(b),
-                },
-                verdict: judge_probe(p.spec.expect, attempt.observed, local),
-                spec: p.spec,
-                observed: attempt.observed,
-                witnessed: None,
-                elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
-                explanation: None,
-            }
-        })
-        .collect();
-    // Only a connection that crossed the egress path shows the destination was up.
-    let connected: HashSet<(IpAddr, Option<String>, u16)> = records
+    let mut records = to_records(probes, attempts);
+    // Only a connection that crossed the egress path shows the destination was up; the set
+    // is built only when a passing deny needs a witness (a sweep that is let through would
+    // otherwise hold one entry per port for nothing).
+    let needs_witness = records.iter().any(|p| {
+        p.spec.expect == Expectation::Deny && p.verdict == Verdict::Pass && p.address.is_some()
+    });
+    let connected: HashSet<(IpAddr, Option<&str>, u16)> = if needs_witness {
+        records
+            .iter()
+            .filter(|p| p.observed == Observed::Connected && !p.local)
+            .filter_map(|p| Some((p.address?, p.zone.as_deref(), p.spec.port)))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let witnessed: Vec<Option<bool>> = records
         .iter()
-        .filter(|p| p.observed == Observed::Connected && !p.local)
-        .filter_map(|p| Some((p.address?, p.zone.clone(), p.spec.port)))
-        .collect();
-    for p in &mut records {
-        p.witnessed = match (p.spec.expect, p.verdict, p.address) {
+        .map(|p| match (p.spec.expect, p.verdict, p.address) {
             (Expectation::Deny, Verdict::Pass, Some(addr)) => {
-                Some(connected.contains(&(addr, p.zone.clone(), p.spec.port)))
+                Some(connected.contains(&(addr, p.zone.as_deref(), p.spec.port)))
             }
             _ => None,
-        };
+        })
+        .collect();
+    drop(connected);
+    for (p, witnessed) in records.iter_mut().zip(witnessed) {
+        p.witnessed = witnessed;
     }
     let count = |v| records.iter().filter(|p| p.verdict == v).count();
     Judgement {
@@ -385,37 +376,84 @@ pub fn judge_run(
     }
 }
 
-/// Finds, per user, exchange and port, families that connected while another was blocked.
-fn family_splits(probes: &[ProbeRecord]) -> Vec<FamilySplit> {
-    #[derive(Default)]
-    struct Seen {
-        connected: BTreeSet<Family>,
-        blocked: BTreeSet<Family>,
-    }
-    let mut by_key: BTreeMap<(String, String, u16), Seen> = BTreeMap::new();
-    // A local probe did not use the egress path of its family: it says nothing of a split.
-    for p in probes.iter().filter(|p| !p.local) {
-        let exchange = p
-            .spec
-            .exchange
-            .clone()
-            .unwrap_or_else(|| p.spec.target.clone());
-        let seen = by_key
-            .entry((p.spec.user.clone(), exchange, p.spec.port))
-            .or_default();
-        if p.observed == Observed::Connected {
-            seen.connected.insert(p.spec.family);
-        } else if is_blocked(p.observed) {
-            seen.blocked.insert(p.spec.family);
+/// The report's records: `attempts[i]` is what `probes[i]` observed.
+///
+/// Built from the back, giving back the probes' and attempts' memory as it goes: a sweep's
+/// 131,070 planned probes (30 MB) and their records (as much again) are never all held at
+/// once.
+fn to_records(mut probes: Vec<PlannedProbe>, mut attempts: Vec<Attempt>) -> Vec<ProbeRecord> {
+    /// Records made between two shrinks of the inputs.
+    const STEP: usize = 8192;
+    // Zipped: a probe without an attempt (or an attempt without a probe) is left out, as
+    // `zip` did.
+    let n = probes.len().min(attempts.len());
+    probes.truncate(n);
+    attempts.truncate(n);
+    let mut records = Vec::new();
+    while let (Some(p), Some(attempt)) = (probes.pop(), attempts.pop()) {
+        records.push(to_record(p, attempt));
+        if records.len() % STEP == 0 {
+            probes.shrink_to_fit();
+            attempts.shrink_to_fit();
         }
     }
+    records.reverse();
+    records
+}
+
+/// One probe's record (`witnessed` still unknown).
+fn to_record(p: PlannedProbe, attempt: Attempt) -> ProbeRecord {
+    let endpoint = p.endpoint();
+    let local = p.is_local();
+    ProbeRecord {
+        address: p.address(),
+        zone: endpoint.and_then(|e| e.scope.as_ref().map(|s| s.interface.clone())),
+        record: endpoint.and_then(|e| e.record.clone()),
+        local,
+        detail: match (attempt.detail, p.note) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        },
+        verdict: judge_probe(p.spec.expect, attempt.observed, local),
+        spec: p.spec,
+        observed: attempt.observed,
+        witnessed: None,
+        elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
+        explanation: None,
+    }
+}
+
+/// Finds, per user, exchange and port, families that connected while another was blocked.
+fn family_splits(probes: &[ProbeRecord]) -> Vec<FamilySplit> {
+    /// Families seen, as bits of [`Family::ALL`]: a sweep has an entry per port, and a set
+    /// that allocates would cost more than the records it is made from.
+    #[derive(Default, Clone, Copy)]
+    struct Seen {
+        connected: u8,
+        blocked: u8,
+    }
+    let bit = |family: Family| 1u8 << Family::ALL.iter().position(|&f| f == family).unwrap_or(0);
+    let mut by_key: BTreeMap<(&str, &str, u16), Seen> = BTreeMap::new();
+    // A local probe did not use the egress path of its family: it says nothing of a split.
+    for p in probes.iter().filter(|p| !p.local) {
+        let exchange = p.spec.exchange.as_deref().unwrap_or(&p.spec.target);
+        let seen = by_key
+            .entry((&p.spec.user, exchange, p.spec.port))
+            .or_default();
+        if p.observed == Observed::Connected {
+            seen.connected |= bit(p.spec.family);
+        } else if is_blocked(p.observed) {
+            seen.blocked |= bit(p.spec.family);
+        }
+    }
+    let families = |bits: u8| Family::ALL.into_iter().filter(move |&f| bits & bit(f) != 0);
     let mut splits = Vec::new();
     for ((user, exchange, port), seen) in by_key {
-        for &leaking in &seen.connected {
-            for &blocked in seen.blocked.difference(&seen.connected) {
+        for leaking in families(seen.connected) {
+            for blocked in families(seen.blocked & !seen.connected) {
                 splits.push(FamilySplit {
-                    user: user.clone(),
-                    exchange: exchange.clone(),
+                    user: user.to_owned(),
+                    exchange: exchange.to_owned(),
                     port,
                     leaking,
                     blocked,
@@ -496,7 +534,7 @@ mod tests {
         let v4 = report
             .probes
             .iter()
-            .find(|p| p.spec.user == "www-data" && p.spec.family == Family::Ipv4)
+            .find(|p| &*p.spec.user == "www-data" && p.spec.family == Family::Ipv4)
             .unwrap();
         assert_eq!(v4.witnessed, Some(true));
     }

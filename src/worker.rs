@@ -5,7 +5,7 @@
 //! user for good, then builds a tokio runtime, fences itself ([`crate::fence`]: Landlock
 //! with no filesystem access, a seccomp allowlist), and only then reads its probes and
 //! connects. A worker its fence killed (SIGSYS) is [`WorkerError::Fenced`]. The parent sends the
-//! probe list as JSON on stdin; the worker answers one JSON line per finished probe on
+//! probe list as JSON on stdin, consecutive ports as one [`WorkerRun`]; the worker answers one JSON line per finished probe on
 //! stdout, so whatever finished is known even if the run is interrupted.
 
 use std::io::{Read, Write};
@@ -97,6 +97,79 @@ pub struct WorkerProbe {
     pub timeout_ms: u64,
 }
 
+/// Consecutive [`WorkerProbe`]s as they cross the pipe to the worker: ids `id ..
+/// id + count` to the ports `addr.port() .. addr.port() + count` of one address, with one
+/// timeout. A sweep's 16,384 probes per worker are a handful of runs, not 16,384 objects:
+/// the request is a few hundred bytes instead of a megabyte in the parent and the worker,
+/// and the worker makes its attempts from the runs as it goes, never holding the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRun {
+    /// The first probe's id.
+    pub id: usize,
+    /// The first probe's destination (the others differ only in the port).
+    pub addr: SocketAddr,
+    /// How many probes (at least 1).
+    pub count: u16,
+    /// Per-attempt timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl WorkerRun {
+    /// Whether `next` continues this run: next id, next port, same address and timeout.
+    fn extends_to(&self, next: &WorkerProbe) -> bool {
+        let i = usize::from(self.count);
+        self.timeout_ms == next.timeout_ms
+            && self.id.checked_add(i) == Some(next.id)
+            && u16::try_from(usize::from(self.addr.port()) + i).ok() == Some(next.addr.port())
+            && self.count < u16::MAX
+            && same_but_port(self.addr, next.addr)
+    }
+
+    /// The probes of this run, in order.
+    pub fn probes(self) -> impl Iterator<Item = WorkerProbe> {
+        (0..self.count).filter_map(move |i| {
+            let port = self.addr.port().checked_add(i)?;
+            let mut addr = self.addr;
+            addr.set_port(port);
+            Some(WorkerProbe {
+                id: self.id + usize::from(i),
+                addr,
+                timeout_ms: self.timeout_ms,
+            })
+        })
+    }
+}
+
+/// Whether two socket addresses differ at most in their port (IPv6 scope and flow info
+/// included).
+fn same_but_port(a: SocketAddr, b: SocketAddr) -> bool {
+    match (a, b) {
+        (SocketAddr::V4(a), SocketAddr::V4(b)) => a.ip() == b.ip(),
+        (SocketAddr::V6(a), SocketAddr::V6(b)) => {
+            a.ip() == b.ip() && a.scope_id() == b.scope_id() && a.flowinfo() == b.flowinfo()
+        }
+        _ => false,
+    }
+}
+
+/// `probes` as [`WorkerRun`]s, in order: [`WorkerRun::probes`] of the runs, one after the
+/// other, are exactly `probes`.
+pub fn runs(probes: &[WorkerProbe]) -> Vec<WorkerRun> {
+    let mut runs: Vec<WorkerRun> = Vec::new();
+    for p in probes {
+        match runs.last_mut() {
+            Some(run) if run.extends_to(p) => run.count += 1,
+            _ => runs.push(WorkerRun {
+                id: p.id,
+                addr: p.addr,
+                count: 1,
+                timeout_ms: p.timeout_ms,
+            }),
+        }
+    }
+    runs
+}
+
 /// What a worker reports for one probe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerResult {
@@ -161,10 +234,9 @@ fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .take(MAX_REQUEST_BYTES)
         .read_to_end(&mut input)
         .context("reading the probe list")?;
-    let probes: Vec<WorkerProbe> =
-        serde_json::from_slice(&input).context("decoding the probe list")?;
+    let runs: Vec<WorkerRun> = serde_json::from_slice(&input).context("decoding the probe list")?;
     drop(input);
-    probe_all(&mut connector, probes)
+    probe_all(&mut connector, runs)
 }
 
 /// `--diagnose`: the identity as the drop left it, then the same fence a probing worker (or,
@@ -233,21 +305,24 @@ pub fn raise_fd_limit() -> u64 {
     soft
 }
 
-/// Makes every attempt of `probes` and writes one result line each to stdout. Results that
+/// Makes every attempt of `runs` and writes one result line each to stdout. Results that
 /// finished together are written with one flush: a sweep's thousands of simultaneous
 /// timeouts are one write, not one each; nothing finished waits unwritten while the loop
 /// sleeps.
 fn probe_all(
     connector: &mut crate::connector::Connector,
-    probes: Vec<WorkerProbe>,
+    runs: Vec<WorkerRun>,
 ) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let out = std::cell::RefCell::new(std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()));
-    let requests = probes.into_iter().map(|p| crate::connector::Request {
-        id: p.id,
-        addr: p.addr,
-        timeout: Duration::from_millis(p.timeout_ms),
-    });
+    let requests =
+        runs.into_iter()
+            .flat_map(WorkerRun::probes)
+            .map(|p| crate::connector::Request {
+                id: p.id,
+                addr: p.addr,
+                timeout: Duration::from_millis(p.timeout_ms),
+            });
     connector.run(
         requests,
         |id, attempt| -> anyhow::Result<()> {
@@ -385,7 +460,7 @@ pub async fn run_as(
     probes: &[WorkerProbe],
     results: mpsc::UnboundedSender<WorkerResult>,
 ) -> Result<(), WorkerError> {
-    run_worker(user, None, probes, WorkerOptions::default(), results).await
+    run_worker(user, None, &runs(probes), WorkerOptions::default(), results).await
 }
 
 /// How the parent asks a worker to probe.
@@ -397,11 +472,12 @@ pub struct WorkerOptions {
     pub local_addresses: bool,
 }
 
-/// [`run_as`], standing in the process `service` (a `pid:`/`unit:` identity) when given.
+/// [`run_as`] for the probes of `runs` ([`runs`]), standing in the process `service` (a
+/// `pid:`/`unit:` identity) when given.
 pub async fn run_worker(
     user: &str,
     service: Option<&crate::service::ServiceIdentity>,
-    probes: &[WorkerProbe],
+    runs: &[WorkerRun],
     options: WorkerOptions,
     results: mpsc::UnboundedSender<WorkerResult>,
 ) -> Result<(), WorkerError> {
@@ -426,18 +502,22 @@ pub async fn run_worker(
     })?;
 
     if tracing::enabled!(tracing::Level::DEBUG) {
-        log_start(user, child.id(), probes.len());
+        let probes = runs.iter().map(|r| usize::from(r.count)).sum();
+        log_start(user, child.id(), probes);
     }
     // Only -v names each probe's address: a sweep's worker would otherwise hold a map of
     // 16,384 entries for nothing.
     let addr_of: std::collections::HashMap<usize, SocketAddr> =
         if tracing::enabled!(tracing::Level::DEBUG) {
-            probes.iter().map(|p| (p.id, p.addr)).collect()
+            runs.iter()
+                .flat_map(|r| r.probes())
+                .map(|p| (p.id, p.addr))
+                .collect()
         } else {
             std::collections::HashMap::new()
         };
 
-    let request = serde_json::to_vec(probes).map_err(WorkerError::Encode)?;
+    let request = serde_json::to_vec(runs).map_err(WorkerError::Encode)?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -507,6 +587,98 @@ mod tests {
                 timeout_ms: 1000,
             })
             .collect()
+    }
+
+    /// The runs, expanded again.
+    fn expand(runs: &[WorkerRun]) -> Vec<WorkerProbe> {
+        runs.iter().flat_map(|r| r.probes()).collect()
+    }
+
+    fn same(a: &[WorkerProbe], b: &[WorkerProbe]) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(a, b)| a.id == b.id && a.addr == b.addr && a.timeout_ms == b.timeout_ms)
+    }
+
+    #[test]
+    fn a_sweep_is_one_run_per_address_and_expands_to_every_probe_once() {
+        let mut list = Vec::new();
+        for (base, ip) in [(0, "203.0.113.1"), (65_535, "[2001:db8::1]")] {
+            for port in 1..=65_535u16 {
+                list.push(WorkerProbe {
+                    id: base + usize::from(port) - 1,
+                    addr: format!("{ip}:{port}").parse().unwrap(),
+                    timeout_ms: 1000,
+                });
+            }
+        }
+        let runs = runs(&list);
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!(runs[1].count, 65_535);
+        assert!(same(&expand(&runs), &list));
+        let json = serde_json::to_string(&runs).unwrap();
+        assert!(json.len() < 200, "{json}");
+        let back: Vec<WorkerRun> = serde_json::from_str(&json).unwrap();
+        assert!(same(&expand(&back), &list));
+    }
+
+    #[test]
+    fn runs_break_wherever_anything_but_the_next_port_and_id_changes() {
+        let p = |id: usize, addr: &str, timeout_ms: u64| WorkerProbe {
+            id,
+            addr: addr.parse().unwrap(),
+            timeout_ms,
+        };
+        let list = vec![
+            p(0, "192.0.2.1:65534", 1000),
+            p(1, "192.0.2.1:65535", 1000),
+            // The port wraps: a new run.
+            p(2, "192.0.2.1:1", 1000),
+            // Another address.
+            p(3, "192.0.2.2:2", 1000),
+            // Another timeout.
+            p(4, "192.0.2.2:3", 2000),
+            // An id gap.
+            p(6, "192.0.2.2:4", 2000),
+            // A port gap, then the same port again.
+            p(7, "192.0.2.2:6", 2000),
+            p(8, "192.0.2.2:6", 2000),
+            // Another IPv6 scope.
+            p(9, "[fe80::1%1]:25", 1000),
+            p(10, "[fe80::1%2]:26", 1000),
+            p(11, "[fe80::1%2]:27", 1000),
+        ];
+        let runs = runs(&list);
+        assert_eq!(
+            runs.iter().map(|r| r.count).collect::<Vec<_>>(),
+            [2, 1, 1, 1, 1, 1, 1, 1, 2]
+        );
+        assert!(same(&expand(&runs), &list));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn runs_expand_to_exactly_the_probes(
+            raw in proptest::collection::vec((0usize..4, 0u16..6, 0u8..3, 0u8..2, 0u8..2), 0..60)
+        ) {
+            // Ids mostly consecutive, ports mostly consecutive, a few addresses and timeouts.
+            let mut id = 0;
+            let list: Vec<WorkerProbe> = raw
+                .iter()
+                .map(|&(gap, port, host, v6, timeout)| {
+                    id += usize::from(gap == 0) * 2 + 1;
+                    let ip = if v6 == 1 { format!("[2001:db8::{host}]") } else { format!("192.0.2.{host}") };
+                    WorkerProbe {
+                        id,
+                        addr: format!("{ip}:{}", 65_530 + port).parse().unwrap(),
+                        timeout_ms: 1000 + u64::from(timeout),
+                    }
+                })
+                .collect();
+            let runs = runs(&list);
+            proptest::prop_assert!(same(&expand(&runs), &list));
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ use clap::Parser;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 use crate::error::BenchError;
-use crate::lab::{BenchLab, DNS_DOMAINS};
+use crate::lab::{BenchLab, Sinks, DNS_DOMAINS};
 use crate::options::{Options, Tool};
 use crate::plan::{user_name, Plan, MAX_USERS};
 use crate::report::Context;
@@ -182,10 +182,10 @@ fn run(options: &Options) -> anyhow::Result<()> {
     let work = Work::new(options.keep.as_deref())?;
     let timeout = options.timeout;
 
-    let lab = BenchLab::up(
-        work.path(),
-        std::time::Duration::from_millis(options.dns_rtt),
-    )?;
+    let dns_rtt = std::time::Duration::from_millis(options.dns_rtt);
+    let lab = BenchLab::up(work.path(), dns_rtt, Sinks::AnyIp)?;
+    // Built only when the sizes are done, so that it costs their figures nothing.
+    let mut sweep_lab: Option<BenchLab> = None;
     let mut bench = Bench::new(options, &lab, &bin, work.path());
     for &n in &options.sizes {
         signals::check()?;
@@ -208,6 +208,11 @@ fn run(options: &Options) -> anyhow::Result<()> {
         }
         bench.check_sink()?;
     }
+    if !options.sweeps.is_empty() {
+        let dir = work.path().join("sweep-lab");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        bench.lab = sweep_lab.insert(BenchLab::up(&dir, dns_rtt, Sinks::AnyPort)?);
+    }
     for &sweep in &options.sweeps {
         signals::check()?;
         if options.has(Tool::EgressCheck) {
@@ -218,6 +223,7 @@ fn run(options: &Options) -> anyhow::Result<()> {
         }
         bench.check_sink()?;
     }
+    bench.lab = &lab;
     if options.has(Tool::Dns) {
         bench.dns()?;
     }
@@ -236,6 +242,9 @@ fn run(options: &Options) -> anyhow::Result<()> {
     };
     print!("{}", bench.results.render(&cx, &bench.warnings));
     drop(bench);
+    if let Some(sweep_lab) = sweep_lab {
+        sweep_lab.teardown()?;
+    }
     lab.teardown()?;
     if let Work::Kept(dir) = &work {
         log(&format!("kept files in {}", dir.display()));

@@ -53,10 +53,10 @@ pub struct Options {
     /// Sweeps to run after the sizes, comma separated: every port (1-65535)
     /// of one sink address per family, by 1 user (131,070 probes) or 4
     /// users (524,280): `drop` / `drop4` as users the firewall DROPs,
-    /// `allow` / `allow4` as users it lets through (the sinks answer on 25
-    /// and 587; every other port answers with a reset: `refused`, which the
-    /// firewall let through too). nmap (`-sT -p-`, one per family, run once:
-    /// a minute each) only at the 1-user sweeps
+    /// `allow` / `allow4` as users it lets through (in a lab of their own
+    /// whose sinks answer on every port, so every probe connects). nmap
+    /// (`-sT -p-`, one per family, run once: a minute each) only at the
+    /// 1-user sweeps
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub sweeps: Vec<Sweep>,
     /// Tools to run, comma separated
@@ -115,8 +115,7 @@ pub enum Tool {
 pub enum Sweep {
     /// One user whose packets the firewall drops: every probe times out.
     Drop,
-    /// One user the firewall lets through: 2 ports connect per family, the
-    /// others are refused by the sink's host (a reset).
+    /// One user the firewall lets through: every port connects.
     Allow,
     /// Four users dropped (524,280 probes).
     #[value(name = "drop4")]

@@ -79,14 +79,14 @@ fn exchange(p: &ProbeRecord) -> String {
     p.spec
         .exchange
         .clone()
-        .unwrap_or_else(|| p.spec.target.clone())
+        .unwrap_or_else(|| p.spec.target.to_string())
 }
 
 /// What one check is, but for its ports: user, target, family, expectation.
 fn check_key(report: &Judgement, p: &ProbeRecord) -> [String; 4] {
     [
         super::stable_label(report, &p.spec.user),
-        p.spec.target.clone(),
+        p.spec.target.to_string(),
         p.spec.family.as_str().to_string(),
         p.spec.expect.to_string(),
     ]
@@ -101,7 +101,7 @@ fn probe_key(report: &Judgement, p: &ProbeRecord) -> ProbeKey {
     };
     [
         super::stable_label(report, &p.spec.user),
-        p.spec.target.clone(),
+        p.spec.target.to_string(),
         exchange(p),
         address,
         p.spec.family.as_str().to_string(),
@@ -151,7 +151,7 @@ pub fn to_prometheus(report: &Judgement) -> String {
         let counts = targets
             .entry([
                 super::stable_label(report, &p.spec.user),
-                p.spec.target.clone(),
+                p.spec.target.to_string(),
                 p.spec.family.as_str().to_string(),
                 range_of(p),
                 p.spec.expect.to_string(),

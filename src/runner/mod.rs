@@ -114,7 +114,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
         );
     }
     let tracer = traced.then(|| Tracer::start(&probes));
-    let dispatch = Dispatch::new(&probes);
+    let mut dispatch = Dispatch::new(&probes);
     let watched = watched_namespaces(&probes, &services, &settings.watch);
     let counters_before = kernel::Snapshot::take(&watched);
     let (tx, mut rx) = mpsc::unbounded_channel::<WorkerResult>();
@@ -123,8 +123,10 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     let (per_worker, fd_limited) = worker::probes_per_worker();
     let cores = worker::cores();
     let mut limits = Vec::new();
-    let shards: Vec<(&String, &[worker::WorkerProbe])> = dispatch
-        .requests
+    // Each shard goes to its worker as runs of consecutive ports ([`worker::WorkerRun`]):
+    // a sweep's list of 131,070 requests (6 MB) is not kept while the workers run.
+    let requests = std::mem::take(&mut dispatch.requests);
+    let shards: Vec<(String, Vec<worker::WorkerRun>)> = requests
         .iter()
         .flat_map(|(user, requests)| {
             let shards = worker::shards(requests, per_worker, cores);
@@ -138,9 +140,15 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
                 eprintln!("egress-check: limited by {text}: slower than the run could be");
                 limits.push(text);
             }
-            shards.into_iter().map(move |shard| (user, shard))
+            shards
+                .into_iter()
+                .map(move |shard| (user.clone(), worker::runs(shard)))
         })
         .collect();
+    drop(requests);
+    // Planning freed more than it keeps (the probes' growth, the sort, the request list);
+    // hand it back before the workers start, when the run's memory is at its peak.
+    release_freed_memory();
     // The conntrack table is one per namespace, bounded by one global maximum: a full table
     // drops SYNs, which read as timeouts. Cap the connects in flight across all workers so
     // that it cannot fill (the counters above stay the backstop: entries outlive their
@@ -171,8 +179,8 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
                     in_flight: in_flight_cap,
                     local_addresses: traced,
                 };
-                let outcome = worker::run_worker(user, service, shard, options, tx).await;
-                (user.clone(), outcome)
+                let outcome = worker::run_worker(&user, service, &shard, options, tx).await;
+                (user, outcome)
             }
         })
         .collect();
@@ -180,12 +188,8 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
         .buffer_unordered(worker::concurrent_worker_limit())
         .collect::<Vec<_>>();
     drop(tx);
-    let mut results: Vec<Option<Attempt>> = vec![None; dispatch.attempts()];
-    let mut record = |result: WorkerResult| {
-        if let Some(slot) = results.get_mut(result.id) {
-            *slot = Some(result.attempt);
-        }
-    };
+    let mut results = dispatch::Results::new(dispatch.attempts());
+    let mut record = |result: WorkerResult| results.record(result.id, result.attempt);
     let mut worker_errors: HashMap<String, WorkerError> = HashMap::new();
     let interruption = {
         tokio::pin!(workers);
@@ -214,7 +218,7 @@ pub async fn execute(assignments: &[Assignment], settings: &RunSettings) -> Exec
     let kernel_limited = kernel::Snapshot::take(&watched).moved_since(&counters_before);
 
     let attempts = dispatch.fan_out(&probes, results, |p| {
-        interrupt::missing_reason(interruption, worker_errors.get(&p.spec.user))
+        interrupt::missing_reason(interruption, worker_errors.get(&*p.spec.user))
     });
     let explanations = tracer.map(|t| t.finish(&probes, &attempts));
     Executed {
@@ -250,4 +254,16 @@ fn watched_namespaces(
     }
     watched.extend(extra.iter().cloned());
     watched
+}
+
+/// Returns the allocator's free memory to the kernel. glibc keeps freed heap memory mapped
+/// (and counted in the process's RSS and PSS) for reuse; a sweep's planning frees tens of
+/// megabytes that the rest of the run never needs again in one piece.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes its arena locks and
+    // touches no memory that is in use.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
 }
