@@ -17,13 +17,15 @@
 //! Beside the flow: [`vocab`] (words every stage uses: [`vocab::Family`],
 //! [`vocab::Expectation`], value parsers), [`address`] (where an address leads: whether a
 //! connection to it can leave the host, and its family on the wire), [`identity`] (accounts and the privilege drop), [`fence`] (the
-//! worker's Landlock and seccomp fence after the drop), [`child`] (the parent's side of the
-//! fenced child processes: workers and the resolver),
+//! Landlock and seccomp fence every child sets after its drop: workers, the resolver, the
+//! sandbox's internet), [`child`] (the parent's side of the fenced child processes, and
+//! the child's tie to its parent),
 //! [`netns`] (entering a namespace), [`service`] (`pid:`/`unit:` identities: standing in
 //! a process's network namespace, cgroup and credentials), [`exit_codes`], [`cli`] (the command line),
 //! [`source`] (which files a run reads its scenarios from), [`run_info`] (host, start,
 //! duration, version and nameservers of a run, for reports merged across hosts), [`output`] (reports written to
-//! files, atomically), [`lab`] (throwaway namespaces with a simulated internet),
+//! files, atomically), [`lab`] (throwaway namespaces with a simulated internet, served by a thread or, for the
+//! sandbox, a process of its own that drops to `nobody`),
 //! [`sandbox`] (the lab as `egress-check sandbox` builds it), and [`explain`] (`--explain`:
 //! nftables tracing names the rule that decided each probe; the runner starts and
 //! finishes it, the report prints it, verdicts never depend on it).

@@ -339,7 +339,7 @@ fn probe_all(
 /// descriptors it will have (the hard limit, which a root worker raises its soft limit to),
 /// so that no probe of a worker waits for another's timeout. A user with more probes gets
 /// several workers. The second value is true when the descriptor limit, not
-/// [`MAX_IN_FLIGHT`], set the figure (a run that is slower than it could be says so).
+/// `MAX_IN_FLIGHT`, set the figure (a run that is slower than it could be says so).
 pub fn probes_per_worker() -> (usize, bool) {
     let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
     let usable = hard.saturating_sub(RESERVED_FDS).max(1);
@@ -349,7 +349,7 @@ pub fn probes_per_worker() -> (usize, bool) {
 /// `probes` cut into shards of nearly equal size (a sweep of 65,537 probes is two shards of
 /// 32,769 and 32,768, not 65,536 and 1), in order; together they are `probes`, each exactly
 /// once. As many shards as it takes to keep `per_worker` in flight in each, but no more
-/// than the machine's cores or what [`MAX_IN_FLIGHT`] alone would need, whichever is more:
+/// than the machine's cores or what `MAX_IN_FLIGHT` alone would need, whichever is more:
 /// under a low descriptor limit a hundred small workers would cost more memory than the
 /// time they save, so each worker then runs its shard in waves (slower, and said so).
 pub fn shards(probes: &[WorkerProbe], per_worker: usize, cores: usize) -> Vec<&[WorkerProbe]> {

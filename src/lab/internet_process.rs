@@ -1,6 +1,6 @@
 //! Where the simulated internet runs: a thread of the calling process ([`Serving::Thread`])
 //! or a separate process that drops its privileges once its sockets are bound
-//! ([`Serving::Process`]). Both run the same serving code ([`super::internet::setup`]).
+//! ([`Serving::Process`]). Both run the same serving code (`internet::setup`).
 //!
 //! Why a process: the internet's DNS server and sinks parse whatever the host namespace
 //! sends them (DNS questions decoded by hickory-server, bytes on the sinks). `egress-check
@@ -13,8 +13,8 @@
 //! `no_new_privs`), fences itself ([`crate::fence`], role [`Role::Internet`]: no files, no
 //! new sockets, no binding or connecting) and only then answers anybody.
 //!
-//! The test kit and the benchmark keep the thread: their labs carry code ([`DnsLayer`]
-//! fault layers, [`super::DnsLayer`]) and add sinks at run time ([`super::Lab::add_sink`]), neither of which can
+//! The test kit and the benchmark keep the thread: their labs carry code (fault
+//! layers, [`super::DnsLayer`]) and add sinks at run time ([`super::Lab::add_sink`]), neither of which can
 //! cross to another process, and they are test support, not something root runs in
 //! production.
 //!
@@ -184,7 +184,7 @@ pub enum InternetProcessError {
     Thread(#[from] ThreadError),
 }
 
-/// What the parent sends the internet process: [`Services`] without code.
+/// What the parent sends the internet process: the internet's services without code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

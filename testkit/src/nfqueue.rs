@@ -17,7 +17,7 @@
 //! separate process would need a binary of its own in the test kit, and the
 //! tests' labs are built by that root process anyway), but capabilities are
 //! per thread in Linux, so once the queue is bound the thread keeps only
-//! CAP_NET_ADMIN ([`keep_only_net_admin`]): the kernel checks it of the
+//! CAP_NET_ADMIN (`keep_only_net_admin`): the kernel checks it of the
 //! sender for every verdict, and for nothing else the thread does. The rest
 //! of the test process keeps root.
 //! `nfq` offers no descriptor to wait on, so the thread polls the socket
