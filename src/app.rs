@@ -329,6 +329,25 @@ pub fn sandbox_options(args: &SandboxArgs, assignments: &[Assignment]) -> Sandbo
     }
 }
 
+/// Whether the sandbox explains, checked inside it: on by default (a sandbox is root's
+/// throwaway namespace, so tracing is possible unless the kernel lacks nf_tables; then say
+/// so and go on), up to [`explain::DEFAULT_MAX_PROBES`] probes (beyond, tracing loses
+/// events and costs more than the run); `--explain` insists, `--no-explain` declines.
+pub fn sandbox_explain(args: &SandboxArgs) -> anyhow::Result<Explain> {
+    if args.no_explain {
+        return Ok(Explain::Off);
+    }
+    Ok(match explain::preflight() {
+        Ok(()) if args.explain => Explain::On,
+        Ok(()) => Explain::UpTo(explain::DEFAULT_MAX_PROBES),
+        Err(err) if args.explain => return Err(err.into()),
+        Err(err) => {
+            eprintln!("egress-check: warning: running without explanations: {err}");
+            Explain::Off
+        }
+    })
+}
+
 /// Builds a sandbox, runs `body` inside its host namespace with the internet's namespace
 /// (whose kernel counters the run watches: [`runner::kernel`]), and tears the sandbox down
 /// whatever happened.

@@ -7,17 +7,16 @@ use std::process::ExitCode;
 use egress_check::address::HostInterfaces;
 use egress_check::app::{
     choose_resolver, enter_netns, from_host, in_sandbox, init_logging, prepare, probe_and_report,
-    runtime, sandbox_options,
+    runtime, sandbox_explain, sandbox_options,
 };
 use egress_check::cli::{
     self, AdHocArgs, Cli, Command, DisplayOptions, ResolveArgs, ResolveFormat, RunArgs, SandboxArgs,
 };
-use egress_check::explain::Explain;
 use egress_check::plan::{self, NameserverChoice};
 use egress_check::report::ResolveReport;
 use egress_check::resolve;
 use egress_check::scenario::{self, AdHocTargets, TargetKind};
-use egress_check::{dns_process, exit_codes, explain, identity, lab, source, vocab, worker};
+use egress_check::{dns_process, exit_codes, identity, lab, source, vocab, worker};
 
 fn main() -> ExitCode {
     let cli = cli::parse(std::env::args_os()).unwrap_or_else(|err| err.exit());
@@ -153,22 +152,7 @@ fn sandbox(args: SandboxArgs, display: &DisplayOptions) -> anyhow::Result<u8> {
             server: args.nameserver,
             netns_resolv_conf: None,
         };
-        // On by default here: a sandbox is root's throwaway namespace, so tracing is always
-        // possible unless the kernel lacks nf_tables; then say so and go on.
-        // (Up to a size: beyond it, tracing loses events and costs more than the run.)
-        let explain = if args.no_explain {
-            Explain::Off
-        } else {
-            match explain::preflight() {
-                Ok(()) if args.explain => Explain::On,
-                Ok(()) => Explain::UpTo(explain::DEFAULT_MAX_PROBES),
-                Err(err) if args.explain => return Err(err.into()),
-                Err(err) => {
-                    eprintln!("egress-check: warning: running without explanations: {err}");
-                    Explain::Off
-                }
-            }
-        };
+        let explain = sandbox_explain(&args)?;
         probe_and_report(prepared, nameservers, &args.probe, display, explain, watch)
     })
 }
