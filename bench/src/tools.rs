@@ -367,22 +367,7 @@ impl<'a> Bench<'a> {
                     commands.push(cmd);
                 }
             }
-            let (m, code) = in_netns(b.lab.host_ns(), || {
-                measure(|t| {
-                    let mut pids = Vec::new();
-                    for cmd in &mut commands {
-                        pids.push(t.spawn(cmd)?);
-                    }
-                    let mut code = 0;
-                    for pid in pids {
-                        let c = exit_code(&t.wait(pid)?);
-                        if code == 0 {
-                            code = c;
-                        }
-                    }
-                    Ok(code)
-                })
-            })?;
+            let (m, code) = in_netns(b.lab.host_ns(), || measure_all(&mut commands))?;
             Ok(Run {
                 m,
                 verdict: check_nmap(plan, &nmap_dir, code),
@@ -666,22 +651,7 @@ impl Bench<'_> {
                     .stderr(create(&dir.join(format!("{family}.err")))?);
                 commands.push(cmd);
             }
-            let (m, code) = in_netns(b.lab.host_ns(), || {
-                measure(|t| {
-                    let mut pids = Vec::new();
-                    for cmd in &mut commands {
-                        pids.push(t.spawn(cmd)?);
-                    }
-                    let mut code = 0;
-                    for pid in pids {
-                        let c = exit_code(&t.wait(pid)?);
-                        if code == 0 {
-                            code = c;
-                        }
-                    }
-                    Ok(code)
-                })
-            })?;
+            let (m, code) = in_netns(b.lab.host_ns(), || measure_all(&mut commands))?;
             let mut counts = (0, 0, 0);
             for family in ["v4", "v6"] {
                 let text =
@@ -944,6 +914,25 @@ fn check_mx(report: &Path, code: i32) -> String {
             head(&err_path(report))
         )
     }
+}
+
+/// Starts every command of `commands` at once (nmap, one per family) and measures them
+/// together until the last ends; the exit code is the first non-zero one.
+fn measure_all(commands: &mut [Command]) -> Result<(Measurement, i32), BenchError> {
+    measure(|t| {
+        let mut pids = Vec::new();
+        for cmd in commands.iter_mut() {
+            pids.push(t.spawn(cmd)?);
+        }
+        let mut code = 0;
+        for pid in pids {
+            let c = exit_code(&t.wait(pid)?);
+            if code == 0 {
+                code = c;
+            }
+        }
+        Ok(code)
+    })
 }
 
 #[cfg(test)]
