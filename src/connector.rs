@@ -14,7 +14,8 @@
 //! attempt of the same family connects it again. It stays in the epoll set all along,
 //! edge-triggered, keyed by its slot: the kernel re-reads the socket's state when it
 //! delivers an event, so an event always describes the socket as it is. A probe costs
-//! `connect` and `getsockopt(SO_ERROR)`, and for one that connected or timed out
+//! `connect`, and `getsockopt(SO_ERROR)` for one that failed (an event that says writable
+//! without error or hang-up already says connected); for one that connected or timed out,
 //! `connect(AF_UNSPEC)` and one more `getsockopt(SO_ERROR)` (the disconnect leaves
 //! `ECONNRESET` pending on the socket, which the next attempt must not read as its own);
 //! `getsockname` only when the local address is asked for (`--explain`).
@@ -430,7 +431,19 @@ impl Connector {
         let pending = s.pending.as_ref()?;
         let raw = s.fd.as_ref()?.as_raw_fd();
         let elapsed = pending.started.elapsed();
-        let result = socket_error(raw);
+        // The kernel computes an event's flags when it delivers it (ep_item_poll re-polls
+        // the socket), from the socket as it is now: tcp_poll sets EPOLLOUT only once the
+        // connection is established, EPOLLERR whenever an error is pending and EPOLLHUP
+        // once the socket is closed. Writable with neither is therefore connected with no
+        // error to read, and `getsockopt(SO_ERROR)` would only return 0: one system call
+        // less for every probe that connects.
+        let clean = libc::EPOLLOUT as u32;
+        let troubled = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        let result = if flags & (clean | troubled) == clean {
+            Ok(0)
+        } else {
+            socket_error(raw)
+        };
         let connected = matches!(result, Ok(0));
         let attempt = match result {
             // Writable without error: connected. Without EPOLLOUT, still connecting (an
