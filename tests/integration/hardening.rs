@@ -1271,6 +1271,93 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
+/// A loopback resolver of the sandbox host (`127.0.0.53`, systemd-resolved's stub) is
+/// answered inside the host namespace by a second internet process: it too runs as
+/// `nobody`, without capabilities, with `no_new_privs` and its seccomp filter, and the run
+/// resolves through it (no probe inconclusive).
+#[test]
+fn a_loopback_resolver_is_served_by_a_fenced_nobody_process() {
+    if !ensure_lab_users() {
+        return;
+    }
+    crate::util::users::ensure_story_users();
+    let story = crate::util::fixtures::shipped("story.toml");
+    let rules = crate::util::fixtures::shipped("story-ipv4-only.rules");
+    // www-data's IPv4 probes wait out their 3 s timeout: time to sample.
+    let mut child = Command::new(BIN)
+        .args(["sandbox", &story, "--iptables", &rules])
+        .args([
+            "--nameserver",
+            "127.0.0.53",
+            "--timeout",
+            "3s",
+            "--format",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start egress-check sandbox");
+    let parent = child.id();
+    let mut servers = std::collections::BTreeMap::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        let family = crate::util::procfs::descendants(parent);
+        // Once workers exist the sandbox is built: every internet process has bound,
+        // dropped and fenced itself (before that it is root by design, while binding).
+        let ready = family.iter().any(|&pid| {
+            crate::util::procfs::cmdline(pid).is_some_and(|a| crate::util::procfs::is_worker(&a))
+        });
+        for pid in family.into_iter().filter(|_| ready) {
+            let args = crate::util::procfs::cmdline(pid).unwrap_or_default();
+            if args.iter().any(|a| a == "__serve-internet") {
+                let status = crate::util::procfs::status(pid);
+                if !status.is_empty() {
+                    servers.insert(pid, status);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("wait for egress-check");
+    assert_eq!(
+        servers.len(),
+        2,
+        "the internet and the host's loopback resolver: {servers:#?}\n{}",
+        describe(&out)
+    );
+    let nobody = crate::util::users::uid_of("nobody").to_string();
+    for (pid, st) in &servers {
+        let field = |k: &str| st.get(k).map(String::as_str).unwrap_or("?");
+        assert_eq!(
+            field("Uid").split_whitespace().collect::<Vec<_>>(),
+            vec![nobody.as_str(); 4],
+            "{pid}: {st:?}"
+        );
+        assert_eq!(field("CapEff"), "0000000000000000", "{pid}: {st:?}");
+        assert_eq!(field("CapPrm"), "0000000000000000", "{pid}: {st:?}");
+        assert_eq!(field("NoNewPrivs"), "1", "{pid}: {st:?}");
+        assert_eq!(field("Seccomp"), "2", "{pid}: {st:?}");
+    }
+    assert_eq!(
+        code(&out),
+        1,
+        "the story leaks over IPv6\n{}",
+        describe(&out)
+    );
+    let report = crate::util::report::Report::parse(&out);
+    assert!(!report.probes.is_empty(), "{}", describe(&out));
+    assert_eq!(
+        report.inconclusive,
+        0,
+        "resolved through 127.0.0.53\n{}",
+        describe(&out)
+    );
+    let left = crate::util::leftovers::of_sandbox(parent);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
 /// `__resolve-as USER --diagnose`, parsed.
 fn diagnose_resolver(user: &str) -> Value {
     diagnose_as("__resolve-as", user)
