@@ -1209,13 +1209,6 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
         "exactly one process serves the internet: {servers:#?}\n{}",
         describe(&out)
     );
-    let nobody = crate::util::users::uid_of("nobody").to_string();
-    let nobody_gid = crate::util::users::id_numbers("-g", "nobody")[0].to_string();
-    let mut nobody_groups: Vec<String> = crate::util::users::id_numbers("-G", "nobody")
-        .into_iter()
-        .map(|g| g.to_string())
-        .collect();
-    nobody_groups.sort();
     for (pid, samples) in &servers {
         // UDP and TCP on both link addresses; the two transparent sinks. (The most seen: a
         // sample taken as the process closes its sockets at the end sees fewer.)
@@ -1230,33 +1223,11 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
         .iter()
         .flat_map(|(pid, samples)| samples.iter().map(move |s| (pid, s)));
     for (pid, (st, args, _, _)) in samples {
-        let field = |k: &str| st.get(k).map(String::as_str).unwrap_or("?");
         assert!(
             args.iter().any(|a| a == "__serve-internet"),
             "{pid}: {args:?}"
         );
-        assert_eq!(
-            field("Uid").split_whitespace().collect::<Vec<_>>(),
-            vec![nobody.as_str(); 4],
-            "the internet runs as nobody: {st:?}"
-        );
-        assert_eq!(
-            field("Gid").split_whitespace().collect::<Vec<_>>(),
-            vec![nobody_gid.as_str(); 4],
-            "{st:?}"
-        );
-        let mut groups: Vec<String> = field("Groups")
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        groups.sort();
-        assert_eq!(groups, nobody_groups, "nobody's groups only: {st:?}");
-        for caps in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
-            assert_eq!(field(caps), "0000000000000000", "{caps}: {st:?}");
-        }
-        assert_eq!(field("NoNewPrivs"), "1", "{st:?}");
-        assert_eq!(field("Seccomp"), "2", "fenced before it serves: {st:?}");
-        assert_eq!(field("Threads"), "1", "{st:?}");
+        assert_serves_as_nobody_fenced(*pid, st);
     }
     assert_eq!(
         code(&out),
@@ -1269,6 +1240,40 @@ fn the_sandbox_internet_serves_as_nobody_fenced() {
     assert_eq!(report.inconclusive, 0, "{}", describe(&out));
     let left = crate::util::leftovers::of_sandbox(parent);
     assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// What every internet process shows once it serves (`st`: its `/proc/PID/status`): all
+/// uids, gids and groups of nobody, every capability set empty, `no_new_privs`, a seccomp
+/// filter, one thread.
+fn assert_serves_as_nobody_fenced(pid: u32, st: &std::collections::HashMap<String, String>) {
+    let nobody = crate::util::users::uid_of("nobody").to_string();
+    let nobody_gid = crate::util::users::id_numbers("-g", "nobody")[0].to_string();
+    let mut nobody_groups: Vec<String> = crate::util::users::id_numbers("-G", "nobody")
+        .into_iter()
+        .map(|g| g.to_string())
+        .collect();
+    nobody_groups.sort();
+    let field = |k: &str| st.get(k).map(String::as_str).unwrap_or("?");
+    let ids = |k: &str| field(k).split_whitespace().collect::<Vec<_>>();
+    assert_eq!(
+        ids("Uid"),
+        vec![nobody.as_str(); 4],
+        "{pid} runs as nobody: {st:?}"
+    );
+    assert_eq!(ids("Gid"), vec![nobody_gid.as_str(); 4], "{pid}: {st:?}");
+    let mut groups: Vec<String> = ids("Groups").into_iter().map(str::to_string).collect();
+    groups.sort();
+    assert_eq!(groups, nobody_groups, "{pid}: nobody's groups only: {st:?}");
+    for caps in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
+        assert_eq!(field(caps), "0000000000000000", "{pid} {caps}: {st:?}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1", "{pid}: {st:?}");
+    assert_eq!(
+        field("Seccomp"),
+        "2",
+        "{pid} fenced before it serves: {st:?}"
+    );
+    assert_eq!(field("Threads"), "1", "{pid}: {st:?}");
 }
 
 /// A loopback resolver of the sandbox host (`127.0.0.53`, systemd-resolved's stub) is
@@ -1327,18 +1332,8 @@ fn a_loopback_resolver_is_served_by_a_fenced_nobody_process() {
         "the internet and the host's loopback resolver: {servers:#?}\n{}",
         describe(&out)
     );
-    let nobody = crate::util::users::uid_of("nobody").to_string();
     for (pid, st) in &servers {
-        let field = |k: &str| st.get(k).map(String::as_str).unwrap_or("?");
-        assert_eq!(
-            field("Uid").split_whitespace().collect::<Vec<_>>(),
-            vec![nobody.as_str(); 4],
-            "{pid}: {st:?}"
-        );
-        assert_eq!(field("CapEff"), "0000000000000000", "{pid}: {st:?}");
-        assert_eq!(field("CapPrm"), "0000000000000000", "{pid}: {st:?}");
-        assert_eq!(field("NoNewPrivs"), "1", "{pid}: {st:?}");
-        assert_eq!(field("Seccomp"), "2", "{pid}: {st:?}");
+        assert_serves_as_nobody_fenced(*pid, st);
     }
     assert_eq!(
         code(&out),
